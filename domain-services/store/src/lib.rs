@@ -1,0 +1,58 @@
+//! The durable store of Nexus: one API over SQLite (embedded default) and PostgreSQL.
+//!
+//! The store is the source of truth; indexes elsewhere (the geo engine, gateway history) are
+//! derived views rebuilt from it. Every state change that other parts of the platform must hear
+//! about writes its event into the `outbox` table **in the same transaction** — write methods
+//! take the events to record alongside the change — and a relay publishes the outbox later, so
+//! an event is never lost when the bus is down and never published for a change that rolled
+//! back.
+//!
+//! Both backends run through sqlx's `Any` driver with one portable schema per backend under
+//! `migrations/` (text ids, integer timestamps in Unix milliseconds, JSON as text). SQL uses
+//! `$1`-style placeholders, which SQLite and PostgreSQL both understand. PostgreSQL gets the
+//! PostGIS extension when it is installed.
+//!
+//! # Layout
+//! - [`db`]: [`Store`], connecting, migrations, health;
+//! - [`users`]: user accounts, roles, settings, erasure;
+//! - [`credentials`]: refresh-token families, one-time tokens, API keys;
+//! - [`outbox`]: the transactional outbox and the audit log;
+//! - [`error`]: [`StoreError`].
+//!
+//! # Example
+//! ```
+//! # tokio_test_block(async {
+//! use nexus_store::{NewEvent, Store, UserRecord};
+//! let dir = tempfile::tempdir().unwrap();
+//! let url = format!("sqlite://{}/nexus.db", dir.path().display());
+//! let store = Store::connect(&url).await.unwrap();
+//! store.migrate().await.unwrap();
+//! let user = UserRecord::new("u1", "ada@example.org", "Ada", "$argon2id$…", vec!["patient".into()], 1);
+//! let event = NewEvent::new("nexus.users", "u1", "user.registered", "{}");
+//! store.create_user(&user, &[event]).await.unwrap();
+//! assert_eq!(store.user_by_email("ada@example.org").await.unwrap().unwrap().id, "u1");
+//! assert_eq!(store.outbox_pending(10).await.unwrap().len(), 1);
+//! # });
+//! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod credentials;
+pub mod db;
+pub mod error;
+pub mod outbox;
+pub mod users;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
+pub use db::{Backend, Store};
+pub use error::StoreError;
+pub use outbox::{NewEvent, OutboxRow};
+pub use users::{UserPatch, UserRecord};
+
+/// Current time in Unix milliseconds, the store's timestamp unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
