@@ -94,7 +94,9 @@ impl FromStr for Grant {
             "publish" => Ok(Grant::Publish),
             "subscribe" => Ok(Grant::Subscribe),
             "admin" => Ok(Grant::Admin),
-            other => Err(format!("unknown grant `{other}` (publish, subscribe, admin)")),
+            other => Err(format!(
+                "unknown grant `{other}` (publish, subscribe, admin)"
+            )),
         }
     }
 }

@@ -78,7 +78,12 @@ impl Claims {
     }
 
     /// Makes this a room token for `room`.
-    pub fn with_room(mut self, room: impl Into<String>, kind: RoomKind, grants: Vec<Grant>) -> Self {
+    pub fn with_room(
+        mut self,
+        room: impl Into<String>,
+        kind: RoomKind,
+        grants: Vec<Grant>,
+    ) -> Self {
         self.room = Some(room.into());
         self.room_kind = Some(kind);
         self.grants = Some(grants);
@@ -217,7 +222,10 @@ mod tests {
         let rotated = TokenKeys::new(K2, &[K1]);
         assert_eq!(rotated.verify(&token).unwrap().sub, "u1");
         let other = TokenKeys::new(K2, &[]);
-        assert!(matches!(other.verify(&token), Err(AuthError::InvalidToken(_))));
+        assert!(matches!(
+            other.verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]

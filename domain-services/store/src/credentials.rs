@@ -139,12 +139,17 @@ impl Store {
 
     /// Revokes the family of the token with digest `hash` (logout). Returns the owner, or
     /// `None` for an unknown token.
-    pub async fn revoke_refresh_family(&self, hash: &str, now: i64) -> Result<Option<String>, StoreError> {
+    pub async fn revoke_refresh_family(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(row) = sqlx::query("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(None);
         };
@@ -223,7 +228,11 @@ impl Store {
     }
 
     /// Stores an API key by the digest of its secret.
-    pub async fn insert_api_key(&self, rec: &ApiKeyRecord, key_hash: &str) -> Result<(), StoreError> {
+    pub async fn insert_api_key(
+        &self,
+        rec: &ApiKeyRecord,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_keys (id, name, scope, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -239,7 +248,10 @@ impl Store {
     }
 
     /// The unrevoked API key whose secret has digest `key_hash`.
-    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub async fn api_key_by_hash(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, scope, created_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
@@ -259,12 +271,14 @@ impl Store {
 
     /// Revokes an API key by id; false when unknown or already revoked.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            == 1)
+        Ok(
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 }

@@ -117,10 +117,7 @@ impl Store {
         result
     }
 
-    async fn migrate_locked(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-    ) -> Result<Vec<i64>, StoreError> {
+    async fn migrate_locked(&self, conn: &mut sqlx::AnyConnection) -> Result<Vec<i64>, StoreError> {
         conn.execute(
             "CREATE TABLE IF NOT EXISTS nexus_migrations (version BIGINT PRIMARY KEY, \
              name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
@@ -128,10 +125,7 @@ impl Store {
         .await?;
         if self.backend == Backend::Postgres {
             // PostGIS is optional: enable it when the server has it and we may.
-            if let Err(e) = conn
-                .execute("CREATE EXTENSION IF NOT EXISTS postgis")
-                .await
-            {
+            if let Err(e) = conn.execute("CREATE EXTENSION IF NOT EXISTS postgis").await {
                 tracing::info!(error = %e, "PostGIS not enabled");
             }
         }

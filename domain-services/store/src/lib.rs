@@ -42,9 +42,9 @@ pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod outbox;
-pub mod users;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod users;
 
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
 pub use db::{Backend, Store};

@@ -163,23 +163,29 @@ impl Store {
         target: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(crate::now_ms())
-            .bind(actor.map(str::to_string))
-            .bind(action)
-            .bind(target.map(str::to_string))
-            .bind(detail.to_string())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(crate::now_ms())
+        .bind(actor.map(str::to_string))
+        .bind(action)
+        .bind(target.map(str::to_string))
+        .bind(detail.to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Audit entries about `target`, oldest first, as `(at, actor, action)`.
-    pub async fn audit_for(&self, target: &str) -> Result<Vec<(i64, Option<String>, String)>, StoreError> {
-        let rows = sqlx::query("SELECT at, actor, action FROM audit_log WHERE target = $1 ORDER BY seq")
-            .bind(target)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn audit_for(
+        &self,
+        target: &str,
+    ) -> Result<Vec<(i64, Option<String>, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT at, actor, action FROM audit_log WHERE target = $1 ORDER BY seq")
+                .bind(target)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()

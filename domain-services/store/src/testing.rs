@@ -43,14 +43,19 @@ pub async fn fresh_postgres_url() -> Option<String> {
         .await
         .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
     let (head, _) = base.rsplit_once('/').expect("database URL has a path");
-    let query = base.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = base
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     Some(format!("{head}/{name}{query}"))
 }
 
 /// A migrated store on a fresh PostgreSQL database (see [`fresh_postgres_url`]).
 pub async fn fresh_postgres_store() -> Option<Store> {
     let url = fresh_postgres_url().await?;
-    let store = Store::connect(&url).await.expect("connect to test database");
+    let store = Store::connect(&url)
+        .await
+        .expect("connect to test database");
     store.migrate().await.expect("migrate test database");
     Some(store)
 }

@@ -86,8 +86,7 @@ pub struct UserPatch {
     pub phone: Option<Option<String>>,
 }
 
-const USER_COLUMNS: &str =
-    "id, email, name, password_hash, roles, email_verified, settings, phone, created_at, updated_at";
+const USER_COLUMNS: &str = "id, email, name, password_hash, roles, email_verified, settings, phone, created_at, updated_at";
 
 fn json_text<T: Serialize>(v: &T) -> String {
     // Serializing plain strings and JSON values cannot fail.
@@ -96,7 +95,11 @@ fn json_text<T: Serialize>(v: &T) -> String {
 
 impl Store {
     /// Inserts a user and its events; [`StoreError::Conflict`] when the e-mail is taken.
-    pub async fn create_user(&self, user: &UserRecord, events: &[NewEvent]) -> Result<(), StoreError> {
+    pub async fn create_user(
+        &self,
+        user: &UserRecord,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -132,13 +135,15 @@ impl Store {
 
     /// The user with this e-mail (case-insensitive).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
-            .bind(email.to_lowercase())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(UserRecord::from_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(UserRecord::from_row)
+        .transpose()
     }
 
     /// Applies `patch`; returns the updated user, or `None` when there is no such user.
@@ -177,8 +182,14 @@ impl Store {
     }
 
     /// Replaces a user's roles; false when there is no such user.
-    pub async fn set_roles(&self, id: &str, roles: &[String], events: &[NewEvent]) -> Result<bool, StoreError> {
-        self.update_column(id, "roles", json_text(&roles), events).await
+    pub async fn set_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        self.update_column(id, "roles", json_text(&roles), events)
+            .await
     }
 
     /// Replaces a user's settings document; false when there is no such user.
@@ -188,12 +199,14 @@ impl Store {
         settings: &serde_json::Value,
         events: &[NewEvent],
     ) -> Result<bool, StoreError> {
-        self.update_column(id, "settings", json_text(settings), events).await
+        self.update_column(id, "settings", json_text(settings), events)
+            .await
     }
 
     /// Replaces a user's password hash; false when there is no such user.
     pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<bool, StoreError> {
-        self.update_column(id, "password_hash", hash.to_string(), &[]).await
+        self.update_column(id, "password_hash", hash.to_string(), &[])
+            .await
     }
 
     /// Marks the e-mail address as verified; false when there is no such user.

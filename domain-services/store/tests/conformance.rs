@@ -24,13 +24,27 @@ macro_rules! on_every_backend {
 }
 
 fn user(id: &str, email: &str) -> UserRecord {
-    UserRecord::new(id, email, "Test User", "$argon2id$fake", vec!["patient".into()], 1_000)
+    UserRecord::new(
+        id,
+        email,
+        "Test User",
+        "$argon2id$fake",
+        vec!["patient".into()],
+        1_000,
+    )
 }
 
 async fn users_round_trip_and_email_is_unique(store: Store) {
     let ev = NewEvent::new("nexus.users", "u1", "user.registered", r#"{"id":"u1"}"#);
-    store.create_user(&user("u1", "Ada@Example.org"), &[ev.clone()]).await.unwrap();
-    let got = store.user_by_email("ada@example.ORG").await.unwrap().unwrap();
+    store
+        .create_user(&user("u1", "Ada@Example.org"), &[ev.clone()])
+        .await
+        .unwrap();
+    let got = store
+        .user_by_email("ada@example.ORG")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.id, "u1");
     assert_eq!(got.email, "ada@example.org");
     assert_eq!(got.roles, vec!["patient".to_string()]);
@@ -38,7 +52,10 @@ async fn users_round_trip_and_email_is_unique(store: Store) {
     assert_eq!(store.user_by_id("u1").await.unwrap().unwrap(), got);
 
     let dup = store
-        .create_user(&user("u2", "ADA@example.org"), &[NewEvent::new("nexus.users", "u2", "user.registered", "{}")])
+        .create_user(
+            &user("u2", "ADA@example.org"),
+            &[NewEvent::new("nexus.users", "u2", "user.registered", "{}")],
+        )
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     // The failed insert left no event behind: the outbox row shares the transaction.
@@ -46,17 +63,37 @@ async fn users_round_trip_and_email_is_unique(store: Store) {
     assert_eq!(store.events_for("u1").await.unwrap(), vec![ev]);
     assert!(store.user_by_id("nope").await.unwrap().is_none());
 }
-on_every_backend!(users_round_trip_and_email_is_unique_on_every_backend, users_round_trip_and_email_is_unique);
+on_every_backend!(
+    users_round_trip_and_email_is_unique_on_every_backend,
+    users_round_trip_and_email_is_unique
+);
 
 async fn users_update_roles_settings_verify_and_erase(store: Store) {
-    store.create_user(&user("u1", "a@x.org"), &[]).await.unwrap();
-    let patch = UserPatch { name: Some("Grace".into()), phone: Some(Some("+15550100".into())) };
+    store
+        .create_user(&user("u1", "a@x.org"), &[])
+        .await
+        .unwrap();
+    let patch = UserPatch {
+        name: Some("Grace".into()),
+        phone: Some(Some("+15550100".into())),
+    };
     let updated = store.update_user("u1", &patch, &[]).await.unwrap().unwrap();
     assert_eq!(updated.name, "Grace");
     assert_eq!(updated.phone.as_deref(), Some("+15550100"));
-    assert!(store.update_user("missing", &patch, &[]).await.unwrap().is_none());
+    assert!(
+        store
+            .update_user("missing", &patch, &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    assert!(store.set_roles("u1", &["patient".into(), "admin".into()], &[]).await.unwrap());
+    assert!(
+        store
+            .set_roles("u1", &["patient".into(), "admin".into()], &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.count_with_role("admin").await.unwrap(), 1);
     assert_eq!(store.count_with_role("teacher").await.unwrap(), 0);
     let settings = serde_json::json!({"language": "fr", "notify": {"sms": false}});
@@ -81,15 +118,36 @@ async fn users_update_roles_settings_verify_and_erase(store: Store) {
     assert!(store.erase_user("u1", &[erased]).await.unwrap());
     assert!(store.user_by_id("u1").await.unwrap().is_none());
     assert!(!store.erase_user("u1", &[]).await.unwrap());
-    let next = RefreshRecord { token_hash: "h2".into(), family_id: "f1".into(), user_id: "u1".into(), expires_at: i64::MAX, created_at: 2 };
-    assert_eq!(store.rotate_refresh("h1", &next, 5).await.unwrap(), RotateOutcome::NotFound);
-    let types: Vec<String> = store.events_for("u1").await.unwrap().into_iter().map(|e| e.event_type).collect();
+    let next = RefreshRecord {
+        token_hash: "h2".into(),
+        family_id: "f1".into(),
+        user_id: "u1".into(),
+        expires_at: i64::MAX,
+        created_at: 2,
+    };
+    assert_eq!(
+        store.rotate_refresh("h1", &next, 5).await.unwrap(),
+        RotateOutcome::NotFound
+    );
+    let types: Vec<String> = store
+        .events_for("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     assert_eq!(types, vec!["user.deleted"]);
 }
-on_every_backend!(users_update_roles_settings_verify_and_erase_on_every_backend, users_update_roles_settings_verify_and_erase);
+on_every_backend!(
+    users_update_roles_settings_verify_and_erase_on_every_backend,
+    users_update_roles_settings_verify_and_erase
+);
 
 async fn refresh_rotation_detects_reuse(store: Store) {
-    store.create_user(&user("u1", "a@x.org"), &[]).await.unwrap();
+    store
+        .create_user(&user("u1", "a@x.org"), &[])
+        .await
+        .unwrap();
     let rec = |h: &str, exp: i64| RefreshRecord {
         token_hash: h.into(),
         family_id: "fam".into(),
@@ -99,40 +157,100 @@ async fn refresh_rotation_detects_reuse(store: Store) {
     };
     store.insert_refresh(&rec("t1", 1_000)).await.unwrap();
     assert_eq!(
-        store.rotate_refresh("t1", &rec("t2", 2_000), 100).await.unwrap(),
-        RotateOutcome::Rotated { user_id: "u1".into() }
+        store
+            .rotate_refresh("t1", &rec("t2", 2_000), 100)
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated {
+            user_id: "u1".into()
+        }
     );
     // t1 again: reuse → the family, including t2, is revoked.
     assert_eq!(
-        store.rotate_refresh("t1", &rec("t3", 2_000), 101).await.unwrap(),
-        RotateOutcome::Reused { user_id: "u1".into() }
+        store
+            .rotate_refresh("t1", &rec("t3", 2_000), 101)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused {
+            user_id: "u1".into()
+        }
     );
     assert_eq!(
-        store.rotate_refresh("t2", &rec("t4", 2_000), 102).await.unwrap(),
-        RotateOutcome::Reused { user_id: "u1".into() }
+        store
+            .rotate_refresh("t2", &rec("t4", 2_000), 102)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused {
+            user_id: "u1".into()
+        }
     );
     // Expiry.
-    let other = RefreshRecord { family_id: "fam2".into(), ..rec("x1", 50) };
+    let other = RefreshRecord {
+        family_id: "fam2".into(),
+        ..rec("x1", 50)
+    };
     store.insert_refresh(&other).await.unwrap();
-    assert_eq!(store.rotate_refresh("x1", &rec("x2", 100), 60).await.unwrap(), RotateOutcome::Expired);
+    assert_eq!(
+        store
+            .rotate_refresh("x1", &rec("x2", 100), 60)
+            .await
+            .unwrap(),
+        RotateOutcome::Expired
+    );
     // Logout revokes the family.
-    let fresh = RefreshRecord { family_id: "fam3".into(), ..rec("y1", 10_000) };
+    let fresh = RefreshRecord {
+        family_id: "fam3".into(),
+        ..rec("y1", 10_000)
+    };
     store.insert_refresh(&fresh).await.unwrap();
-    assert_eq!(store.revoke_refresh_family("y1", 70).await.unwrap().as_deref(), Some("u1"));
-    assert!(matches!(store.rotate_refresh("y1", &rec("y2", 10_000), 71).await.unwrap(), RotateOutcome::Reused { .. }));
-    assert_eq!(store.revoke_refresh_family("unknown", 70).await.unwrap(), None);
+    assert_eq!(
+        store
+            .revoke_refresh_family("y1", 70)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("u1")
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh("y1", &rec("y2", 10_000), 71)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused { .. }
+    ));
+    assert_eq!(
+        store.revoke_refresh_family("unknown", 70).await.unwrap(),
+        None
+    );
 }
-on_every_backend!(refresh_rotation_detects_reuse_on_every_backend, refresh_rotation_detects_reuse);
+on_every_backend!(
+    refresh_rotation_detects_reuse_on_every_backend,
+    refresh_rotation_detects_reuse
+);
 
 async fn concurrent_rotation_of_one_token_succeeds_once(store: Store) {
-    store.create_user(&user("u1", "a@x.org"), &[]).await.unwrap();
-    let base = RefreshRecord { token_hash: "t0".into(), family_id: "f".into(), user_id: "u1".into(), expires_at: i64::MAX, created_at: 1 };
+    store
+        .create_user(&user("u1", "a@x.org"), &[])
+        .await
+        .unwrap();
+    let base = RefreshRecord {
+        token_hash: "t0".into(),
+        family_id: "f".into(),
+        user_id: "u1".into(),
+        expires_at: i64::MAX,
+        created_at: 1,
+    };
     store.insert_refresh(&base).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
-        let next = RefreshRecord { token_hash: format!("n{i}"), ..base.clone() };
-        tasks.push(tokio::spawn(async move { store.rotate_refresh("t0", &next, 5).await.unwrap() }));
+        let next = RefreshRecord {
+            token_hash: format!("n{i}"),
+            ..base.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store.rotate_refresh("t0", &next, 5).await.unwrap()
+        }));
     }
     let mut rotated = 0;
     for t in tasks {
@@ -142,34 +260,95 @@ async fn concurrent_rotation_of_one_token_succeeds_once(store: Store) {
     }
     assert_eq!(rotated, 1, "exactly one concurrent rotation may win");
 }
-on_every_backend!(concurrent_rotation_of_one_token_succeeds_once_on_every_backend, concurrent_rotation_of_one_token_succeeds_once);
+on_every_backend!(
+    concurrent_rotation_of_one_token_succeeds_once_on_every_backend,
+    concurrent_rotation_of_one_token_succeeds_once
+);
 
 async fn one_time_tokens_are_single_use_and_expire(store: Store) {
-    store.create_user(&user("u1", "a@x.org"), &[]).await.unwrap();
-    store.insert_one_time("v1", "u1", "verify_email", 100).await.unwrap();
-    assert_eq!(store.consume_one_time("v1", "reset_password", 10).await.unwrap(), None);
-    assert_eq!(store.consume_one_time("v1", "verify_email", 10).await.unwrap().as_deref(), Some("u1"));
-    assert_eq!(store.consume_one_time("v1", "verify_email", 11).await.unwrap(), None);
-    store.insert_one_time("v2", "u1", "verify_email", 100).await.unwrap();
-    assert_eq!(store.consume_one_time("v2", "verify_email", 100).await.unwrap(), None);
+    store
+        .create_user(&user("u1", "a@x.org"), &[])
+        .await
+        .unwrap();
+    store
+        .insert_one_time("v1", "u1", "verify_email", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_one_time("v1", "reset_password", 10)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_one_time("v1", "verify_email", 10)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("u1")
+    );
+    assert_eq!(
+        store
+            .consume_one_time("v1", "verify_email", 11)
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .insert_one_time("v2", "u1", "verify_email", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_one_time("v2", "verify_email", 100)
+            .await
+            .unwrap(),
+        None
+    );
 }
-on_every_backend!(one_time_tokens_are_single_use_and_expire_on_every_backend, one_time_tokens_are_single_use_and_expire);
+on_every_backend!(
+    one_time_tokens_are_single_use_and_expire_on_every_backend,
+    one_time_tokens_are_single_use_and_expire
+);
 
 async fn api_keys_by_hash_and_revocation(store: Store) {
-    let rec = ApiKeyRecord { id: "k1".into(), name: "relay".into(), scope: "gateway".into(), created_at: 5 };
+    let rec = ApiKeyRecord {
+        id: "k1".into(),
+        name: "relay".into(),
+        scope: "gateway".into(),
+        created_at: 5,
+    };
     store.insert_api_key(&rec, "hash-1").await.unwrap();
-    assert_eq!(store.api_key_by_hash("hash-1").await.unwrap(), Some(rec.clone()));
+    assert_eq!(
+        store.api_key_by_hash("hash-1").await.unwrap(),
+        Some(rec.clone())
+    );
     assert!(store.api_key_by_hash("hash-2").await.unwrap().is_none());
-    assert!(matches!(store.insert_api_key(&rec, "hash-9").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.insert_api_key(&rec, "hash-9").await,
+        Err(StoreError::Conflict(_))
+    ));
     assert!(store.revoke_api_key("k1", 6).await.unwrap());
     assert!(!store.revoke_api_key("k1", 7).await.unwrap());
     assert!(store.api_key_by_hash("hash-1").await.unwrap().is_none());
 }
-on_every_backend!(api_keys_by_hash_and_revocation_on_every_backend, api_keys_by_hash_and_revocation);
+on_every_backend!(
+    api_keys_by_hash_and_revocation_on_every_backend,
+    api_keys_by_hash_and_revocation
+);
 
 async fn outbox_keeps_order_and_tracks_lag(store: Store) {
     let events: Vec<NewEvent> = (0..5)
-        .map(|i| NewEvent::new("nexus.system", "agg", "metric.recorded", format!("{{\"i\":{i}}}")))
+        .map(|i| {
+            NewEvent::new(
+                "nexus.system",
+                "agg",
+                "metric.recorded",
+                format!("{{\"i\":{i}}}"),
+            )
+        })
         .collect();
     store.append_events(&events[..3]).await.unwrap();
     store.append_events(&events[3..]).await.unwrap();
@@ -177,32 +356,71 @@ async fn outbox_keeps_order_and_tracks_lag(store: Store) {
     assert_eq!(lag, 5);
     assert!(oldest.is_some());
     let pending = store.outbox_pending(3).await.unwrap();
-    assert_eq!(pending.iter().map(|r| r.event.clone()).collect::<Vec<_>>(), events[..3].to_vec());
+    assert_eq!(
+        pending.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+        events[..3].to_vec()
+    );
     assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
-    store.outbox_mark_sent(&pending.iter().map(|r| r.seq).collect::<Vec<_>>(), 9).await.unwrap();
+    store
+        .outbox_mark_sent(&pending.iter().map(|r| r.seq).collect::<Vec<_>>(), 9)
+        .await
+        .unwrap();
     let rest = store.outbox_pending(10).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.event.clone()).collect::<Vec<_>>(), events[3..].to_vec());
+    assert_eq!(
+        rest.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+        events[3..].to_vec()
+    );
     assert_eq!(store.outbox_lag().await.unwrap().0, 2);
     // An event id is unique.
-    assert!(matches!(store.append_events(&events[..1]).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.append_events(&events[..1]).await,
+        Err(StoreError::Conflict(_))
+    ));
 }
-on_every_backend!(outbox_keeps_order_and_tracks_lag_on_every_backend, outbox_keeps_order_and_tracks_lag);
+on_every_backend!(
+    outbox_keeps_order_and_tracks_lag_on_every_backend,
+    outbox_keeps_order_and_tracks_lag
+);
 
 async fn audit_log_and_migrations_are_idempotent(store: Store) {
-    assert!(store.migrate().await.unwrap().is_empty(), "second migrate applies nothing");
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "second migrate applies nothing"
+    );
     store.ping().await.unwrap();
-    store.audit(Some("admin-1"), "record.read", Some("patient-7"), &serde_json::json!({"resource": "Observation"})).await.unwrap();
-    store.audit(None, "record.write", Some("patient-7"), &serde_json::json!({})).await.unwrap();
+    store
+        .audit(
+            Some("admin-1"),
+            "record.read",
+            Some("patient-7"),
+            &serde_json::json!({"resource": "Observation"}),
+        )
+        .await
+        .unwrap();
+    store
+        .audit(
+            None,
+            "record.write",
+            Some("patient-7"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
     let entries = store.audit_for("patient-7").await.unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].1.as_deref(), Some("admin-1"));
     assert_eq!(entries[1].2, "record.write");
 }
-on_every_backend!(audit_log_and_migrations_are_idempotent_on_every_backend, audit_log_and_migrations_are_idempotent);
+on_every_backend!(
+    audit_log_and_migrations_are_idempotent_on_every_backend,
+    audit_log_and_migrations_are_idempotent
+);
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_without_leaking_passwords() {
-    let err = Store::connect("mysql://root:hunter2@db/x").await.unwrap_err();
+    let err = Store::connect("mysql://root:hunter2@db/x")
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("unsupported"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");

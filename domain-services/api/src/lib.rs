@@ -1,0 +1,107 @@
+//! The Nexus product API under `/api/v1`: accounts, users and the rules for who may do what.
+//!
+//! Handlers are plain axum functions over [`ApiState`] (store, token keys, mailer). Every
+//! failure is a [`Problem`] (RFC 9457 `application/problem+json` with a stable `/problems/<kind>`
+//! type); request bodies go through [`ApiJson`], whose rejections are problems too. The caller is
+//! a [`Principal`] — a user with a bearer JWT or a service with an API key — and
+//! [`rbac::POLICY`] decides what each role may do. Every state change writes its CloudEvent to
+//! the store's outbox in the same transaction ([`events::event`]).
+//!
+//! [`router`] returns the routes together with their OpenAPI 3.1 description, generated from
+//! the handlers' annotations, so the document cannot drift from the code.
+//!
+//! # Layout
+//! - [`problem`]: [`Problem`], [`ProblemKind`];
+//! - [`extract`]: [`ApiJson`], bearer and API-key authentication;
+//! - [`rbac`]: [`Principal`], [`rbac::Action`], the policy table;
+//! - [`auth`]: register, login, refresh, logout, profile, password reset, e-mail verification,
+//!   realtime tokens;
+//! - [`users`]: profiles, settings, roles, erasure, export, API keys;
+//! - [`events`], [`mail`], [`validate`], [`state`]: the pieces handlers share.
+//!
+//! # Example
+//! ```
+//! use nexus_api::{Problem, ProblemKind};
+//! let p = Problem::new(ProblemKind::Conflict, "slot already booked");
+//! assert_eq!(p.status, 409);
+//! assert_eq!(p.type_, "/problems/conflict");
+//! ```
+
+pub mod auth;
+pub mod events;
+pub mod extract;
+pub mod mail;
+pub mod problem;
+pub mod rbac;
+pub mod state;
+pub mod users;
+pub mod validate;
+
+pub use extract::ApiJson;
+pub use problem::{FieldError, Problem, ProblemKind};
+pub use rbac::Principal;
+pub use state::{ApiState, AuthSettings};
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+/// The base document; paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Nexus API", description = "Real-time crisis response and telemedicine platform. Errors are RFC 9457 problem documents whose `type` is one of the `/problems/<kind>` URIs listed in the `Problem` schema."),
+    components(schemas(Problem, FieldError)),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Accounts and credentials"),
+        (name = "users", description = "Profiles, settings, roles, GDPR erasure and export"),
+        (name = "admin", description = "Administration"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        if let Some(utoipa::openapi::RefOr::T(schema)) = components.schemas.get_mut("Problem") {
+            if let utoipa::openapi::schema::Schema::Object(obj) = schema {
+                let kinds: Vec<String> = ProblemKind::ALL
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "`/problems/{}` ({}: {})",
+                            k.slug(),
+                            k.status().as_u16(),
+                            k.title()
+                        )
+                    })
+                    .collect();
+                obj.description = Some(format!(
+                    "RFC 9457 problem details. Types: {}.",
+                    kinds.join(", ")
+                ));
+            }
+        }
+    }
+}
+
+/// The `/api/v1` routes and their OpenAPI document (paths include the `/api/v1` prefix).
+pub fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", auth::routes().merge(users::routes()))
+}

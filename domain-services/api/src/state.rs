@@ -1,0 +1,43 @@
+//! Shared state of the API handlers.
+
+use crate::mail::Mailer;
+use nexus_auth::TokenKeys;
+use nexus_store::Store;
+use std::sync::Arc;
+
+/// Lifetimes and limits of the credentials the API issues.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Access-token lifetime, seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh-token lifetime, seconds.
+    pub refresh_ttl_secs: u64,
+    /// Lifetime of e-mail verification and password-reset links, seconds.
+    pub one_time_ttl_secs: u64,
+    /// Gateway connection-token lifetime, seconds.
+    pub realtime_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            one_time_ttl_secs: 24 * 3600,
+            realtime_ttl_secs: 3600,
+        }
+    }
+}
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The durable store.
+    pub store: Store,
+    /// Token signing and verification keys.
+    pub keys: TokenKeys,
+    /// Credential lifetimes.
+    pub auth: Arc<AuthSettings>,
+    /// Outgoing e-mail.
+    pub mailer: Arc<dyn Mailer>,
+}

@@ -1,0 +1,732 @@
+//! The typed configuration: defaults → TOML file → `NEXUS_*` environment → flags, then checks.
+//!
+//! Each environment variable is `NEXUS_` + the TOML path in upper case (`[sfu] udp_addr` ⇔
+//! `NEXUS_SFU_UDP_ADDR`). Unknown keys in the file and unknown `NEXUS_*` variables are refused,
+//! naming them. `NEXUS_TEST_*` is reserved for the test suite and ignored here.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret value: usable by the program, printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sections whose keys become `NEXUS_<SECTION>_<KEY>`; everything else is top level.
+const SECTIONS: &[&str] = &[
+    "rate_limit",
+    "tls",
+    "jwt",
+    "kafka",
+    "gateway",
+    "sfu",
+    "turn",
+    "smtp",
+    "sms",
+    "vapid",
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP and WebSocket listener.
+    pub http_addr: SocketAddr,
+    /// Directory for the SQLite file and generated secrets.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in the data dir.
+    #[serde(serialize_with = "ser_url")]
+    pub database_url: Option<String>,
+    /// Redis for the gateway across nodes.
+    #[serde(serialize_with = "ser_url")]
+    pub redis_url: Option<String>,
+    /// Log filter (`info`, `nexus=debug,sqlx=warn`, …).
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest accepted request body (`1MiB`, `512KiB`, bytes).
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
+    pub body_limit: u64,
+    /// Longest a request may take before 504.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight work.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub shutdown_grace: Duration,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed.
+    #[serde(deserialize_with = "de_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins allowed by CORS (`*` = any).
+    #[serde(deserialize_with = "de_list")]
+    pub cors_origins: Vec<String>,
+    /// Most concurrent connections accepted.
+    #[serde(deserialize_with = "de_num")]
+    pub max_connections: usize,
+    /// HTTPS.
+    pub tls: TlsConfig,
+    /// Token signing.
+    pub jwt: JwtConfig,
+    /// Event bus on Kafka.
+    pub kafka: KafkaConfig,
+    /// Request rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Realtime gateway.
+    pub gateway: GatewayConfig,
+    /// WebRTC SFU.
+    pub sfu: SfuConfig,
+    /// TURN servers announced to clients.
+    pub turn: TurnConfig,
+    /// E-mail delivery.
+    pub smtp: SmtpConfig,
+    /// SMS delivery (Twilio-compatible Messages API).
+    pub sms: SmsConfig,
+    /// Web Push signing.
+    pub vapid: VapidConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./nexus-data"),
+            database_url: None,
+            redis_url: None,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            cors_origins: vec!["*".into()],
+            max_connections: 10_000,
+            tls: TlsConfig::default(),
+            jwt: JwtConfig::default(),
+            kafka: KafkaConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            gateway: GatewayConfig::default(),
+            sfu: SfuConfig::default(),
+            turn: TurnConfig::default(),
+            smtp: SmtpConfig::default(),
+            sms: SmsConfig::default(),
+            vapid: VapidConfig::default(),
+        }
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[jwt]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// HS256 key; generated into the data dir when absent.
+    pub secret: Option<Secret>,
+    /// Earlier keys that still verify.
+    #[serde(deserialize_with = "de_secret_list")]
+    pub previous_secrets: Vec<Secret>,
+    /// Access-token lifetime.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub access_ttl: Duration,
+    /// Refresh-token lifetime.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub refresh_ttl: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret: None,
+            previous_secrets: Vec::new(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; unset = in-process bus.
+    pub brokers: Option<String>,
+    /// Topic name prefix.
+    pub topic_prefix: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            topic_prefix: "nexus.".into(),
+        }
+    }
+}
+
+/// `[rate_limit]`: requests per second and bursts; 0 disables a limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Per client address, per second.
+    #[serde(deserialize_with = "de_num")]
+    pub per_ip: u32,
+    /// Per authenticated user, per second.
+    #[serde(deserialize_with = "de_num")]
+    pub per_user: u32,
+    /// Burst per client address.
+    #[serde(deserialize_with = "de_num")]
+    pub per_ip_burst: u32,
+    /// Burst per user.
+    #[serde(deserialize_with = "de_num")]
+    pub per_user_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_ip: 50,
+            per_user: 20,
+            per_ip_burst: 100,
+            per_user_burst: 40,
+        }
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Key for the gateway server API.
+    pub api_key: Option<Secret>,
+}
+
+/// `[sfu]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SfuConfig {
+    /// First shard's UDP socket.
+    pub udp_addr: SocketAddr,
+    /// Number of shards (default: number of cores).
+    #[serde(deserialize_with = "de_opt_num")]
+    pub shards: Option<usize>,
+    /// Address announced in ICE candidates.
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            shards: None,
+            public_ip: None,
+        }
+    }
+}
+
+/// `[turn]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs.
+    #[serde(deserialize_with = "de_list")]
+    pub urls: Vec<String>,
+    /// coturn REST-API shared secret.
+    pub secret: Option<Secret>,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// `smtp://` or `smtps://user:pass@host:port`.
+    pub url: Option<Secret>,
+}
+
+/// `[sms]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// Messages API base URL.
+    pub url: Option<String>,
+    /// Account id.
+    pub account: Option<String>,
+    /// Auth token.
+    pub token: Option<Secret>,
+    /// Sender number.
+    pub from: Option<String>,
+}
+
+/// `[vapid]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VapidConfig {
+    /// Web Push signing key (PEM or base64url); generated when absent.
+    pub private_key: Option<Secret>,
+    /// `mailto:` or `https:` contact.
+    pub subject: Option<String>,
+}
+
+/// Flag overrides (`nexus serve --http-addr …`), applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// `--log`.
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the `NEXUS_*` variables of `env`, then `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            tree = text
+                .parse::<toml::Table>()
+                .map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+            let probe: Result<Config, _> = toml::Value::Table(tree.clone()).try_into();
+            if let Err(e) = probe {
+                bail!("{}: {}", path.display(), e.message());
+            }
+        }
+        let mut from_env = BTreeMap::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("NEXUS_") else {
+                continue;
+            };
+            if rest.starts_with("TEST_") {
+                continue;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let (section, key) = match SECTIONS
+                .iter()
+                .find(|s| lower.starts_with(&format!("{s}_")))
+            {
+                Some(s) => (Some(*s), lower[s.len() + 1..].to_string()),
+                None => (None, lower),
+            };
+            let target = match section {
+                Some(s) => tree
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| anyhow!("config section `{s}` is not a table"))?,
+                None => &mut tree,
+            };
+            target.insert(key, toml::Value::String(value));
+            from_env.insert(name.clone(), ());
+            let probe: Result<Config, _> = toml::Value::Table(tree.clone()).try_into();
+            if let Err(e) = probe {
+                bail!("environment variable {name}: {}", e.message());
+            }
+        }
+        let mut config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+        if let Some(a) = flags.http_addr {
+            config.http_addr = a;
+        }
+        if let Some(d) = &flags.data_dir {
+            config.data_dir.clone_from(d);
+        }
+        if let Some(u) = &flags.database_url {
+            config.database_url = Some(u.clone());
+        }
+        if let Some(l) = &flags.log {
+            config.log.clone_from(l);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks.
+    fn check(&self) -> Result<()> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls.cert and tls.key (NEXUS_TLS_CERT, NEXUS_TLS_KEY) must be set together");
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite://")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                bail!("database_url (NEXUS_DATABASE_URL) must start with sqlite:// or postgres://");
+            }
+        }
+        if self.body_limit == 0 {
+            bail!("body_limit (NEXUS_BODY_LIMIT) must be positive");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections (NEXUS_MAX_CONNECTIONS) must be positive");
+        }
+        if let Some(s) = &self.jwt.secret {
+            if s.expose().len() < nexus_auth::token::MIN_SECRET_LEN {
+                bail!(
+                    "jwt.secret (NEXUS_JWT_SECRET) must be at least {} bytes",
+                    nexus_auth::token::MIN_SECRET_LEN
+                );
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| anyhow!("log (NEXUS_LOG) `{}`: {e}", self.log))?;
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/nexus.db", self.data_dir.display()))
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+fn ser_url<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(url) => s.serialize_str(&nexus_store::db::redact_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Accepts a TOML number or a string holding one (environment values are strings).
+fn de_num<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>
+where
+    T: std::str::FromStr + TryFrom<i64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(i64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => {
+            T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+        }
+        NumOrStr::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid number"))),
+    }
+}
+
+fn de_opt_num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_num::<D, usize>(d).map(Some)
+}
+
+/// Accepts a TOML array or a comma-separated string.
+fn de_list<'de, D: Deserializer<'de>, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    T: std::str::FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrStr<T> {
+        List(Vec<T>),
+        Str(String),
+    }
+    match ListOrStr::<T>::deserialize(d)? {
+        ListOrStr::List(v) => Ok(v),
+        ListOrStr::Str(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("`{p}`: {e}")))
+            })
+            .collect(),
+    }
+}
+
+fn de_secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    let list: Vec<String> = de_list(d)?;
+    Ok(list.into_iter().map(Secret).collect())
+}
+
+/// Parses `1MiB`, `512KiB`, `2MB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 1MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown size unit `{other}` (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(n),
+        NumOrStr::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_size<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    if *v % (1024 * 1024) == 0 {
+        s.serialize_str(&format!("{}MiB", v / (1024 * 1024)))
+    } else if *v % 1024 == 0 {
+        s.serialize_str(&format!("{}KiB", v / 1024))
+    } else {
+        s.serialize_str(&v.to_string())
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h, d)")),
+    })
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(Duration::from_secs(n)),
+        NumOrStr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_duration<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if v.subsec_millis() != 0 {
+        s.serialize_str(&format!("{}ms", v.as_millis()))
+    } else {
+        s.serialize_str(&format!("{}s", v.as_secs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./nexus-data"));
+        assert_eq!(c.database_url(), "sqlite://./nexus-data/nexus.db");
+        assert_eq!(c.body_limit, 1024 * 1024);
+        assert_eq!(c.rate_limit.per_ip, 50);
+        assert_eq!(c.sfu.udp_addr.to_string(), "127.0.0.1:7882");
+        assert_eq!(c.kafka.topic_prefix, "nexus.");
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nexus.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\n[rate_limit]\nper_ip = 7\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("NEXUS_LOG", "warn"),
+            ("NEXUS_RATE_LIMIT_PER_USER", "3"),
+            ("NEXUS_SFU_UDP_ADDR", "127.0.0.1:0"),
+        ]);
+        let flags = Overrides {
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&file), e, &flags).unwrap();
+        assert_eq!(c.http_addr.port(), 0, "flag beats file");
+        assert_eq!(c.log, "warn", "env beats file");
+        assert_eq!(c.rate_limit.per_ip, 7, "file beats default");
+        assert_eq!(c.rate_limit.per_user, 3);
+        assert_eq!(c.sfu.udp_addr.port(), 0);
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[sfu]\nudp_adr = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("udp_adr"), "{err}");
+        let err = Config::load(None, env(&[("NEXUS_HTTP_ADR", "x")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NEXUS_HTTP_ADR"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("NEXUS_RATE_LIMIT_PER_IP", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("NEXUS_RATE_LIMIT_PER_IP") && err.contains("lots"),
+            "{err}"
+        );
+        // Reserved for tests, so tests can run the binary with their own variables set.
+        assert!(
+            Config::load(
+                None,
+                env(&[("NEXUS_TEST_DATABASE_URL", "x")]),
+                &Overrides::default()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn lists_sizes_durations_and_secrets() {
+        let e = env(&[
+            ("NEXUS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1/32"),
+            ("NEXUS_BODY_LIMIT", "4MiB"),
+            ("NEXUS_SHUTDOWN_GRACE", "1500ms"),
+            ("NEXUS_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            (
+                "NEXUS_JWT_PREVIOUS_SECRETS",
+                "old-one-0123456789abcdef01234567,old-two-0123456789abcdef01234567",
+            ),
+            ("NEXUS_DATABASE_URL", "postgres://nexus:pw@db/nexus"),
+        ]);
+        let c = Config::load(None, e, &Overrides::default()).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.body_limit, 4 * 1024 * 1024);
+        assert_eq!(c.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(c.jwt.previous_secrets.len(), 2);
+        let printed = c.to_redacted_toml().unwrap();
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(!printed.contains(":pw@"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        let back: toml::Table = printed.parse().unwrap();
+        assert_eq!(back["body_limit"].as_str(), Some("4MiB"));
+    }
+
+    #[test]
+    fn cross_field_checks() {
+        assert!(
+            Config::load(
+                None,
+                env(&[("NEXUS_TLS_CERT", "c.pem")]),
+                &Overrides::default()
+            )
+            .is_err()
+        );
+        assert!(
+            Config::load(
+                None,
+                env(&[("NEXUS_JWT_SECRET", "short")]),
+                &Overrides::default()
+            )
+            .is_err()
+        );
+        assert!(
+            Config::load(
+                None,
+                env(&[("NEXUS_DATABASE_URL", "mysql://x")]),
+                &Overrides::default()
+            )
+            .is_err()
+        );
+        assert!(
+            Config::load(
+                None,
+                env(&[("NEXUS_LOG", "nexus=loud")]),
+                &Overrides::default()
+            )
+            .is_err()
+        );
+        assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,19 @@
+//! `nexus`: the one binary of the Nexus platform. See `nexus --help`.
+//!
+//! This crate is the composition root: it parses the command line and configuration, builds
+//! the subsystems (store, API, edge) and wires them into one HTTP server.
+
+mod cli;
+mod config;
+mod edge;
+mod http;
+mod metrics;
+mod secrets;
+mod serve;
+mod telemetry;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,0 +1,260 @@
+//! `nexus serve`: wires the subsystems, serves HTTP(S) and drains on SIGTERM/SIGINT.
+
+use crate::config::Config;
+use crate::edge::Edge;
+use crate::metrics::Metrics;
+use anyhow::{Context, Result};
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use nexus_api::mail::DirMailer;
+use nexus_api::{ApiState, AuthSettings};
+use nexus_auth::TokenKeys;
+use nexus_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Opens the configured store and applies migrations.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    let url = config.database_url();
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open store {}", nexus_store::db::redact_url(&url)))?;
+    let applied = store.migrate().await.context("migrations failed")?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "store migrated");
+    }
+    Ok(store)
+}
+
+/// The token keys from config (or the generated secret in the data dir).
+pub fn token_keys(config: &Config) -> Result<TokenKeys> {
+    let current = crate::secrets::jwt_secret(
+        config.jwt.secret.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+    )?;
+    let previous: Vec<&[u8]> = config
+        .jwt
+        .previous_secrets
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .collect();
+    Ok(TokenKeys::checked(&current, &previous)?)
+}
+
+fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Ok(None);
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert)
+            .with_context(|| format!("cannot open TLS cert {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("bad PEM in {}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key)
+            .with_context(|| format!("cannot open TLS key {}", key.display()))?,
+    ))
+    .with_context(|| format!("bad PEM in {}", key.display()))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the server until a shutdown signal, then drains within `shutdown_grace`.
+pub async fn run(config: Config) -> Result<()> {
+    let store = open_store(&config).await?;
+    let keys = token_keys(&config)?;
+    let api = ApiState {
+        store: store.clone(),
+        keys: keys.clone(),
+        auth: Arc::new(AuthSettings {
+            access_ttl_secs: config.jwt.access_ttl.as_secs().max(1),
+            refresh_ttl_secs: config.jwt.refresh_ttl.as_secs().max(1),
+            ..AuthSettings::default()
+        }),
+        mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
+    };
+    let metrics = Metrics::new();
+    let edge = Edge::new(
+        metrics.clone(),
+        keys,
+        &config.rate_limit,
+        config.trusted_proxies.clone(),
+        config.request_timeout,
+    );
+    let app = crate::http::app(api, edge.clone(), &config);
+    let tls = tls_acceptor(&config)?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP listener on {}", config.http_addr))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
+
+    let shutdown = CancellationToken::new();
+    let background = tokio_util::task::TaskTracker::new();
+    {
+        let edge = edge.clone();
+        let shutdown = shutdown.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => edge.prune(),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+    {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Ok((pending, _)) = store.outbox_lag().await {
+                            metrics.outbox_pending.set(pending);
+                        }
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            shutdown.cancel();
+        });
+    }
+
+    serve_http(
+        listener,
+        app,
+        tls,
+        shutdown.clone(),
+        config.shutdown_grace,
+        config.max_connections,
+    )
+    .await;
+    background.close();
+    let _ = tokio::time::timeout(config.shutdown_grace, background.wait()).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts connections until `shutdown`, then waits up to `grace` for open ones to finish.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    max_connections: usize,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached; refusing a connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone()
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req
+                });
+        let service = TowerToHyperService::new(service);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        tracing::debug!("TLS handshake failed");
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
