@@ -393,13 +393,12 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls.cert and tls.key (NEXUS_TLS_CERT, NEXUS_TLS_KEY) must be set together");
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite://")
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite://")
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
-            {
-                bail!("database_url (NEXUS_DATABASE_URL) must start with sqlite:// or postgres://");
-            }
+        {
+            bail!("database_url (NEXUS_DATABASE_URL) must start with sqlite:// or postgres://");
         }
         if self.body_limit == 0 {
             bail!("body_limit (NEXUS_BODY_LIMIT) must be positive");
@@ -407,13 +406,13 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections (NEXUS_MAX_CONNECTIONS) must be positive");
         }
-        if let Some(s) = &self.jwt.secret {
-            if s.expose().len() < nexus_auth::token::MIN_SECRET_LEN {
-                bail!(
-                    "jwt.secret (NEXUS_JWT_SECRET) must be at least {} bytes",
-                    nexus_auth::token::MIN_SECRET_LEN
-                );
-            }
+        if let Some(s) = &self.jwt.secret
+            && s.expose().len() < nexus_auth::token::MIN_SECRET_LEN
+        {
+            bail!(
+                "jwt.secret (NEXUS_JWT_SECRET) must be at least {} bytes",
+                nexus_auth::token::MIN_SECRET_LEN
+            );
         }
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| anyhow!("log (NEXUS_LOG) `{}`: {e}", self.log))?;
@@ -533,9 +532,9 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 fn ser_size<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    if *v % (1024 * 1024) == 0 {
+    if (*v).is_multiple_of(1024 * 1024) {
         s.serialize_str(&format!("{}MiB", v / (1024 * 1024)))
-    } else if *v % 1024 == 0 {
+    } else if (*v).is_multiple_of(1024) {
         s.serialize_str(&format!("{}KiB", v / 1024))
     } else {
         s.serialize_str(&v.to_string())

@@ -120,29 +120,29 @@ pub async fn limits(State(edge): State<Edge>, mut req: Request, next: Next) -> R
     if exempt_from_limits(req.uri().path()) {
         return next.run(req).await;
     }
-    if let Some(l) = &edge.per_ip {
-        if let Err(wait) = l.check_key(&ip) {
-            edge.metrics.rate_limited.with_label_values(&["ip"]).inc();
-            let secs = wait
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs_f64()
-                .ceil() as u64;
-            return Problem::rate_limited(secs).into_response();
-        }
+    if let Some(l) = &edge.per_ip
+        && let Err(wait) = l.check_key(&ip)
+    {
+        edge.metrics.rate_limited.with_label_values(&["ip"]).inc();
+        let secs = wait
+            .wait_time_from(DefaultClock::default().now())
+            .as_secs_f64()
+            .ceil() as u64;
+        return Problem::rate_limited(secs).into_response();
     }
     if let Some(l) = &edge.per_user {
         let user = nexus_api::extract::bearer_header(req.headers())
             .and_then(|t| edge.keys.verify(t).ok())
             .map(|c| c.sub);
-        if let Some(user) = user {
-            if let Err(wait) = l.check_key(&user) {
-                edge.metrics.rate_limited.with_label_values(&["user"]).inc();
-                let secs = wait
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_secs_f64()
-                    .ceil() as u64;
-                return Problem::rate_limited(secs).into_response();
-            }
+        if let Some(user) = user
+            && let Err(wait) = l.check_key(&user)
+        {
+            edge.metrics.rate_limited.with_label_values(&["user"]).inc();
+            let secs = wait
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs_f64()
+                .ceil() as u64;
+            return Problem::rate_limited(secs).into_response();
         }
     }
     next.run(req).await

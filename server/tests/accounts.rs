@@ -1,5 +1,7 @@
 //! A new user's journey and every way it can go wrong, on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Resp, Server};

@@ -1,4 +1,6 @@
 //! The platform around the API: CLI, configuration, RBAC matrix, limits, observability,
+
+#![allow(clippy::unwrap_used)]
 //! OpenAPI, TLS and shutdown.
 
 mod common;

@@ -1,4 +1,6 @@
 //! Personal data never reaches the logs: a full account flow at debug level, and the log is
+
+#![allow(clippy::unwrap_used)]
 //! searched for every identifying value the flow used.
 
 mod common;

@@ -11,13 +11,14 @@
 //! the handlers' annotations, so the document cannot drift from the code.
 //!
 //! # Layout
-//! - [`problem`]: [`Problem`], [`ProblemKind`];
-//! - [`extract`]: [`ApiJson`], bearer and API-key authentication;
-//! - [`rbac`]: [`Principal`], [`rbac::Action`], the policy table;
-//! - [`auth`]: register, login, refresh, logout, profile, password reset, e-mail verification,
+//! - [`problem`] — [`Problem`], [`ProblemKind`];
+//! - [`extract`] — [`ApiJson`], bearer and API-key authentication;
+//! - [`rbac`] — [`Principal`], [`rbac::Action`], the policy table;
+//! - [`auth`] — register, login, refresh, logout, profile, password reset, e-mail verification,
 //!   realtime tokens;
-//! - [`users`]: profiles, settings, roles, erasure, export, API keys;
-//! - [`events`], [`mail`], [`validate`], [`state`]: the pieces handlers share.
+//! - [`users`] — profiles, settings, roles, erasure, export, API keys;
+//! - [`events`], [`mail`], [`validate`], [`state`] — the
+//!   pieces handlers share.
 //!
 //! # Example
 //! ```
@@ -78,8 +79,10 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
-        if let Some(utoipa::openapi::RefOr::T(schema)) = components.schemas.get_mut("Problem") {
-            if let utoipa::openapi::schema::Schema::Object(obj) = schema {
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(obj))) =
+            components.schemas.get_mut("Problem")
+        {
+            {
                 let kinds: Vec<String> = ProblemKind::ALL
                     .iter()
                     .map(|k| {

@@ -9,11 +9,11 @@
 //! This crate does no I/O: it hashes, signs and verifies, and the callers store the results.
 //!
 //! # Layout
-//! - [`token`]: [`Claims`], [`TokenKeys`] (mint and verify with rotation);
-//! - [`role`]: [`Role`], [`Grant`], [`RoomKind`];
-//! - [`secret`]: argon2id password hashing, opaque random secrets (refresh tokens, API keys) and
+//! - [`token`] — [`Claims`], [`TokenKeys`] (mint and verify with rotation);
+//! - [`role`] — [`Role`], [`Grant`], [`RoomKind`];
+//! - [`secret`] — argon2id password hashing, opaque random secrets (refresh tokens, API keys) and
 //!   their SHA-256 digests for storage;
-//! - [`error`]: [`AuthError`].
+//! - [`error`] — [`AuthError`].
 //!
 //! # Example
 //! ```

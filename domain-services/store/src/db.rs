@@ -31,7 +31,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.
-const MIGRATION_LOCK: i64 = 0x6e65_7875_73;
+const MIGRATION_LOCK: i64 = 0x006e_6578_7573;
 
 /// A handle on the store; cheap to clone (a connection pool).
 #[derive(Clone, Debug)]

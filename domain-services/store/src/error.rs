@@ -27,10 +27,10 @@ pub enum StoreError {
 impl StoreError {
     /// Maps unique-constraint violations to [`StoreError::Conflict`].
     pub(crate) fn from_write(e: sqlx::Error, what: &str) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(what.to_string());
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(what.to_string());
         }
         StoreError::Database(e)
     }

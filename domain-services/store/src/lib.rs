@@ -13,11 +13,11 @@
 //! PostGIS extension when it is installed.
 //!
 //! # Layout
-//! - [`db`]: [`Store`], connecting, migrations, health;
-//! - [`users`]: user accounts, roles, settings, erasure;
-//! - [`credentials`]: refresh-token families, one-time tokens, API keys;
-//! - [`outbox`]: the transactional outbox and the audit log;
-//! - [`error`]: [`StoreError`].
+//! - [`db`] — [`Store`], connecting, migrations, health;
+//! - [`users`] — user accounts, roles, settings, erasure;
+//! - [`credentials`] — refresh-token families, one-time tokens, API keys;
+//! - [`outbox`] — the transactional outbox and the audit log;
+//! - [`error`] — [`StoreError`].
 //!
 //! # Example
 //! ```

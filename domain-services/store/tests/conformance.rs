@@ -1,5 +1,7 @@
 //! The store conformance suite: every scenario runs against SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 use nexus_store::testing::{fresh_postgres_store, sqlite_store};
 use nexus_store::{
     ApiKeyRecord, Backend, NewEvent, RefreshRecord, RotateOutcome, Store, StoreError, UserPatch,
@@ -37,7 +39,7 @@ fn user(id: &str, email: &str) -> UserRecord {
 async fn users_round_trip_and_email_is_unique(store: Store) {
     let ev = NewEvent::new("nexus.users", "u1", "user.registered", r#"{"id":"u1"}"#);
     store
-        .create_user(&user("u1", "Ada@Example.org"), &[ev.clone()])
+        .create_user(&user("u1", "Ada@Example.org"), std::slice::from_ref(&ev))
         .await
         .unwrap();
     let got = store

@@ -1,7 +1,7 @@
 //! Test harness: runs the real `nexus` binary on a free port with its own data dir, and talks
 //! HTTP to it.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -121,11 +121,11 @@ impl Server {
                         l.push_str(&line);
                         l.push('\n');
                     }
-                    if line.contains("\"listening\"") {
-                        if let Some(tx) = tx.take() {
-                            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                            let _ = tx.send(v["addr"].as_str().unwrap().to_string());
-                        }
+                    if line.contains("\"listening\"")
+                        && let Some(tx) = tx.take()
+                    {
+                        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        let _ = tx.send(v["addr"].as_str().unwrap().to_string());
                     }
                 }
             });
