@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Turns a k6 --summary-export JSON into markdown table rows, one per scenario tag found."""
+import json
+import sys
+
+TARGETS = {"login": "p99 < 500 ms (argon2id-bound)", "profile": "p95 < 200 ms, p99 < 500 ms"}
+
+name, path = sys.argv[1], sys.argv[2]
+metrics = json.load(open(path))["metrics"]
+for key, m in sorted(metrics.items()):
+    if not key.startswith("http_req_duration{scenario:"):
+        continue
+    scenario = key[len("http_req_duration{scenario:"):-1]
+    reqs = metrics.get(f"http_reqs{{scenario:{scenario}}}", {})
+    failed = metrics.get(f"http_req_failed{{scenario:{scenario}}}", {}).get("value", 0.0)
+    print(f"| {name}/{scenario} | {int(m.get('count', reqs.get('count', 0)))} | {reqs.get('rate', 0):.0f} | "
+          f"{m['med']:.2f} | {m['p(95)']:.2f} | {m['p(99)']:.2f} | {failed * 100:.2f}% | {TARGETS.get(scenario, 'p95 < 200 ms')} |")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: everything CI checks, in order of cost. Installs and starts the engines the tests
+# use (PostgreSQL/PostGIS, Redis, the Kafka broker, Chromium and the Node test clients) when
+# missing, then: formatting, lints, the whole test suite against real engines, docs, layering.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" >&2; }
+
+step "build dependencies"
+scripts/build-deps.sh
+
+step "test services"
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+export NEXUS_TEST_REQUIRE_ENGINES=1
+
+step "browser and Node test clients"
+NEXUS_CHROMIUM="$(scripts/install-chromium.sh)"
+export NEXUS_CHROMIUM
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "layering"
+python3 scripts/check-layering.py
+
+step "all checks passed"
