@@ -43,6 +43,20 @@ enum Command {
     /// API keys for server-to-server callers.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// CAP (Common Alerting Protocol) tools.
+    #[command(subcommand)]
+    Cap(CapCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CapCommand {
+    /// Validate CAP 1.0/1.1/1.2 documents: one `FILE: ok` line, or one
+    /// `FILE:LINE:COL: error: MESSAGE` line per problem; exit 1 if any file is invalid.
+    Validate {
+        /// CAP XML files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             runtime()?.block_on(create_admin(&config, email, password, name.clone()))
         }
+        Command::Cap(CapCommand::Validate { files }) => Ok(cap_validate(files)),
         Command::Apikey(ApikeyCommand::Create { name, scope }) => {
             let config = load_config(&cli, None)?;
             crate::telemetry::init_cli(&config);
@@ -315,4 +330,34 @@ async fn create_admin(
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `nexus cap validate`: needs no configuration, store or runtime.
+fn cap_validate(files: &[PathBuf]) -> ExitCode {
+    let mut all_ok = true;
+    for file in files {
+        let name = file.display().to_string();
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("{name}: error: cannot read: {e}");
+                all_ok = false;
+                continue;
+            }
+        };
+        let problems = nexus_cap::check(&bytes);
+        if problems.is_empty() {
+            println!("{name}: ok");
+        } else {
+            all_ok = false;
+            for p in &problems {
+                println!("{}", p.render(&name));
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -120,8 +120,13 @@ fn parts() -> (
     (api, ops, doc)
 }
 
-/// The complete application.
-pub fn app(api: ApiState, edge: Edge, config: &crate::config::Config) -> axum::Router {
+/// The complete application; `rtc` is the SFU's signaling router (`crate::rtc::routes`).
+pub fn app(
+    api: ApiState,
+    edge: Edge,
+    config: &crate::config::Config,
+    rtc: axum::Router,
+) -> axum::Router {
     let (api_routes, ops_routes, doc) = parts();
     let openapi = Arc::new(doc.to_pretty_json().unwrap_or_default());
     let state = AppState {
@@ -150,6 +155,7 @@ pub fn app(api: ApiState, edge: Edge, config: &crate::config::Config) -> axum::R
     api_routes
         .with_state(api)
         .merge(ops_routes.with_state(state))
+        .merge(rtc)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             edge.clone(),

@@ -6,8 +6,10 @@
 mod cli;
 mod config;
 mod edge;
+mod events;
 mod http;
 mod metrics;
+mod realtime;
 mod secrets;
 mod serve;
 mod telemetry;

@@ -88,6 +88,13 @@ impl Metrics {
         }
     }
 
+    /// Registers a collector of another subsystem.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metrics collector not registered");
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

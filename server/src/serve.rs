@@ -113,6 +113,11 @@ pub async fn run(config: Config) -> Result<()> {
         mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
     };
     let metrics = Metrics::new();
+    let gateway = crate::realtime::start(&config, keys.clone(), store.clone()).await?;
+    metrics.register(Box::new(crate::realtime::GatewayCollector::new(
+        gateway.stats_handle(),
+    )));
+    let rtc = nexus_gateway::router(gateway.clone());
     let edge = Edge::new(
         metrics.clone(),
         keys,
@@ -120,7 +125,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.trusted_proxies.clone(),
         config.request_timeout,
     );
-    let app = crate::http::app(api, edge.clone(), &config);
+    let app = crate::http::app(api, edge.clone(), &config, rtc);
     let tls = tls_acceptor(&config)?;
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -130,6 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let background = tokio_util::task::TaskTracker::new();
+    crate::events::start(&config, &store, &metrics, &shutdown, &background).await?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();
@@ -144,21 +150,12 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
     {
-        let store = store.clone();
+        // On shutdown, gateway clients get 3001 (shutdown) and reconnect elsewhere.
         let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
+        let gateway = gateway.clone();
         background.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Ok((pending, _)) = store.outbox_lag().await {
-                            metrics.outbox_pending.set(pending);
-                        }
-                    }
-                    () = shutdown.cancelled() => break,
-                }
-            }
+            shutdown.cancelled().await;
+            gateway.shutdown().await;
         });
     }
     {

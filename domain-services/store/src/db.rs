@@ -23,12 +23,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "events",
+        sqlite: include_str!("../migrations/sqlite/0002_events.sql"),
+        postgres: include_str!("../migrations/postgres/0002_events.sql"),
+    },
+];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x006e_6578_7573;

@@ -17,6 +17,7 @@
 //! - [`users`] — user accounts, roles, settings, erasure;
 //! - [`credentials`] — refresh-token families, one-time tokens, API keys;
 //! - [`outbox`] — the transactional outbox and the audit log;
+//! - [`consumers`] — event consumers' cursors, processed ids and dead letters;
 //! - [`error`] — [`StoreError`].
 //!
 //! # Example
@@ -38,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod consumers;
 pub mod credentials;
 pub mod db;
 pub mod error;
@@ -46,6 +48,7 @@ pub mod outbox;
 pub mod testing;
 pub mod users;
 
+pub use consumers::DeadLetter;
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
 pub use db::{Backend, Store};
 pub use error::StoreError;

@@ -48,10 +48,43 @@ pub struct OutboxRow {
     pub created_at: i64,
 }
 
+/// Decodes `seq, event_id, topic, event_key, event_type, payload, created_at`.
+pub(crate) fn row_to_outbox(r: &sqlx::any::AnyRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        seq: r.try_get(0)?,
+        event: NewEvent {
+            id: r.try_get(1)?,
+            topic: r.try_get(2)?,
+            key: r.try_get(3)?,
+            event_type: r.try_get(4)?,
+            payload: r.try_get(5)?,
+        },
+        created_at: r.try_get(6)?,
+    })
+}
+
+/// Arbitrary constant for PostgreSQL's advisory lock ordering outbox commits.
+const OUTBOX_ORDER_LOCK: i64 = 0x006e_6578_6f62;
+
 pub(crate) async fn insert_events(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // PostgreSQL hands out `seq` at insert time, not at commit: without this lock a
+    // transaction could commit seq 7 while seq 6 is still open, and a reader of the log
+    // (the in-process bus's cursors, the relay) would pass 6 by. Holding a transaction-scoped
+    // lock from the first outbox insert to commit makes seq order equal commit order. SQLite
+    // has one writer at a time and needs nothing. Callers insert events last, so the lock is
+    // held only for the end of a transaction.
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_ORDER_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
     let now = crate::now_ms();
     for e in events {
         sqlx::query(
@@ -89,21 +122,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    seq: r.try_get(0)?,
-                    event: NewEvent {
-                        id: r.try_get(1)?,
-                        topic: r.try_get(2)?,
-                        key: r.try_get(3)?,
-                        event_type: r.try_get(4)?,
-                        payload: r.try_get(5)?,
-                    },
-                    created_at: r.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(row_to_outbox).collect()
     }
 
     /// Marks outbox rows as sent.

@@ -427,3 +427,113 @@ async fn unsupported_urls_are_refused_without_leaking_passwords() {
     assert!(msg.contains("unsupported"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
 }
+
+async fn consumers_cursors_processed_ids_and_dead_letters(store: Store) {
+    let events: Vec<NewEvent> = (0..3)
+        .map(|i| {
+            NewEvent::new(
+                "nexus.crisis",
+                "inc-1",
+                "incident.reported",
+                format!("{{\"n\":{i}}}"),
+            )
+        })
+        .collect();
+    store.append_events(&events).await.unwrap();
+    store
+        .append_events(&[NewEvent::new("nexus.users", "u1", "user.updated", "{}")])
+        .await
+        .unwrap();
+    assert_eq!(store.consumer_position("c").await.unwrap(), 0);
+    assert_eq!(store.outbox_sent_high_water().await.unwrap(), 0);
+    let crisis = vec!["nexus.crisis".to_string()];
+    let rows = store.outbox_range(0, i64::MAX, &crisis, 10).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| &r.event).collect::<Vec<_>>(),
+        events.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store
+            .outbox_range(0, rows[1].seq, &crisis, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Handled ids are remembered once; the cursor only moves forward with them.
+    assert!(
+        store
+            .consumer_record("c", &events[0].id, Some(rows[0].seq))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .consumer_record("c", &events[0].id, Some(rows[0].seq))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .consumer_is_processed("c", &events[0].id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .consumer_is_processed("other", &events[0].id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .consumer_record("c", &events[1].id, Some(rows[1].seq))
+            .await
+            .unwrap()
+    );
+    store
+        .consumer_record("c", "late", Some(rows[0].seq))
+        .await
+        .unwrap();
+    assert_eq!(store.consumer_position("c").await.unwrap(), rows[1].seq);
+    store.consumer_seek("c", 0).await.unwrap();
+    assert_eq!(store.consumer_position("c").await.unwrap(), 0);
+
+    // A dead letter keeps the event and the error, and counts as handled.
+    store
+        .consumer_dead_letter("c", &events[2], "boom", 3, Some(rows[2].seq))
+        .await
+        .unwrap();
+    let letters = store.dead_letters("c").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event, events[2]);
+    assert_eq!(
+        (letters[0].error.as_str(), letters[0].attempts),
+        ("boom", 3)
+    );
+    assert!(
+        store
+            .consumer_is_processed("c", &events[2].id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.consumer_position("c").await.unwrap(), rows[2].seq);
+    assert_eq!(store.consumer_processed_count("c").await.unwrap(), 4);
+
+    let seqs: Vec<i64> = store
+        .outbox_pending(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    store.outbox_mark_sent(&seqs[..2], 1).await.unwrap();
+    assert_eq!(store.outbox_sent_high_water().await.unwrap(), seqs[1]);
+    assert_eq!(store.consumer_prune_processed(i64::MAX).await.unwrap(), 4);
+    assert_eq!(store.consumer_processed_count("c").await.unwrap(), 0);
+}
+on_every_backend!(
+    consumers_cursors_processed_ids_and_dead_letters_on_every_backend,
+    consumers_cursors_processed_ids_and_dead_letters
+);

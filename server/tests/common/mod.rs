@@ -101,6 +101,8 @@ impl Server {
             .env("NEXUS_JWT_SECRET", JWT_SECRET)
             .env("NEXUS_LOG_FORMAT", "json")
             .env("NEXUS_SHUTDOWN_GRACE", "5s")
+            // Free UDP ports, so that servers of parallel tests do not collide on 7882.
+            .env("NEXUS_SFU_UDP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

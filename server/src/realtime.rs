@@ -1,0 +1,128 @@
+//! Wiring of the realtime gateway: engine choice (memory, or Redis when `redis_url` is set),
+//! platform API keys for its server API, and its counters on `/metrics`.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use nexus_auth::TokenKeys;
+use nexus_gateway::{
+    ApiKeyCheck, Gateway, GatewayConfig, MemoryEngine, RedisEngine, RedisEngineConfig, Stats,
+};
+use nexus_store::Store;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Platform API keys (`nexus apikey create`, scope `gateway` or `admin`) open the gateway's
+/// server API.
+struct StoreApiKeys(Store);
+
+impl ApiKeyCheck for StoreApiKeys {
+    fn check<'a>(&'a self, key: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            match self.0.api_key_by_hash(&nexus_auth::sha256_hex(key)).await {
+                Ok(Some(rec)) => matches!(rec.scope.as_str(), "gateway" | "admin"),
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API key lookup failed");
+                    false
+                }
+            }
+        })
+    }
+}
+
+/// Starts the gateway on the configured engine.
+pub async fn start(config: &Config, keys: TokenKeys, store: Store) -> Result<Gateway> {
+    let gw_config = GatewayConfig {
+        api_key: config
+            .gateway
+            .api_key
+            .as_ref()
+            .map(|k| nexus_gateway::ApiKey::new(k.expose())),
+        ..GatewayConfig::default()
+    };
+    let gateway = match &config.redis_url {
+        Some(url) => {
+            let engine = RedisEngine::connect(RedisEngineConfig::new(url.clone()))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot connect the gateway to Redis at {}",
+                        nexus_store::db::redact_url(url)
+                    )
+                })?;
+            tracing::info!("gateway engine: redis");
+            Gateway::new(gw_config, keys, engine)?
+        }
+        None => Gateway::new(gw_config, keys, MemoryEngine::new())?,
+    };
+    gateway.set_api_key_check(StoreApiKeys(store));
+    Ok(gateway)
+}
+
+/// Exposes the gateway's counters, read at scrape time.
+pub struct GatewayCollector {
+    stats: Arc<Stats>,
+    gauges: IntGaugeVec,
+    counters: IntCounterVec,
+}
+
+impl GatewayCollector {
+    /// A collector over `stats`.
+    #[allow(clippy::expect_used)]
+    pub fn new(stats: Arc<Stats>) -> Self {
+        GatewayCollector {
+            stats,
+            gauges: IntGaugeVec::new(
+                Opts::new(
+                    "nexus_gateway_current",
+                    "Gateway connections and subscriptions now",
+                ),
+                &["what"],
+            )
+            .expect("valid gauge"),
+            counters: IntCounterVec::new(
+                Opts::new("nexus_gateway_total", "Gateway counters since start"),
+                &["what"],
+            )
+            .expect("valid counter"),
+        }
+    }
+}
+
+impl Collector for GatewayCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.gauges.desc();
+        d.extend(self.counters.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = &self.stats;
+        self.gauges
+            .with_label_values(&["connections"])
+            .set(s.connections.load(Relaxed) as i64);
+        self.gauges
+            .with_label_values(&["subscriptions"])
+            .set(s.subscriptions.load(Relaxed) as i64);
+        for (name, v) in [
+            ("connections", &s.connections_total),
+            ("messages_sent", &s.messages_sent),
+            ("messages_received", &s.messages_received),
+            ("publications", &s.publications),
+            ("publications_delivered", &s.publications_delivered),
+            ("slow_disconnects", &s.slow_disconnects),
+        ] {
+            let c = self.counters.with_label_values(&[name]);
+            c.reset();
+            c.inc_by(v.load(Relaxed));
+        }
+        let mut out = self.gauges.collect();
+        out.extend(self.counters.collect());
+        out
+    }
+}
