@@ -10,6 +10,7 @@ mod events;
 mod http;
 mod metrics;
 mod realtime;
+mod rtc;
 mod secrets;
 mod serve;
 mod telemetry;

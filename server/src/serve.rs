@@ -113,11 +113,18 @@ pub async fn run(config: Config) -> Result<()> {
         mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
     };
     let metrics = Metrics::new();
+    let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
+    sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
+    sfu_config.public_ip = config.sfu.public_ip;
+    let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
+        .await
+        .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;
+    let rtc = crate::rtc::routes(sfu.clone(), keys.clone());
     let gateway = crate::realtime::start(&config, keys.clone(), store.clone()).await?;
     metrics.register(Box::new(crate::realtime::GatewayCollector::new(
         gateway.stats_handle(),
     )));
-    let rtc = nexus_gateway::router(gateway.clone());
+    let rtc = rtc.merge(nexus_gateway::router(gateway.clone()));
     let edge = Edge::new(
         metrics.clone(),
         keys,
@@ -132,6 +139,9 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot bind HTTP listener on {}", config.http_addr))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
+    for addr in sfu.local_addrs() {
+        tracing::info!(addr = %addr, scheme = "udp", "listening");
+    }
 
     let shutdown = CancellationToken::new();
     let background = tokio_util::task::TaskTracker::new();
@@ -147,6 +157,15 @@ pub async fn run(config: Config) -> Result<()> {
                     () = shutdown.cancelled() => break,
                 }
             }
+        });
+    }
+    {
+        // On shutdown, SFU participants are told to leave; their WebSockets then close.
+        let shutdown = shutdown.clone();
+        let sfu = sfu.clone();
+        background.spawn(async move {
+            shutdown.cancelled().await;
+            sfu.shutdown().await;
         });
     }
     {

@@ -1,0 +1,321 @@
+//! WebRTC signaling over HTTP: WHIP, WHEP and the room protocol's WebSocket, in front of the
+//! SFU (`nexus-sfu-net`). Tokens are verified here; the SFU checks room and grants.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use nexus_api::{Problem, ProblemKind};
+use nexus_auth::{AuthError, Claims, TokenKeys};
+use nexus_sfu_net::{ClientMessage, ParticipantId, ServerMessage, SessionId, SfuError, SfuHandle};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The minimal browser client (WHIP/WHEP and room protocol), served at `/rtc/client`.
+const CLIENT_PAGE: &str = include_str!("../../web/rtc-client.html");
+
+/// How long a WebSocket may stay open without sending `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct RtcState {
+    sfu: SfuHandle,
+    keys: TokenKeys,
+}
+
+/// The SFU's HTTP surface: `POST/DELETE/PATCH /whip/…`, `POST/DELETE/PATCH /whep/…`,
+/// `GET /rtc` (WebSocket), `GET /rtc/client` (test client page), `GET /metrics/sfu`.
+pub fn routes(sfu: SfuHandle, keys: TokenKeys) -> Router {
+    Router::new()
+        .route("/whip/{room}", post(whip))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(end).patch(trickle),
+        )
+        .route("/whep/{room}", post(whep))
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::delete(end).patch(trickle),
+        )
+        .route("/rtc", get(room_socket))
+        .route("/rtc/client", get(client_page))
+        .route("/metrics/sfu", get(sfu_metrics))
+        .with_state(RtcState { sfu, keys })
+}
+
+/// Maps SFU errors to problem+json.
+fn problem(e: SfuError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        SfuError::WrongRoom
+        | SfuError::NotARoomToken
+        | SfuError::MissingGrant(_)
+        | SfuError::NotAdmitted => Problem::forbidden(detail),
+        SfuError::BadSdp(_) => Problem::new(ProblemKind::MalformedBody, detail),
+        SfuError::InvalidRoomName | SfuError::BadMessage(_) => {
+            Problem::new(ProblemKind::Validation, detail)
+        }
+        SfuError::NoSuchSession
+        | SfuError::NoSuchParticipant
+        | SfuError::NoSuchRoom
+        | SfuError::NoSuchTrack => Problem::not_found(detail),
+        SfuError::NotSupported(_) => Problem::new(ProblemKind::MethodNotAllowed, detail),
+        SfuError::RoomFull { .. } | SfuError::RoomKindMismatch | SfuError::InvalidState(_) => {
+            Problem::conflict(detail)
+        }
+        SfuError::ShuttingDown | SfuError::Unavailable => {
+            Problem::new(ProblemKind::Unavailable, detail)
+        }
+        _ => Problem::internal(&e),
+    }
+}
+
+fn verify(keys: &TokenKeys, token: &str) -> Result<Claims, Problem> {
+    keys.verify(token).map_err(|e| match e {
+        AuthError::Expired => Problem::unauthorized("the token has expired"),
+        _ => Problem::unauthorized("invalid token"),
+    })
+}
+
+fn bearer(keys: &TokenKeys, headers: &HeaderMap) -> Result<Claims, Problem> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
+    verify(keys, token.trim())
+}
+
+/// The SDP body of a WHIP/WHEP request.
+fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.trim().starts_with("application/sdp") {
+        return Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "the offer must be sent as application/sdp",
+        ));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| Problem::new(ProblemKind::MalformedBody, "the SDP is not UTF-8"))
+}
+
+fn created(kind: &str, room: &str, session: SessionId, answer: String) -> Response {
+    let location = format!("/{kind}/{room}/{session}");
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// `POST /whip/{room}`: publish.
+async fn whip(
+    State(st): State<RtcState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let claims = bearer(&st.keys, &headers)?;
+    let offer = sdp_body(&headers, &body)?;
+    let (session, answer) = st
+        .sfu
+        .whip_publish(&room, &claims, offer)
+        .await
+        .map_err(problem)?;
+    Ok(created("whip", &room, session, answer))
+}
+
+#[derive(Deserialize)]
+struct WhepQuery {
+    publisher: Option<String>,
+}
+
+/// `POST /whep/{room}[?publisher=ID]`: subscribe.
+async fn whep(
+    State(st): State<RtcState>,
+    Path(room): Path<String>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let claims = bearer(&st.keys, &headers)?;
+    let offer = sdp_body(&headers, &body)?;
+    let publisher = q
+        .publisher
+        .map(|p| p.parse::<ParticipantId>())
+        .transpose()
+        .map_err(|e| Problem::new(ProblemKind::Validation, e))?;
+    let (session, answer) = st
+        .sfu
+        .whep_subscribe(&room, &claims, offer, publisher)
+        .await
+        .map_err(problem)?;
+    Ok(created("whep", &room, session, answer))
+}
+
+fn session_of(
+    keys: &TokenKeys,
+    headers: &HeaderMap,
+    room: &str,
+    session: &str,
+) -> Result<SessionId, Problem> {
+    let claims = bearer(keys, headers)?;
+    nexus_sfu_net::identity(room, &claims).map_err(problem)?;
+    session
+        .parse()
+        .map_err(|_| Problem::not_found("no such session"))
+}
+
+/// `DELETE /whip|whep/{room}/{session}`: end the session.
+async fn end(
+    State(st): State<RtcState>,
+    Path((room, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Problem> {
+    let session = session_of(&st.keys, &headers, &room, &session)?;
+    st.sfu.end_session(session).await.map_err(problem)?;
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /whip|whep/{room}/{session}`: trickle ICE — refused with 405 (ICE-lite).
+async fn trickle(
+    State(st): State<RtcState>,
+    Path((room, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
+    let session = session_of(&st.keys, &headers, &room, &session)?;
+    let frag = String::from_utf8_lossy(&body);
+    st.sfu.trickle(session, &frag).await.map_err(problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /rtc?token=…`: the room protocol over WebSocket.
+async fn room_socket(
+    State(st): State<RtcState>,
+    Query(q): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let token = q
+        .token
+        .ok_or_else(|| Problem::unauthorized("missing token"))?;
+    let claims = verify(&st.keys, &token)?;
+    if claims.room.is_none() {
+        return Err(problem(SfuError::NotARoomToken));
+    }
+    Ok(ws.on_upgrade(move |socket| run_room_socket(socket, st.sfu, claims)))
+}
+
+async fn send_json(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
+    let Ok(text) = serde_json::to_string(msg) else {
+        return false;
+    };
+    socket
+        .send(Message::Text(Utf8Bytes::from(text)))
+        .await
+        .is_ok()
+}
+
+fn error_message(code: &str, message: String) -> ServerMessage {
+    ServerMessage::Error {
+        code: code.into(),
+        message,
+    }
+}
+
+async fn run_room_socket(mut socket: WebSocket, sfu: SfuHandle, claims: Claims) {
+    // The first message must be `join`.
+    let options = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientMessage>(&t) {
+            Ok(ClientMessage::Join(o)) => o,
+            _ => {
+                let _ = send_json(
+                    &mut socket,
+                    &error_message("bad_message", "the first message must be `join`".into()),
+                )
+                .await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let (handle, mut messages) = match sfu.join_room(&claims, options).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let code = match problem(e.clone()).status {
+                403 => "forbidden",
+                404 => "no_such_session",
+                409 => "conflict",
+                503 => "unavailable",
+                _ => "error",
+            };
+            let _ = send_json(&mut socket, &error_message(code, e.to_string())).await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            out = messages.recv() => {
+                let Some(msg) = out else { break };
+                let leaving = matches!(msg, ServerMessage::Leave { .. });
+                if !send_json(&mut socket, &msg).await || leaving {
+                    break;
+                }
+            }
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => break,
+                };
+                match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(msg) => {
+                        if handle.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let msg = error_message("bad_message", e.to_string());
+                        if !send_json(&mut socket, &msg).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+    drop(handle);
+}
+
+/// `GET /rtc/client`: the minimal browser client.
+async fn client_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        CLIENT_PAGE,
+    )
+}
+
+/// `GET /metrics/sfu`: the SFU's counters in Prometheus text format.
+async fn sfu_metrics(State(st): State<RtcState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.sfu.stats().await.prometheus(),
+    )
+}

@@ -1,0 +1,93 @@
+//! The sans-IO core of the Nexus SFU: rooms, participants and media forwarding over
+//! [str0m](https://docs.rs/str0m).
+//!
+//! # Model
+//!
+//! A [`Shard`] owns a set of rooms, every participant in them, and each participant's
+//! `str0m::Rtc` (one peer connection per participant). It does no I/O and reads no clock: the
+//! driver (`nexus-sfu-net`) owns the UDP socket and the timer and feeds the shard
+//!
+//! - [`Input::Receive`] for every datagram and [`Input::Timeout`] when the timer fires, via
+//!   [`Shard::handle_input`];
+//! - [`Command`]s from signaling (WHIP/WHEP offers, room-protocol messages, admit, close,
+//!   shutdown), via [`Shard::handle_command`], which answers at once with a [`Reply`] or an
+//!   [`SfuError`];
+//!
+//! always with the current `Instant`. After every input or command the driver calls
+//! [`Shard::poll_output`] until it returns [`Output::Timeout`] — str0m's rule, and ours:
+//! [`Output::Transmit`] datagrams go out of the socket, [`Output::Signal`] messages go to one
+//! participant's WebSocket, and the timeout says when to call again.
+//!
+//! ## Invariants
+//!
+//! - One owner: everything lives in the shard; nothing is shared or locked. Commands that
+//!   concern a session are routed to its shard (the top byte of a [`ParticipantId`]).
+//! - Datagrams are routed to a peer by remote address, then by the STUN USERNAME's ufrag, then
+//!   (STUN only) by asking each peer's `Rtc::accepts`. Anything else is dropped and counted;
+//!   bytes from the network never panic.
+//! - Forwarding works on depacketized frames (str0m's frame API): str0m answers NACKs with RTX
+//!   and paces; the shard copies each frame (an `Arc<[u8]>`, not the bytes) to every subscriber
+//!   of the track, choosing the simulcast layer per subscriber with [`layer::select_layer`]
+//!   and switching only on a keyframe of the new layer.
+//! - Keyframe requests (PLI/FIR) from subscribers and from layer switches go to the publisher
+//!   at most once per [`ShardConfig::keyframe_interval`] per track and layer.
+//! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),
+//!   `Waiting` (consultation waiting room), `Connected`, `Reconnecting` (signaling dropped; may
+//!   resume with its resume token until a deadline), `Left`. An empty room closes after
+//!   [`ShardConfig::room_close_grace`].
+//!
+//! # Example
+//!
+//! A participant joins a class over the room protocol and gets its `joined` message:
+//!
+//! ```
+//! use nexus_sfu_core::{Command, Grants, Identity, Output, RoomId, RoomKind, ServerMessage};
+//! use nexus_sfu_core::{Shard, ShardConfig};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let config = ShardConfig::new(0, "127.0.0.1:7882".parse().unwrap(), 42);
+//! let mut shard = Shard::new(now, config).unwrap();
+//! let identity = Identity {
+//!     user: "teacher-1".into(),
+//!     name: Some("Ms. Ada".into()),
+//!     room: RoomId::new("class-7").unwrap(),
+//!     kind: RoomKind::Class,
+//!     grants: Grants { publish: true, subscribe: true, admin: true },
+//! };
+//! shard
+//!     .handle_command(now, Command::Join { identity, options: Default::default() })
+//!     .unwrap();
+//! match shard.poll_output() {
+//!     Output::Signal { message: ServerMessage::Joined { can_publish, .. }, .. } => {
+//!         assert!(can_publish)
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! assert!(matches!(shard.poll_output(), Output::Timeout(_)));
+//! ```
+//!
+//! # Layout
+//! - [`shard`] — [`Shard`], its inputs, commands and outputs;
+//! - [`protocol`] — the room protocol's JSON messages and the joining [`Identity`];
+//! - [`layer`] — simulcast layer choice, keyframe throttle, bitrate meter (pure);
+//! - [`speaker`] — active-speaker detection (pure);
+//! - [`stun`] — the ufrag of a STUN binding request (pure);
+//! - [`ids`] — [`RoomId`], [`ParticipantId`], [`TrackId`];
+//! - [`error`] — [`SfuError`].
+
+pub mod error;
+pub mod ids;
+pub mod layer;
+pub mod protocol;
+pub mod shard;
+pub mod speaker;
+pub mod stun;
+
+pub use error::SfuError;
+pub use ids::{ParticipantId, RoomId, SessionId, TrackId};
+pub use protocol::{
+    ClientMessage, Grants, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind,
+    ServerMessage, TrackInfo, TrackKind, TrackSource,
+};
+pub use shard::{Command, Input, Output, ParticipantState, Reply, Shard, ShardConfig, ShardStats};

@@ -1,0 +1,2279 @@
+//! The shard: rooms, participants and their `str0m::Rtc`s, fed `(now, input)` and polled for
+//! output. See the crate docs for the model.
+
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
+use crate::layer::{KeyframeThrottle, LayerInfo, RateMeter, select_layer};
+use crate::protocol::{
+    ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
+    TrackInfo, TrackKind, TrackSource,
+};
+use crate::speaker::ActiveSpeaker;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
+
+/// Largest chat line or relayed data-channel message, in bytes.
+pub const MAX_CHAT_BYTES: usize = 4096;
+/// Largest data-channel message relayed to the room, in bytes.
+const MAX_RELAY_BYTES: usize = 16 * 1024;
+/// How often active speakers are re-evaluated.
+const SPEAKER_TICK: Duration = Duration::from_millis(200);
+/// Frame height assumed for the top simulcast layer when nothing better is known.
+const TOP_LAYER_HEIGHT: u32 = 720;
+/// Bandwidth BWE probes toward for a subscriber (enough for the top layer of a 720p camera).
+const DESIRED_SUBSCRIBER_BITRATE_KBPS: u64 = 2_500;
+
+/// Settings of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard's index; the top byte of every participant id it creates.
+    pub index: u8,
+    /// The UDP socket's bound address (the destination of received datagrams).
+    pub local_addr: SocketAddr,
+    /// The address announced in ICE host candidates (public IP + bound port for 1:1 NAT).
+    pub announce_addr: SocketAddr,
+    /// Seed for ids, ICE credentials and resume tokens (the driver passes OS randomness).
+    pub seed: u64,
+    /// How long an empty room stays open.
+    pub room_close_grace: Duration,
+    /// How long a room-protocol participant whose signaling connection dropped may resume.
+    pub reconnect_grace: Duration,
+    /// At most one keyframe request per publisher track (and layer) per this interval.
+    pub keyframe_interval: Duration,
+    /// Capacity of a consultation.
+    pub max_consultation: usize,
+    /// Shortest time an active speaker is kept before a louder one takes over.
+    pub speaker_hold: Duration,
+}
+
+impl ShardConfig {
+    /// Defaults for a shard bound (and announced) at `addr`.
+    pub fn new(index: u8, addr: SocketAddr, seed: u64) -> Self {
+        ShardConfig {
+            index,
+            local_addr: addr,
+            announce_addr: addr,
+            seed,
+            room_close_grace: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(30),
+            keyframe_interval: Duration::from_secs(1),
+            max_consultation: 8,
+            speaker_hold: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// An input to [`Shard::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A UDP datagram arrived on the shard's socket.
+    Receive {
+        /// The sender.
+        source: SocketAddr,
+        /// The socket's address.
+        destination: SocketAddr,
+        /// The datagram.
+        contents: &'a [u8],
+    },
+    /// Time passed (the driver's timer fired).
+    Timeout,
+}
+
+/// A signaling command, handled by [`Shard::handle_command`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// WHIP: publish with the SDP offer; replies [`Reply::Session`].
+    WhipOffer {
+        /// The verified identity.
+        identity: Identity,
+        /// The SDP offer.
+        offer: String,
+    },
+    /// WHEP: subscribe with the SDP offer; replies [`Reply::Session`].
+    WhepOffer {
+        /// The verified identity.
+        identity: Identity,
+        /// The SDP offer.
+        offer: String,
+        /// Receive only this publisher (default: whoever publishes).
+        publisher: Option<ParticipantId>,
+    },
+    /// Ends a WHIP/WHEP session (or removes a room-protocol participant).
+    EndSession(SessionId),
+    /// Room protocol: join (or resume); replies [`Reply::Joined`].
+    Join {
+        /// The verified identity.
+        identity: Identity,
+        /// The `join` message's options.
+        options: JoinOptions,
+    },
+    /// Room protocol: a message from a joined participant.
+    Message {
+        /// From whom.
+        from: ParticipantId,
+        /// The message.
+        message: ClientMessage,
+    },
+    /// Room protocol: the participant's signaling connection dropped; it may resume within
+    /// [`ShardConfig::reconnect_grace`].
+    Disconnected(ParticipantId),
+    /// Admit a waiting participant (by participant id or user id) — the healthcare API's door.
+    Admit {
+        /// The room.
+        room: RoomId,
+        /// A participant id or a user id (`sub`). A user not yet in the room is admitted in
+        /// advance.
+        who: String,
+    },
+    /// Close a room now; its participants are told to leave.
+    CloseRoom(RoomId),
+    /// Tell every participant to leave and refuse new sessions.
+    Shutdown,
+}
+
+/// A successful command's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A WHIP/WHEP session was created.
+    Session {
+        /// The session (participant) id.
+        id: SessionId,
+        /// The SDP answer.
+        answer: String,
+    },
+    /// A room-protocol participant joined (or resumed). Its `joined`/`waiting` message is among
+    /// the outputs.
+    Joined {
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// Done; nothing to return.
+    Done,
+}
+
+/// An output of [`Shard::poll_output`].
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram from the shard's socket.
+    Transmit {
+        /// To whom.
+        destination: SocketAddr,
+        /// The datagram.
+        contents: Vec<u8>,
+    },
+    /// A room-protocol message for one participant. After a [`ServerMessage::Leave`] the driver
+    /// closes that participant's connection.
+    Signal {
+        /// Recipient.
+        to: ParticipantId,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Nothing more until this time (or the next input).
+    Timeout(Instant),
+}
+
+/// Counters and gauges of one shard (monotonic counters unless noted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Open rooms (gauge).
+    pub rooms: u64,
+    /// Participants not yet left (gauge).
+    pub participants: u64,
+    /// Published tracks (gauge).
+    pub tracks: u64,
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Media frames (audio or video samples) forwarded to a subscriber.
+    pub frames_forwarded: u64,
+    /// Media payload bytes forwarded to subscribers.
+    pub bytes_forwarded: u64,
+    /// Datagrams dropped: unknown sender, unparsable, or refused by the peer.
+    pub dropped_packets: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers.
+    pub keyframe_requests: u64,
+    /// Keyframe requests suppressed by the throttle.
+    pub keyframe_requests_throttled: u64,
+    /// NACKs received from subscribers (RTX is answered by str0m).
+    pub nacks: u64,
+    /// Simulcast layer switches.
+    pub layer_switches: u64,
+    /// Worst ingress packet loss over the last stats interval, in per mille (gauge).
+    pub loss_permille: u64,
+}
+
+/// A participant's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParticipantState {
+    /// Created; WHIP/WHEP sessions stay here until ICE connects.
+    Joining,
+    /// In a consultation's waiting room.
+    Waiting,
+    /// In the room.
+    Connected,
+    /// The signaling connection dropped; media may go on; may resume until the deadline.
+    Reconnecting {
+        /// When it is given up.
+        deadline: Instant,
+        /// Whether it was admitted (back to `Connected`) or waiting (back to `Waiting`).
+        admitted: bool,
+    },
+    /// Gone.
+    Left,
+}
+
+impl ParticipantState {
+    /// Whether the participant is in the room proper (not waiting, not gone).
+    pub fn is_admitted(self) -> bool {
+        matches!(
+            self,
+            ParticipantState::Joining
+                | ParticipantState::Connected
+                | ParticipantState::Reconnecting { admitted: true, .. }
+        )
+    }
+}
+
+/// How a participant talks to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Whip,
+    Whep { publisher: Option<ParticipantId> },
+    Room { auto_subscribe: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    Negotiating,
+    Open,
+}
+
+/// One sending m-line toward a subscriber.
+#[derive(Debug)]
+struct OutSlot {
+    kind: MediaKind,
+    track: Option<TrackId>,
+    state: OutState,
+    max_height: Option<u32>,
+    current_rid: Option<Rid>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    next_timeout: Option<Instant>,
+    published: HashMap<Mid, TrackId>,
+    outs: HashMap<Mid, OutSlot>,
+    channels: Vec<(ChannelId, String)>,
+    pending: Option<SdpPendingOffer>,
+    queued_subs: Vec<(TrackId, Option<u32>)>,
+    queued_stops: Vec<Mid>,
+    sources: BTreeMap<String, TrackSource>,
+    bwe_bps: Option<u64>,
+    nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
+}
+
+#[derive(Debug)]
+struct Participant {
+    id: ParticipantId,
+    identity: Identity,
+    state: ParticipantState,
+    mode: Mode,
+    can_publish: bool,
+    hand_raised: bool,
+    resume_token: String,
+    peer: Option<Peer>,
+}
+
+impl Participant {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id,
+            name: self.identity.name.clone(),
+            can_publish: self.can_publish,
+            hand_raised: self.hand_raised,
+            admin: self.identity.grants.admin,
+        }
+    }
+
+    fn is_room(&self) -> bool {
+        matches!(self.mode, Mode::Room { .. })
+    }
+}
+
+#[derive(Debug)]
+struct Track {
+    id: TrackId,
+    owner: ParticipantId,
+    mid: Mid,
+    kind: MediaKind,
+    source: TrackSource,
+    muted: bool,
+    rids: Vec<Rid>,
+    meters: Vec<RateMeter>,
+    throttles: Vec<(Option<Rid>, KeyframeThrottle)>,
+    subscribers: Vec<(ParticipantId, Mid)>,
+}
+
+impl Track {
+    fn info(&self) -> TrackInfo {
+        TrackInfo {
+            id: self.id,
+            participant: self.owner,
+            kind: track_kind(self.kind),
+            source: self.source,
+            muted: self.muted,
+            layers: self.rids.len(),
+        }
+    }
+
+    /// The layers from low to high: ordered by measured bitrate (ties keep SDP order), heights
+    /// halving from the top layer down. Returns the rid order and the infos.
+    fn layers(&self) -> (Vec<Rid>, Vec<LayerInfo>) {
+        let mut order: Vec<usize> = (0..self.rids.len()).collect();
+        order.sort_by_key(|&i| self.meters[i].bps());
+        let n = order.len();
+        let rids = order.iter().map(|&i| self.rids[i]).collect();
+        let infos = order
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| LayerInfo {
+                bitrate_bps: self.meters[i].bps(),
+                height: TOP_LAYER_HEIGHT >> (n - 1 - pos).min(8),
+            })
+            .collect();
+        (rids, infos)
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    id: RoomId,
+    kind: RoomKind,
+    members: Vec<ParticipantId>,
+    tracks: BTreeMap<TrackId, Track>,
+    admitted_users: HashSet<String>,
+    empty_since: Option<Instant>,
+    speaker: ActiveSpeaker,
+}
+
+/// Work found while polling peers, handled after the poll (so that one peer's output can touch
+/// other peers).
+#[derive(Debug)]
+enum Propagated {
+    Connected(ParticipantId),
+    Failed(ParticipantId),
+    TrackAdded {
+        from: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+        rids: Vec<Rid>,
+    },
+    SlotAdded {
+        to: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    Media(ParticipantId, Box<MediaData>),
+    Keyframe {
+        from: ParticipantId,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    },
+    Channel {
+        from: ParticipantId,
+        label: String,
+        binary: bool,
+        data: Vec<u8>,
+    },
+}
+
+/// One shard: the rooms pinned to it, their participants and every participant's `Rtc`.
+///
+/// Sans-IO: feed it [`Input`]s and [`Command`]s with the current time, then call
+/// [`Shard::poll_output`] until it returns [`Output::Timeout`].
+pub struct Shard {
+    config: ShardConfig,
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    rng: u64,
+    next_track: u64,
+    rooms: HashMap<RoomId, Room>,
+    participants: HashMap<ParticipantId, Participant>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    dirty: Vec<ParticipantId>,
+    propagated: VecDeque<Propagated>,
+    outputs: VecDeque<Output>,
+    stats: ShardStats,
+    shutting_down: bool,
+    next_speaker_tick: Option<Instant>,
+    /// The latest `now` seen; "never" is a day after it (the core reads no clock).
+    last_now: Option<Instant>,
+    /// The `now` the shard was created at.
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.config.index)
+            .field("rooms", &self.rooms.len())
+            .field("participants", &self.participants.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// A shard with no rooms. Generates the DTLS certificate all its peers share.
+    pub fn new(now: Instant, config: ShardConfig) -> Result<Shard, SfuError> {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
+        let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        Ok(Shard {
+            config,
+            crypto,
+            cert,
+            rng,
+            next_track: 1,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            dirty: Vec::new(),
+            propagated: VecDeque::new(),
+            outputs: VecDeque::new(),
+            stats: ShardStats::default(),
+            shutting_down: false,
+            next_speaker_tick: None,
+            last_now: None,
+            epoch: now,
+        })
+    }
+
+    /// The shard's settings.
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats;
+        s.rooms = self.rooms.len() as u64;
+        s.participants = self.participants.len() as u64;
+        s.tracks = self.rooms.values().map(|r| r.tracks.len() as u64).sum();
+        s
+    }
+
+    /// The state of a participant, if it is on this shard.
+    pub fn participant_state(&self, id: ParticipantId) -> Option<ParticipantState> {
+        self.participants.get(&id).map(|p| p.state)
+    }
+
+    /// Whether a room is open on this shard.
+    pub fn has_room(&self, room: &RoomId) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Feeds a datagram or a timeout.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.last_now = Some(self.last_now.map_or(now, |l| l.max(now)));
+        match input {
+            Input::Receive {
+                source,
+                destination,
+                contents,
+            } => self.receive(now, source, destination, contents),
+            Input::Timeout => self.timeout(now),
+        }
+        self.drive(now);
+    }
+
+    /// Handles a signaling command.
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<Reply, SfuError> {
+        self.last_now = Some(self.last_now.map_or(now, |l| l.max(now)));
+        let result = match command {
+            Command::WhipOffer { identity, offer } => self.whip(now, identity, &offer),
+            Command::WhepOffer {
+                identity,
+                offer,
+                publisher,
+            } => self.whep(now, identity, &offer, publisher),
+            Command::EndSession(id) => {
+                if self.participants.contains_key(&id) {
+                    self.remove_participant(now, id, LeaveReason::Requested);
+                    Ok(Reply::Done)
+                } else {
+                    Err(SfuError::NoSuchSession)
+                }
+            }
+            Command::Join { identity, options } => self.join(now, identity, options),
+            Command::Message { from, message } => self.message(now, from, message),
+            Command::Disconnected(id) => {
+                self.disconnected(now, id);
+                Ok(Reply::Done)
+            }
+            Command::Admit { room, who } => self.admit(now, &room, &who),
+            Command::CloseRoom(room) => self.close_room(now, &room),
+            Command::Shutdown => {
+                self.shutting_down = true;
+                let ids: Vec<_> = self.participants.keys().copied().collect();
+                for id in ids {
+                    self.remove_participant(now, id, LeaveReason::ServerShutdown);
+                }
+                self.rooms.clear();
+                Ok(Reply::Done)
+            }
+        };
+        self.drive(now);
+        result
+    }
+
+    /// The next output; [`Output::Timeout`] when there is nothing more for now.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.outputs.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for p in self.participants.values() {
+            if let Some(t) = p.peer.as_ref().and_then(|peer| peer.next_timeout) {
+                consider(t);
+            }
+            if let ParticipantState::Reconnecting { deadline, .. } = p.state {
+                consider(deadline);
+            }
+        }
+        for r in self.rooms.values() {
+            if let Some(since) = r.empty_since {
+                consider(since + self.config.room_close_grace);
+            }
+        }
+        if let Some(t) = self.next_speaker_tick {
+            consider(t);
+        }
+        next.unwrap_or_else(|| self.far_future())
+    }
+
+    /// "Never": a day after the latest `now`.
+    fn far_future(&self) -> Instant {
+        self.last_now.unwrap_or(self.epoch) + Duration::from_secs(86_400)
+    }
+
+    // ---- datagrams and time -------------------------------------------------------------
+
+    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += buf.len() as u64;
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        let input = str0m::Input::Receive(now, recv);
+        let by_addr = self.by_addr.get(&source).copied();
+        let by_ufrag = crate::stun::local_ufrag(buf).and_then(|u| self.by_ufrag.get(u).copied());
+        let accepts = |s: &Self, id: ParticipantId| {
+            s.participants
+                .get(&id)
+                .and_then(|p| p.peer.as_ref())
+                .is_some_and(|peer| peer.rtc.accepts(&input))
+        };
+        let mut target = by_addr
+            .filter(|id| accepts(self, *id))
+            .or(by_ufrag.filter(|id| accepts(self, *id)));
+        if target.is_none() && crate::stun::local_ufrag(buf).is_some() {
+            // Last resort for STUN only (ICE restarts, races): ask every peer.
+            target = self
+                .participants
+                .values()
+                .filter(|p| p.peer.as_ref().is_some_and(|pe| pe.rtc.accepts(&input)))
+                .map(|p| p.id)
+                .next();
+        }
+        let Some(id) = target else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
+        let Some(peer) = self.participants.get_mut(&id).and_then(|p| p.peer.as_mut()) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(participant = %id, error = %e, "peer refused input");
+            self.stats.dropped_packets += 1;
+            self.propagated.push_back(Propagated::Failed(id));
+            return;
+        }
+        if by_addr != Some(id) {
+            if !peer.addrs.contains(&source) {
+                peer.addrs.push(source);
+            }
+            self.by_addr.insert(source, id);
+        }
+        self.dirty.push(id);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        for p in self.participants.values_mut() {
+            let Some(peer) = p.peer.as_mut() else {
+                continue;
+            };
+            if peer.next_timeout.is_none_or(|t| t <= now) {
+                if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(now)) {
+                    tracing::debug!(participant = %p.id, error = %e, "peer timeout failed");
+                    self.propagated.push_back(Propagated::Failed(p.id));
+                }
+                self.dirty.push(p.id);
+            }
+        }
+        // Participants whose signaling did not come back in time.
+        let expired: Vec<_> = self
+            .participants
+            .values()
+            .filter(|p| matches!(p.state, ParticipantState::Reconnecting { deadline, .. } if deadline <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in expired {
+            self.remove_participant(now, id, LeaveReason::ConnectionLost);
+        }
+        // Empty rooms past their grace period.
+        let grace = self.config.room_close_grace;
+        self.rooms.retain(|_, r| {
+            !(r.members.is_empty() && r.empty_since.is_some_and(|s| s + grace <= now))
+        });
+        if self.next_speaker_tick.is_some_and(|t| t <= now) {
+            self.speaker_tick(now);
+        }
+    }
+
+    fn speaker_tick(&mut self, now: Instant) {
+        let mut changes = vec![];
+        for room in self.rooms.values_mut() {
+            if let Some(who) = room.speaker.tick(now) {
+                changes.push((room.id.clone(), who));
+            }
+        }
+        for (room, who) in changes {
+            self.broadcast(
+                &room,
+                None,
+                ServerMessage::ActiveSpeaker {
+                    participant: Some(who),
+                },
+            );
+        }
+        let any_audio = self
+            .rooms
+            .values()
+            .any(|r| r.tracks.values().any(|t| t.kind == MediaKind::Audio));
+        self.next_speaker_tick = any_audio.then(|| now + SPEAKER_TICK);
+    }
+
+    // ---- polling --------------------------------------------------------------------------
+
+    /// Polls every touched peer until it times out, then handles what they propagated, until
+    /// the shard is quiet.
+    fn drive(&mut self, now: Instant) {
+        loop {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty {
+                self.poll_peer(id);
+            }
+            if self.propagated.is_empty() {
+                break;
+            }
+            while let Some(p) = self.propagated.pop_front() {
+                self.handle_propagated(now, p);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, id: ParticipantId) {
+        let never = self.far_future();
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let is_room = p.is_room();
+        let Some(peer) = p.peer.as_mut() else {
+            return;
+        };
+        loop {
+            if !peer.rtc.is_alive() {
+                self.propagated.push_back(Propagated::Failed(id));
+                peer.next_timeout = Some(never);
+                return;
+            }
+            let out = match peer.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(participant = %id, error = %e, "peer failed");
+                    self.propagated.push_back(Propagated::Failed(id));
+                    peer.next_timeout = Some(never);
+                    return;
+                }
+            };
+            match out {
+                str0m::Output::Timeout(t) => {
+                    peer.next_timeout = Some(t);
+                    return;
+                }
+                str0m::Output::Transmit(t) => {
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += t.contents.len() as u64;
+                    self.outputs.push_back(Output::Transmit {
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                str0m::Output::Event(e) => {
+                    let propagated = on_event(id, is_room, peer, e, &mut self.stats);
+                    self.propagated.extend(propagated);
+                }
+            }
+        }
+    }
+
+    fn handle_propagated(&mut self, now: Instant, p: Propagated) {
+        match p {
+            Propagated::Connected(id) => {
+                if let Some(p) = self.participants.get_mut(&id)
+                    && p.state == ParticipantState::Joining
+                {
+                    p.state = ParticipantState::Connected;
+                }
+            }
+            Propagated::Failed(id) => {
+                let Some(p) = self.participants.get_mut(&id) else {
+                    return;
+                };
+                if p.is_room() {
+                    // The participant may restart ICE over its signaling connection; drop the
+                    // dead peer connection so that its next offer builds a new one.
+                    let stale = self.clear_peer(id);
+                    for t in stale {
+                        self.remove_track(now, t);
+                    }
+                } else {
+                    self.remove_participant(now, id, LeaveReason::ConnectionLost);
+                }
+            }
+            Propagated::TrackAdded {
+                from,
+                mid,
+                kind,
+                rids,
+            } => self.track_added(now, from, mid, kind, rids),
+            Propagated::SlotAdded { to, mid, kind } => {
+                if let Some(peer) = self.participants.get_mut(&to).and_then(|p| p.peer.as_mut()) {
+                    peer.outs.insert(
+                        mid,
+                        OutSlot {
+                            kind,
+                            track: None,
+                            state: OutState::Open,
+                            max_height: None,
+                            current_rid: None,
+                        },
+                    );
+                }
+                if let Some(room) = self.participants.get(&to).map(|p| p.identity.room.clone()) {
+                    self.bind_whep_slots(now, &room);
+                }
+            }
+            Propagated::Media(from, data) => self.forward(now, from, *data),
+            Propagated::Keyframe { from, mid, kind } => {
+                let Some(peer) = self.participants.get(&from).and_then(|p| p.peer.as_ref()) else {
+                    return;
+                };
+                let Some(slot) = peer.outs.get(&mid) else {
+                    return;
+                };
+                if let Some(track) = slot.track {
+                    let rid = slot.current_rid;
+                    self.request_keyframe(now, track, rid, kind);
+                }
+            }
+            Propagated::Channel {
+                from,
+                label,
+                binary,
+                data,
+            } => self.relay_channel(from, &label, binary, &data),
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------------------
+
+    fn admission(
+        &mut self,
+        now: Instant,
+        identity: &Identity,
+        creating: bool,
+    ) -> Result<(), SfuError> {
+        if self.shutting_down {
+            return Err(SfuError::ShuttingDown);
+        }
+        let max = self.config.max_consultation;
+        let room = self
+            .rooms
+            .entry(identity.room.clone())
+            .or_insert_with(|| Room {
+                id: identity.room.clone(),
+                kind: identity.kind,
+                members: Vec::new(),
+                tracks: BTreeMap::new(),
+                admitted_users: HashSet::new(),
+                empty_since: Some(now),
+                speaker: ActiveSpeaker::new(self.config.speaker_hold),
+            });
+        if room.kind != identity.kind {
+            return Err(SfuError::RoomKindMismatch);
+        }
+        if creating && room.kind == RoomKind::Consultation && room.members.len() >= max {
+            return Err(SfuError::RoomFull { max });
+        }
+        Ok(())
+    }
+
+    fn new_id(&mut self) -> ParticipantId {
+        loop {
+            let id = ParticipantId::new(self.config.index, self.random());
+            if !self.participants.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // splitmix64: the seed comes from the driver (OS randomness); this only stretches it.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn random_token(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| char::from(ALPHABET[(self.random() % ALPHABET.len() as u64) as usize]))
+            .collect()
+    }
+
+    fn new_peer(&mut self, now: Instant) -> Result<Peer, SfuError> {
+        let ufrag = self.random_token(8);
+        let pass = self.random_token(24);
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            })
+            .enable_bwe(Some(Bitrate::kbps(800)))
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        let candidate = Candidate::host(self.config.announce_addr, "udp")
+            .map_err(|e| SfuError::Rtc(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Peer {
+            rtc,
+            ufrag,
+            addrs: Vec::new(),
+            next_timeout: None,
+            published: HashMap::new(),
+            outs: HashMap::new(),
+            channels: Vec::new(),
+            pending: None,
+            queued_subs: Vec::new(),
+            queued_stops: Vec::new(),
+            sources: BTreeMap::new(),
+            bwe_bps: None,
+            nacks_seen: HashMap::new(),
+        })
+    }
+
+    fn admitted_up_front(&self, identity: &Identity) -> bool {
+        identity.kind == RoomKind::Class
+            || identity.grants.admin
+            || self
+                .rooms
+                .get(&identity.room)
+                .is_some_and(|r| r.admitted_users.contains(&identity.user))
+    }
+
+    /// Creates a WHIP or WHEP participant around an accepted offer.
+    fn http_session(
+        &mut self,
+        now: Instant,
+        identity: Identity,
+        offer: &str,
+        mode: Mode,
+    ) -> Result<Reply, SfuError> {
+        if !self.admitted_up_front(&identity) {
+            return Err(SfuError::NotAdmitted);
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        self.admission(now, &identity, true)?;
+        let mut peer = self.new_peer(now)?;
+        if matches!(mode, Mode::Whep { .. }) {
+            peer.rtc
+                .bwe()
+                .set_desired_bitrate(Bitrate::kbps(DESIRED_SUBSCRIBER_BITRATE_KBPS));
+        }
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let id = self.new_id();
+        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        let room_id = identity.room.clone();
+        let can_publish = matches!(mode, Mode::Whip);
+        let resume_token = self.random_token(24);
+        self.participants.insert(
+            id,
+            Participant {
+                id,
+                identity,
+                state: ParticipantState::Joining,
+                mode,
+                can_publish,
+                hand_raised: false,
+                resume_token,
+                peer: Some(peer),
+            },
+        );
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.members.push(id);
+            room.empty_since = None;
+        }
+        self.dirty.push(id);
+        self.drive(now);
+        Ok(Reply::Session {
+            id,
+            answer: answer.to_sdp_string(),
+        })
+    }
+
+    fn whip(&mut self, now: Instant, identity: Identity, offer: &str) -> Result<Reply, SfuError> {
+        if !identity.grants.publish {
+            return Err(SfuError::MissingGrant("publish"));
+        }
+        self.http_session(now, identity, offer, Mode::Whip)
+    }
+
+    fn whep(
+        &mut self,
+        now: Instant,
+        identity: Identity,
+        offer: &str,
+        publisher: Option<ParticipantId>,
+    ) -> Result<Reply, SfuError> {
+        if !identity.grants.subscribe {
+            return Err(SfuError::MissingGrant("subscribe"));
+        }
+        if let Some(p) = publisher {
+            let in_room = self
+                .participants
+                .get(&p)
+                .is_some_and(|p| p.identity.room == identity.room);
+            if !in_room {
+                return Err(SfuError::NoSuchParticipant);
+            }
+        }
+        self.http_session(now, identity, offer, Mode::Whep { publisher })
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        identity: Identity,
+        options: JoinOptions,
+    ) -> Result<Reply, SfuError> {
+        if self.shutting_down {
+            return Err(SfuError::ShuttingDown);
+        }
+        if let Some(token) = options.resume.as_deref() {
+            return self.resume(now, &identity, token);
+        }
+        self.admission(now, &identity, true)?;
+        let id = self.new_id();
+        let waiting = !self.admitted_up_front(&identity);
+        let resume_token = self.random_token(24);
+        let participant = Participant {
+            id,
+            can_publish: identity.grants.publish,
+            identity,
+            state: if waiting {
+                ParticipantState::Waiting
+            } else {
+                ParticipantState::Connected
+            },
+            mode: Mode::Room {
+                auto_subscribe: options.auto_subscribe.unwrap_or(true),
+            },
+            hand_raised: false,
+            resume_token,
+            peer: None,
+        };
+        let room_id = participant.identity.room.clone();
+        self.participants.insert(id, participant);
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.members.push(id);
+            room.empty_since = None;
+        }
+        self.announce_arrival(id);
+        Ok(Reply::Joined { participant: id })
+    }
+
+    /// Tells a newly joined (or admitted, or resumed) participant where it stands, and the room
+    /// about it.
+    fn announce_arrival(&mut self, id: ParticipantId) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let room_id = p.identity.room.clone();
+        let info = p.info();
+        if p.state == ParticipantState::Waiting {
+            let msg = ServerMessage::Waiting {
+                participant: id,
+                resume_token: p.resume_token.clone(),
+            };
+            self.signal(id, msg);
+            let admins: Vec<_> = self.room_members(&room_id, |m| {
+                m.identity.grants.admin && m.state.is_admitted() && m.is_room()
+            });
+            for a in admins {
+                self.signal(
+                    a,
+                    ServerMessage::ParticipantWaiting {
+                        participant: info.clone(),
+                    },
+                );
+            }
+            return;
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let participants = room
+            .members
+            .iter()
+            .filter(|m| **m != id)
+            .filter_map(|m| self.participants.get(m))
+            .filter(|m| m.state.is_admitted())
+            .map(Participant::info)
+            .collect();
+        let tracks = room.tracks.values().map(Track::info).collect();
+        let is_admin = p.identity.grants.admin;
+        let auto = matches!(
+            p.mode,
+            Mode::Room {
+                auto_subscribe: true
+            }
+        ) && p.identity.grants.subscribe;
+        let existing: Vec<TrackId> = room
+            .tracks
+            .values()
+            .filter(|t| t.owner != id)
+            .map(|t| t.id)
+            .collect();
+        let joined = ServerMessage::Joined {
+            participant: id,
+            room: room_id.clone(),
+            kind: room.kind,
+            resume_token: p.resume_token.clone(),
+            can_publish: p.can_publish,
+            participants,
+            tracks,
+        };
+        self.signal(id, joined);
+        self.broadcast(
+            &room_id,
+            Some(id),
+            ServerMessage::ParticipantJoined { participant: info },
+        );
+        // Admins also learn who waits.
+        if is_admin {
+            let waiting: Vec<_> = self
+                .room_members(&room_id, |m| m.state == ParticipantState::Waiting)
+                .into_iter()
+                .filter_map(|w| self.participants.get(&w).map(Participant::info))
+                .collect();
+            for w in waiting {
+                self.signal(id, ServerMessage::ParticipantWaiting { participant: w });
+            }
+        }
+        // Subscribe to what is already published (without a peer connection yet, the first
+        // offer does it; see `offer`).
+        if auto {
+            if let Some(peer) = self.participants.get_mut(&id).and_then(|p| p.peer.as_mut()) {
+                for t in existing {
+                    if !peer.queued_subs.iter().any(|(q, _)| *q == t)
+                        && !peer.outs.values().any(|s| s.track == Some(t))
+                    {
+                        peer.queued_subs.push((t, None));
+                    }
+                }
+            }
+            self.negotiate(id);
+        }
+    }
+
+    fn resume(
+        &mut self,
+        now: Instant,
+        identity: &Identity,
+        token: &str,
+    ) -> Result<Reply, SfuError> {
+        let found = self.participants.values_mut().find(|p| {
+            p.identity.room == identity.room
+                && p.identity.user == identity.user
+                && p.is_room()
+                && p.resume_token == token
+        });
+        let Some(p) = found else {
+            return Err(SfuError::NoSuchSession);
+        };
+        p.state = match p.state {
+            ParticipantState::Reconnecting {
+                admitted: false, ..
+            }
+            | ParticipantState::Waiting => ParticipantState::Waiting,
+            ParticipantState::Left => return Err(SfuError::NoSuchSession),
+            _ => ParticipantState::Connected,
+        };
+        let id = p.id;
+        let resume_token = self.random_token(24);
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.resume_token = resume_token;
+        }
+        let _ = now;
+        // Re-send the whole picture: the client may have missed events while away.
+        self.announce_arrival(id);
+        Ok(Reply::Joined { participant: id })
+    }
+
+    fn disconnected(&mut self, now: Instant, id: ParticipantId) {
+        let deadline = now + self.config.reconnect_grace;
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.state = match p.state {
+                ParticipantState::Waiting => ParticipantState::Reconnecting {
+                    deadline,
+                    admitted: false,
+                },
+                ParticipantState::Joining | ParticipantState::Connected => {
+                    ParticipantState::Reconnecting {
+                        deadline,
+                        admitted: true,
+                    }
+                }
+                other => other,
+            };
+        }
+    }
+
+    fn admit(&mut self, _now: Instant, room_id: &RoomId, who: &str) -> Result<Reply, SfuError> {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return Err(SfuError::NoSuchRoom);
+        };
+        let by_id: Option<ParticipantId> = who.parse().ok();
+        let targets: Vec<ParticipantId> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|m| {
+                self.participants
+                    .get(m)
+                    .is_some_and(|p| Some(p.id) == by_id || p.identity.user == who)
+            })
+            .collect();
+        let users: Vec<String> = targets
+            .iter()
+            .filter_map(|t| self.participants.get(t).map(|p| p.identity.user.clone()))
+            .collect();
+        if targets.is_empty() {
+            if by_id.is_some() {
+                return Err(SfuError::NoSuchParticipant);
+            }
+            // A user id not yet present: admit in advance.
+            room.admitted_users.insert(who.to_string());
+            return Ok(Reply::Done);
+        }
+        room.admitted_users.extend(users);
+        for t in targets {
+            let Some(p) = self.participants.get_mut(&t) else {
+                continue;
+            };
+            match p.state {
+                ParticipantState::Waiting => {
+                    p.state = ParticipantState::Connected;
+                    self.announce_arrival(t);
+                }
+                ParticipantState::Reconnecting {
+                    deadline,
+                    admitted: false,
+                } => {
+                    p.state = ParticipantState::Reconnecting {
+                        deadline,
+                        admitted: true,
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    fn close_room(&mut self, now: Instant, room_id: &RoomId) -> Result<Reply, SfuError> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Err(SfuError::NoSuchRoom);
+        };
+        for id in room.members.clone() {
+            self.remove_participant(now, id, LeaveReason::RoomClosed);
+        }
+        self.rooms.remove(room_id);
+        Ok(Reply::Done)
+    }
+
+    /// Removes a participant: its tracks are unpublished, the room is told, its peer closed.
+    fn remove_participant(&mut self, now: Instant, id: ParticipantId, reason: LeaveReason) {
+        let stale = self.clear_peer(id);
+        for t in stale {
+            self.remove_track(now, t);
+        }
+        let Some(mut p) = self.participants.remove(&id) else {
+            return;
+        };
+        p.state = ParticipantState::Left;
+        let room_id = p.identity.room.clone();
+        // Subscriptions of this participant.
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            for t in room.tracks.values_mut() {
+                t.subscribers.retain(|(s, _)| *s != id);
+            }
+            room.members.retain(|m| *m != id);
+            room.speaker.remove(id);
+            if room.members.is_empty() {
+                room.empty_since = Some(now);
+            }
+        }
+        if p.is_room() {
+            self.outputs.push_back(Output::Signal {
+                to: id,
+                message: ServerMessage::Leave { reason },
+            });
+            if p.state != ParticipantState::Waiting {
+                self.broadcast(
+                    &room_id,
+                    None,
+                    ServerMessage::ParticipantLeft { participant: id },
+                );
+            }
+        }
+    }
+
+    /// Closes and forgets a participant's peer connection; returns the tracks it published.
+    fn clear_peer(&mut self, id: ParticipantId) -> Vec<TrackId> {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return vec![];
+        };
+        let Some(mut peer) = p.peer.take() else {
+            return vec![];
+        };
+        let room_id = p.identity.room.clone();
+        for a in &peer.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        // Let str0m say goodbye (DTLS close_notify) before dropping it.
+        if peer.rtc.is_alive() {
+            let _ = peer.rtc.close();
+            while let Ok(str0m::Output::Transmit(t)) = peer.rtc.poll_output() {
+                self.outputs.push_back(Output::Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                });
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            for (mid, slot) in &peer.outs {
+                if let Some(t) = slot.track.and_then(|t| room.tracks.get_mut(&t)) {
+                    t.subscribers.retain(|(s, m)| !(*s == id && m == mid));
+                }
+            }
+        }
+        peer.published.into_values().collect()
+    }
+
+    // ---- room protocol messages ------------------------------------------------------------
+
+    fn message(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        message: ClientMessage,
+    ) -> Result<Reply, SfuError> {
+        let Some(p) = self.participants.get(&from) else {
+            return Err(SfuError::NoSuchSession);
+        };
+        let state = p.state;
+        let admin = p.identity.grants.admin;
+        let room_id = p.identity.room.clone();
+        let admitted = state.is_admitted();
+        let refuse = |this: &mut Self, code: &str, message: String| {
+            this.signal(
+                from,
+                ServerMessage::Error {
+                    code: code.into(),
+                    message,
+                },
+            );
+            Ok(Reply::Done)
+        };
+        match message {
+            ClientMessage::Join(_) => refuse(self, "bad_message", "already joined".into()),
+            ClientMessage::Leave => {
+                self.remove_participant(now, from, LeaveReason::Requested);
+                Ok(Reply::Done)
+            }
+            _ if !admitted => refuse(self, "waiting", "waiting to be admitted".into()),
+            ClientMessage::Offer { sdp, sources } => self.offer(now, from, &sdp, sources),
+            ClientMessage::Answer { sdp } => self.answer(now, from, &sdp),
+            ClientMessage::Subscribe { track, max_height } => {
+                self.subscribe(from, track, max_height)
+            }
+            ClientMessage::Unsubscribe { track } => {
+                self.unsubscribe(from, track);
+                Ok(Reply::Done)
+            }
+            ClientMessage::Mute { track, muted } => {
+                let Some(room) = self.rooms.get_mut(&room_id) else {
+                    return Err(SfuError::NoSuchRoom);
+                };
+                match room.tracks.get_mut(&track) {
+                    Some(t) if t.owner == from => {
+                        t.muted = muted;
+                        if !muted && t.kind == MediaKind::Video {
+                            self.request_keyframe(now, track, None, KeyframeRequestKind::Pli);
+                        }
+                        self.broadcast(&room_id, None, ServerMessage::TrackMuted { track, muted });
+                        Ok(Reply::Done)
+                    }
+                    _ => refuse(self, "no_such_track", format!("no own track {track}")),
+                }
+            }
+            ClientMessage::RaiseHand { raised } => {
+                if let Some(p) = self.participants.get_mut(&from) {
+                    p.hand_raised = raised;
+                }
+                self.broadcast(
+                    &room_id,
+                    None,
+                    ServerMessage::HandRaised {
+                        participant: from,
+                        raised,
+                    },
+                );
+                Ok(Reply::Done)
+            }
+            ClientMessage::GrantPublish {
+                participant,
+                granted,
+            } => {
+                if !admin {
+                    return refuse(self, "forbidden", "granting publish needs `admin`".into());
+                }
+                let Some(target) = self
+                    .participants
+                    .get_mut(&participant)
+                    .filter(|t| t.identity.room == room_id)
+                else {
+                    return refuse(self, "no_such_participant", participant.to_string());
+                };
+                target.can_publish = granted;
+                if granted {
+                    target.hand_raised = false;
+                }
+                if !granted {
+                    let tracks: Vec<TrackId> = target
+                        .peer
+                        .as_mut()
+                        .map(|peer| peer.published.drain().map(|(_, t)| t).collect())
+                        .unwrap_or_default();
+                    for t in tracks {
+                        self.remove_track(now, t);
+                    }
+                }
+                self.broadcast(
+                    &room_id,
+                    None,
+                    ServerMessage::PublishGranted {
+                        participant,
+                        granted,
+                    },
+                );
+                Ok(Reply::Done)
+            }
+            ClientMessage::Admit { participant } => {
+                if !admin {
+                    return refuse(self, "forbidden", "admitting needs `admin`".into());
+                }
+                match self.admit(now, &room_id, &participant.to_string()) {
+                    Ok(r) => Ok(r),
+                    Err(e) => refuse(self, "no_such_participant", e.to_string()),
+                }
+            }
+            ClientMessage::Chat { text } => {
+                if text.len() > MAX_CHAT_BYTES {
+                    return refuse(self, "bad_message", "chat line too long".into());
+                }
+                let name = self
+                    .participants
+                    .get(&from)
+                    .and_then(|p| p.identity.name.clone());
+                self.broadcast(&room_id, None, ServerMessage::Chat { from, name, text });
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        sdp: &str,
+        sources: BTreeMap<String, TrackSource>,
+    ) -> Result<Reply, SfuError> {
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => {
+                self.signal(from, error_msg("bad_sdp", e.to_string()));
+                return Ok(Reply::Done);
+            }
+        };
+        let needs_peer = self
+            .participants
+            .get(&from)
+            .is_some_and(|p| p.peer.is_none());
+        if needs_peer {
+            let mut peer = self.new_peer(now)?;
+            peer.rtc
+                .bwe()
+                .set_desired_bitrate(Bitrate::kbps(DESIRED_SUBSCRIBER_BITRATE_KBPS));
+            self.by_ufrag.insert(peer.ufrag.clone(), from);
+            if let Some(p) = self.participants.get_mut(&from) {
+                p.peer = Some(peer);
+            }
+        }
+        let Some(peer) = self
+            .participants
+            .get_mut(&from)
+            .and_then(|p| p.peer.as_mut())
+        else {
+            return Err(SfuError::NoSuchSession);
+        };
+        peer.sources.extend(sources);
+        // The client's offer wins over one of ours in flight ("polite server"): ours is
+        // dropped and its subscriptions go back to the queue.
+        if peer.pending.take().is_some() {
+            let back: Vec<(Mid, TrackId, Option<u32>)> = peer
+                .outs
+                .iter()
+                .filter(|(_, s)| s.state == OutState::Negotiating)
+                .filter_map(|(m, s)| Some((*m, s.track?, s.max_height)))
+                .collect();
+            for (mid, t, h) in back {
+                peer.outs.remove(&mid);
+                peer.queued_subs.push((t, h));
+            }
+        }
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.signal(from, error_msg("bad_sdp", e.to_string()));
+                return Ok(Reply::Done);
+            }
+        };
+        let answer = answer.to_sdp_string();
+        // An ICE restart gives the peer a new local ufrag; keep the routing table current.
+        if let Some(ufrag) = sdp_ufrag(&answer)
+            && ufrag != peer.ufrag
+        {
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.to_string());
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag.to_string(), from);
+        }
+        self.signal(from, ServerMessage::Answer { sdp: answer });
+        self.dirty.push(from);
+        self.drive(now);
+        // The first offer: subscribe to what the room already publishes.
+        let queue_existing = self.participants.get(&from).is_some_and(|p| {
+            needs_peer
+                && matches!(
+                    p.mode,
+                    Mode::Room {
+                        auto_subscribe: true
+                    }
+                )
+                && p.identity.grants.subscribe
+        });
+        if queue_existing {
+            let room_id = self
+                .participants
+                .get(&from)
+                .map(|p| p.identity.room.clone());
+            let existing: Vec<TrackId> = room_id
+                .and_then(|r| self.rooms.get(&r))
+                .map(|r| {
+                    r.tracks
+                        .values()
+                        .filter(|t| t.owner != from)
+                        .map(|t| t.id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(peer) = self
+                .participants
+                .get_mut(&from)
+                .and_then(|p| p.peer.as_mut())
+            {
+                for t in existing {
+                    if !peer.queued_subs.iter().any(|(q, _)| *q == t)
+                        && !peer.outs.values().any(|s| s.track == Some(t))
+                    {
+                        peer.queued_subs.push((t, None));
+                    }
+                }
+            }
+        }
+        self.negotiate(from);
+        Ok(Reply::Done)
+    }
+
+    fn answer(&mut self, now: Instant, from: ParticipantId, sdp: &str) -> Result<Reply, SfuError> {
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                self.signal(from, error_msg("bad_sdp", e.to_string()));
+                return Ok(Reply::Done);
+            }
+        };
+        let Some(p) = self.participants.get_mut(&from) else {
+            return Err(SfuError::NoSuchSession);
+        };
+        let room_id = p.identity.room.clone();
+        let Some(peer) = p.peer.as_mut() else {
+            self.signal(from, error_msg("bad_message", "no offer pending".into()));
+            return Ok(Reply::Done);
+        };
+        let Some(pending) = peer.pending.take() else {
+            self.signal(from, error_msg("bad_message", "no offer pending".into()));
+            return Ok(Reply::Done);
+        };
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
+            self.signal(from, error_msg("bad_sdp", e.to_string()));
+            return Ok(Reply::Done);
+        }
+        let mut opened = vec![];
+        for (mid, slot) in peer.outs.iter_mut() {
+            if slot.state == OutState::Negotiating {
+                slot.state = OutState::Open;
+                if let Some(t) = slot.track {
+                    opened.push((*mid, t, slot.kind));
+                }
+            }
+        }
+        let stopped = std::mem::take(&mut peer.queued_stops);
+        for mid in &stopped {
+            peer.outs.remove(mid);
+        }
+        let mut keyframes = vec![];
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            for (mid, t, kind) in &opened {
+                if let Some(track) = room.tracks.get_mut(t) {
+                    track.subscribers.push((from, *mid));
+                    if *kind == MediaKind::Video {
+                        keyframes.push(*t);
+                    }
+                }
+            }
+        }
+        for (mid, t, _) in opened {
+            self.signal(
+                from,
+                ServerMessage::Subscribed {
+                    track: t,
+                    mid: mid.to_string(),
+                },
+            );
+        }
+        for t in keyframes {
+            self.request_keyframe(now, t, None, KeyframeRequestKind::Pli);
+        }
+        self.dirty.push(from);
+        self.negotiate(from);
+        Ok(Reply::Done)
+    }
+
+    fn subscribe(
+        &mut self,
+        from: ParticipantId,
+        track: TrackId,
+        max_height: Option<u32>,
+    ) -> Result<Reply, SfuError> {
+        let Some(p) = self.participants.get_mut(&from) else {
+            return Err(SfuError::NoSuchSession);
+        };
+        if !p.identity.grants.subscribe {
+            self.signal(
+                from,
+                error_msg("forbidden", "subscribing needs `subscribe`".into()),
+            );
+            return Ok(Reply::Done);
+        }
+        let exists = self
+            .rooms
+            .get(&p.identity.room)
+            .is_some_and(|r| r.tracks.get(&track).is_some_and(|t| t.owner != from));
+        if !exists {
+            self.signal(from, error_msg("no_such_track", track.to_string()));
+            return Ok(Reply::Done);
+        }
+        let Some(peer) = p.peer.as_mut() else {
+            self.signal(from, error_msg("bad_message", "send an offer first".into()));
+            return Ok(Reply::Done);
+        };
+        if let Some(slot) = peer.outs.values_mut().find(|s| s.track == Some(track)) {
+            slot.max_height = max_height;
+            return Ok(Reply::Done);
+        }
+        if let Some(q) = peer.queued_subs.iter_mut().find(|(t, _)| *t == track) {
+            q.1 = max_height;
+        } else {
+            peer.queued_subs.push((track, max_height));
+        }
+        self.negotiate(from);
+        Ok(Reply::Done)
+    }
+
+    fn unsubscribe(&mut self, from: ParticipantId, track: TrackId) {
+        let Some(p) = self.participants.get_mut(&from) else {
+            return;
+        };
+        let room_id = p.identity.room.clone();
+        let Some(peer) = p.peer.as_mut() else {
+            return;
+        };
+        peer.queued_subs.retain(|(t, _)| *t != track);
+        let mids: Vec<Mid> = peer
+            .outs
+            .iter()
+            .filter(|(_, s)| s.track == Some(track))
+            .map(|(m, _)| *m)
+            .collect();
+        for mid in &mids {
+            if let Some(slot) = peer.outs.get_mut(mid) {
+                slot.track = None;
+            }
+            peer.queued_stops.push(*mid);
+        }
+        if let Some(t) = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|r| r.tracks.get_mut(&track))
+        {
+            t.subscribers
+                .retain(|(s, m)| !(*s == from && mids.contains(m)));
+        }
+        self.negotiate(from);
+    }
+
+    /// Sends a server offer for queued subscriptions and stops, unless one is in flight.
+    fn negotiate(&mut self, id: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let room_id = p.identity.room.clone();
+        let Some(peer) = p.peer.as_mut() else {
+            return;
+        };
+        if peer.pending.is_some() || (peer.queued_subs.is_empty() && peer.queued_stops.is_empty()) {
+            return;
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let mut api = peer.rtc.sdp_api();
+        let mut added = vec![];
+        for (t, max_height) in std::mem::take(&mut peer.queued_subs) {
+            let Some(track) = room.tracks.get(&t) else {
+                continue;
+            };
+            let mid = api.add_media(
+                track.kind,
+                Direction::SendOnly,
+                Some(track.owner.to_string()),
+                Some(track.id.to_string()),
+                None,
+            );
+            added.push((
+                mid,
+                OutSlot {
+                    kind: track.kind,
+                    track: Some(t),
+                    state: OutState::Negotiating,
+                    max_height,
+                    current_rid: None,
+                },
+            ));
+        }
+        for mid in &peer.queued_stops {
+            api.stop_media(*mid);
+        }
+        let applied = api.apply();
+        peer.outs.extend(added);
+        if let Some((offer, pending)) = applied {
+            peer.pending = Some(pending);
+            let sdp = offer.to_sdp_string();
+            self.signal(id, ServerMessage::Offer { sdp });
+        }
+        self.dirty.push(id);
+    }
+
+    // ---- tracks and forwarding -------------------------------------------------------------
+
+    fn track_added(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+        rids: Vec<Rid>,
+    ) {
+        let Some(p) = self.participants.get_mut(&from) else {
+            return;
+        };
+        if !p.can_publish {
+            self.signal(
+                from,
+                error_msg("forbidden", "publishing needs the `publish` grant".into()),
+            );
+            return;
+        }
+        let room_id = p.identity.room.clone();
+        let Some(peer) = p.peer.as_mut() else {
+            return;
+        };
+        let source = peer
+            .sources
+            .get(&mid.to_string())
+            .copied()
+            .unwrap_or(match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            });
+        let id = TrackId(self.next_track);
+        self.next_track += 1;
+        peer.published.insert(mid, id);
+        let track = Track {
+            id,
+            owner: from,
+            mid,
+            kind,
+            source,
+            muted: false,
+            meters: vec![RateMeter::default(); rids.len()],
+            rids,
+            throttles: Vec::new(),
+            subscribers: Vec::new(),
+        };
+        let info = track.info();
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        room.tracks.insert(id, track);
+        if kind == MediaKind::Audio && self.next_speaker_tick.is_none() {
+            self.next_speaker_tick = Some(now + SPEAKER_TICK);
+        }
+        self.broadcast(
+            &room_id,
+            Some(from),
+            ServerMessage::TrackPublished { track: info },
+        );
+        let auto: Vec<ParticipantId> = self.room_members(&room_id, |m| {
+            m.id != from
+                && m.state.is_admitted()
+                && m.identity.grants.subscribe
+                && matches!(
+                    m.mode,
+                    Mode::Room {
+                        auto_subscribe: true
+                    }
+                )
+                && m.peer.is_some()
+        });
+        for m in auto {
+            if let Some(peer) = self.participants.get_mut(&m).and_then(|p| p.peer.as_mut()) {
+                peer.queued_subs.push((id, None));
+            }
+            self.negotiate(m);
+        }
+        self.bind_whep_slots(now, &room_id);
+    }
+
+    fn remove_track(&mut self, now: Instant, track: TrackId) {
+        let Some(room) = self
+            .rooms
+            .values_mut()
+            .find(|r| r.tracks.contains_key(&track))
+        else {
+            return;
+        };
+        let room_id = room.id.clone();
+        let Some(t) = room.tracks.remove(&track) else {
+            return;
+        };
+        for (sub, mid) in t.subscribers {
+            let Some(p) = self.participants.get_mut(&sub) else {
+                continue;
+            };
+            let is_room = p.is_room();
+            let Some(peer) = p.peer.as_mut() else {
+                continue;
+            };
+            if let Some(slot) = peer.outs.get_mut(&mid) {
+                slot.track = None;
+                slot.current_rid = None;
+            }
+            if is_room {
+                peer.queued_stops.push(mid);
+                self.negotiate(sub);
+            }
+        }
+        // Queued (not yet negotiated) subscriptions to it.
+        for p in self.participants.values_mut() {
+            if let Some(peer) = p.peer.as_mut() {
+                peer.queued_subs.retain(|(q, _)| *q != track);
+            }
+        }
+        self.broadcast(&room_id, None, ServerMessage::TrackUnpublished { track });
+        self.bind_whep_slots(now, &room_id);
+    }
+
+    /// Binds free m-lines of WHEP subscribers to published tracks of the same kind (the
+    /// requested publisher's, or anyone's), oldest track first.
+    fn bind_whep_slots(&mut self, now: Instant, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let mut keyframes = vec![];
+        for member in room.members.clone() {
+            let Some(p) = self.participants.get_mut(&member) else {
+                continue;
+            };
+            let Mode::Whep { publisher } = p.mode else {
+                continue;
+            };
+            let Some(peer) = p.peer.as_mut() else {
+                continue;
+            };
+            let mut mids: Vec<Mid> = peer
+                .outs
+                .iter()
+                .filter(|(_, s)| s.track.is_none() && s.state == OutState::Open)
+                .map(|(m, _)| *m)
+                .collect();
+            mids.sort();
+            for mid in mids {
+                let bound: Vec<TrackId> = peer.outs.values().filter_map(|s| s.track).collect();
+                let Some(slot) = peer.outs.get_mut(&mid) else {
+                    continue;
+                };
+                let candidate = room.tracks.values_mut().find(|t| {
+                    t.kind == slot.kind
+                        && t.owner != member
+                        && publisher.is_none_or(|p| p == t.owner)
+                        && !bound.contains(&t.id)
+                });
+                if let Some(t) = candidate {
+                    slot.track = Some(t.id);
+                    slot.current_rid = None;
+                    t.subscribers.push((member, mid));
+                    if t.kind == MediaKind::Video {
+                        keyframes.push(t.id);
+                    }
+                }
+            }
+        }
+        for t in keyframes {
+            self.request_keyframe(now, t, None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Asks a publisher for a keyframe on `track` (layer `rid`), throttled per track and layer.
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(t) = self
+            .rooms
+            .values_mut()
+            .find_map(|r| r.tracks.get_mut(&track))
+        else {
+            return;
+        };
+        // Without a chosen layer, ask every layer (a subscriber starting on any of them).
+        let rids: Vec<Option<Rid>> = if rid.is_none() && !t.rids.is_empty() {
+            t.rids.iter().copied().map(Some).collect()
+        } else {
+            vec![rid]
+        };
+        let interval = self.config.keyframe_interval;
+        let mut allowed = vec![];
+        for r in rids {
+            let throttle = match t.throttles.iter_mut().find(|(x, _)| *x == r) {
+                Some((_, th)) => th,
+                None => {
+                    t.throttles.push((r, KeyframeThrottle::new(interval)));
+                    let last = t.throttles.len() - 1;
+                    &mut t.throttles[last].1
+                }
+            };
+            if throttle.allow(now) {
+                allowed.push(r);
+            } else {
+                self.stats.keyframe_requests_throttled += 1;
+            }
+        }
+        let (owner, mid) = (t.owner, t.mid);
+        let Some(peer) = self
+            .participants
+            .get_mut(&owner)
+            .and_then(|p| p.peer.as_mut())
+        else {
+            return;
+        };
+        let Some(mut writer) = peer.rtc.writer(mid) else {
+            return;
+        };
+        for r in allowed {
+            if writer.request_keyframe(r, kind).is_ok() {
+                self.stats.keyframe_requests += 1;
+            }
+        }
+        self.dirty.push(owner);
+    }
+
+    fn forward(&mut self, now: Instant, from: ParticipantId, data: MediaData) {
+        let Some(p) = self.participants.get(&from) else {
+            return;
+        };
+        let Some(track_id) = p
+            .peer
+            .as_ref()
+            .and_then(|peer| peer.published.get(&data.mid))
+        else {
+            return;
+        };
+        let track_id = *track_id;
+        let Some(room) = self.rooms.get_mut(&p.identity.room) else {
+            return;
+        };
+        let Some(track) = room.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if track.muted {
+            return;
+        }
+        if track.kind == MediaKind::Audio
+            && let Some(level) = data.ext_vals.audio_level
+        {
+            room.speaker
+                .observe(now, from, level.saturating_neg().max(0));
+        }
+        let layer_index = data
+            .rid
+            .and_then(|r| track.rids.iter().position(|x| *x == r));
+        if let Some(i) = layer_index {
+            track.meters[i].add(now, data.data.len());
+        }
+        let mut keyframes: Vec<Option<Rid>> = vec![];
+        if track.kind == MediaKind::Video && !data.contiguous {
+            keyframes.push(data.rid);
+        }
+        let simulcast = !track.rids.is_empty();
+        let (order, layers) = if simulcast {
+            track.layers()
+        } else {
+            (vec![], vec![])
+        };
+        let is_keyframe = data.is_keyframe();
+        for (sub, out_mid) in &track.subscribers {
+            let Some(peer) = self.participants.get_mut(sub).and_then(|p| p.peer.as_mut()) else {
+                continue;
+            };
+            let Some(slot) = peer.outs.get_mut(out_mid) else {
+                continue;
+            };
+            if slot.state != OutState::Open {
+                continue;
+            }
+            if simulcast {
+                let current = slot
+                    .current_rid
+                    .and_then(|r| order.iter().position(|x| *x == r));
+                let target = select_layer(&layers, peer.bwe_bps, slot.max_height, current)
+                    .and_then(|i| order.get(i).copied());
+                if data.rid != slot.current_rid {
+                    // Switch only on a keyframe of the target layer.
+                    if data.rid == target && is_keyframe {
+                        if slot.current_rid.is_some() {
+                            self.stats.layer_switches += 1;
+                        }
+                        slot.current_rid = target;
+                    } else {
+                        if data.rid == target && !keyframes.contains(&target) {
+                            keyframes.push(target);
+                        }
+                        continue;
+                    }
+                } else if target != slot.current_rid && !keyframes.contains(&target) {
+                    keyframes.push(target);
+                }
+            }
+            let mid = *out_mid;
+            let Some(writer) = peer.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            let len = data.data.len() as u64;
+            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                Ok(()) => {
+                    self.stats.frames_forwarded += 1;
+                    self.stats.bytes_forwarded += len;
+                    self.dirty.push(*sub);
+                }
+                Err(e) => {
+                    tracing::debug!(participant = %sub, error = %e, "write failed");
+                    self.propagated.push_back(Propagated::Failed(*sub));
+                }
+            }
+        }
+        for rid in keyframes {
+            self.request_keyframe(now, track_id, rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    fn relay_channel(&mut self, from: ParticipantId, label: &str, binary: bool, data: &[u8]) {
+        if data.len() > MAX_RELAY_BYTES {
+            return;
+        }
+        let Some(room_id) = self
+            .participants
+            .get(&from)
+            .map(|p| p.identity.room.clone())
+        else {
+            return;
+        };
+        for m in self.room_members(&room_id, |m| m.id != from && m.state.is_admitted()) {
+            let Some(peer) = self.participants.get_mut(&m).and_then(|p| p.peer.as_mut()) else {
+                continue;
+            };
+            let Some(cid) = peer
+                .channels
+                .iter()
+                .find(|(_, l)| l == label)
+                .map(|(c, _)| *c)
+            else {
+                continue;
+            };
+            if let Some(mut ch) = peer.rtc.channel(cid) {
+                let _ = ch.write(binary, data);
+                self.dirty.push(m);
+            }
+        }
+    }
+
+    // ---- helpers --------------------------------------------------------------------------
+
+    fn signal(&mut self, to: ParticipantId, message: ServerMessage) {
+        let is_room = self.participants.get(&to).is_some_and(Participant::is_room);
+        if is_room {
+            self.outputs.push_back(Output::Signal { to, message });
+        }
+    }
+
+    /// Sends to every admitted room-protocol member except `except`.
+    fn broadcast(&mut self, room: &RoomId, except: Option<ParticipantId>, message: ServerMessage) {
+        let to = self.room_members(room, |m| {
+            Some(m.id) != except && m.is_room() && m.state.is_admitted()
+        });
+        for id in to {
+            self.outputs.push_back(Output::Signal {
+                to: id,
+                message: message.clone(),
+            });
+        }
+    }
+
+    fn room_members(
+        &self,
+        room: &RoomId,
+        filter: impl Fn(&Participant) -> bool,
+    ) -> Vec<ParticipantId> {
+        self.rooms
+            .get(room)
+            .map(|r| {
+                r.members
+                    .iter()
+                    .filter_map(|m| self.participants.get(m))
+                    .filter(|m| filter(m))
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Handles one str0m event of a peer; what concerns other peers is returned.
+fn on_event(
+    id: ParticipantId,
+    is_room: bool,
+    peer: &mut Peer,
+    event: Event,
+    stats: &mut ShardStats,
+) -> Option<Propagated> {
+    match event {
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            Some(Propagated::Failed(id))
+        }
+        Event::IceConnectionStateChange(
+            IceConnectionState::Connected | IceConnectionState::Completed,
+        ) => Some(Propagated::Connected(id)),
+        Event::MediaAdded(m) => {
+            if m.direction.is_receiving() {
+                let rids = m
+                    .simulcast
+                    .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                    .unwrap_or_default();
+                Some(Propagated::TrackAdded {
+                    from: id,
+                    mid: m.mid,
+                    kind: m.kind,
+                    rids,
+                })
+            } else if m.direction == Direction::SendOnly && !is_room {
+                Some(Propagated::SlotAdded {
+                    to: id,
+                    mid: m.mid,
+                    kind: m.kind,
+                })
+            } else {
+                None
+            }
+        }
+        Event::MediaData(d) => Some(Propagated::Media(id, Box::new(d))),
+        Event::KeyframeRequest(r) => Some(Propagated::Keyframe {
+            from: id,
+            mid: r.mid,
+            kind: r.kind,
+        }),
+        Event::ChannelOpen(cid, label) => {
+            peer.channels.push((cid, label));
+            None
+        }
+        Event::ChannelClose(cid) => {
+            peer.channels.retain(|(c, _)| *c != cid);
+            None
+        }
+        Event::ChannelData(d) => {
+            let label = peer
+                .channels
+                .iter()
+                .find(|(c, _)| *c == d.id)
+                .map(|(_, l)| l.clone())?;
+            Some(Propagated::Channel {
+                from: id,
+                label,
+                binary: d.binary,
+                data: d.data,
+            })
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            // Layer choice reads the estimate on the next packet.
+            peer.bwe_bps = Some(estimate.as_u64());
+            None
+        }
+        Event::MediaIngressStats(s) => {
+            if let Some(loss) = s.loss {
+                stats.loss_permille = (f64::from(loss) * 1000.0).clamp(0.0, 1000.0) as u64;
+            }
+            None
+        }
+        Event::MediaEgressStats(s) => {
+            let seen = peer.nacks_seen.entry((s.mid, s.rid)).or_insert(0);
+            stats.nacks += s.nacks.saturating_sub(*seen);
+            *seen = s.nacks.max(*seen);
+            None
+        }
+        _ => None,
+    }
+}
+
+fn track_kind(kind: MediaKind) -> TrackKind {
+    match kind {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
+
+fn error_msg(code: &str, message: String) -> ServerMessage {
+    ServerMessage::Error {
+        code: code.into(),
+        message,
+    }
+}
+
+/// The `a=ice-ufrag:` of an SDP.
+fn sdp_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
+}

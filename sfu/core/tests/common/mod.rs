@@ -1,0 +1,267 @@
+//! A simulated network of str0m client peers around one [`Shard`], with a forced clock: no
+//! sockets, no sleeping. Shared by the integration tests and the forwarding bench.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use nexus_sfu_core::{
+    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, Shard,
+    ShardConfig,
+};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Rtc};
+
+/// The shard's (simulated) socket address.
+pub const SFU_ADDR: &str = "10.0.0.1:5000";
+
+/// One browser-like client.
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub session: Option<SessionId>,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub received: Vec<MediaData>,
+    pub keyframe_requests: usize,
+    pub connected: bool,
+}
+
+/// The network: a shard, clients, datagrams in flight, the forced clock.
+pub struct Net {
+    pub shard: Shard,
+    pub clients: Vec<Client>,
+    pub now: Instant,
+    /// Datagrams in flight: (deliver at, source, destination, bytes).
+    pub wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// One-way delay of every datagram.
+    pub delay: Duration,
+    /// Drop every n-th datagram toward clients (0 = no loss).
+    pub drop_every: usize,
+    sent: usize,
+    /// Shard egress datagrams since the counter was reset (bench).
+    pub shard_transmits: u64,
+    /// When false, shard egress is counted but not delivered (bench: keeps clients idle).
+    pub deliver_to_clients: bool,
+}
+
+pub fn identity(user: &str, room: &str, kind: RoomKind, grants: Grants) -> Identity {
+    Identity {
+        user: user.into(),
+        name: Some(user.into()),
+        room: RoomId::new(room).unwrap(),
+        kind,
+        grants,
+    }
+}
+
+pub fn all_grants() -> Grants {
+    Grants {
+        publish: true,
+        subscribe: true,
+        admin: true,
+    }
+}
+
+impl Net {
+    pub fn new() -> Net {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let now = Instant::now();
+        let shard = Shard::new(now, ShardConfig::new(0, SFU_ADDR.parse().unwrap(), 7)).unwrap();
+        Net {
+            shard,
+            clients: vec![],
+            now,
+            wire: VecDeque::new(),
+            delay: Duration::from_millis(5),
+            drop_every: 0,
+            sent: 0,
+            shard_transmits: 0,
+            deliver_to_clients: true,
+        }
+    }
+
+    fn new_client(&mut self) -> usize {
+        let n = self.clients.len() as u8 + 2;
+        let addr: SocketAddr = format!("10.0.0.{n}:6000").parse().unwrap();
+        let mut rtc = Rtc::builder().build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.clients.push(Client {
+            rtc,
+            addr,
+            session: None,
+            mids: vec![],
+            received: vec![],
+            keyframe_requests: 0,
+            connected: false,
+        });
+        self.clients.len() - 1
+    }
+
+    /// A client that offers `dir` audio + video; `publish` picks WHIP (else WHEP).
+    pub fn connect(&mut self, identity: Identity, publish: bool) -> usize {
+        let i = self.new_client();
+        let dir = if publish {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let c = &mut self.clients[i];
+        let mut api = c.rtc.sdp_api();
+        let a = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let v = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        c.mids = vec![(a, MediaKind::Audio), (v, MediaKind::Video)];
+        let offer = offer.to_sdp_string();
+        let command = if publish {
+            Command::WhipOffer { identity, offer }
+        } else {
+            Command::WhepOffer {
+                identity,
+                offer,
+                publisher: None,
+            }
+        };
+        let reply = self.shard.handle_command(self.now, command).unwrap();
+        let Reply::Session { id, answer } = reply else {
+            panic!("unexpected {reply:?}")
+        };
+        let c = &mut self.clients[i];
+        c.session = Some(id);
+        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+        c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        i
+    }
+
+    /// Writes one frame of each kind from publisher `i` (video: a keyframe when `key`).
+    pub fn publish_frame(&mut self, i: usize, n: u64, key: bool) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        for (mid, kind) in c.mids.clone() {
+            let Some(writer) = c.rtc.writer(mid) else {
+                continue;
+            };
+            let codec = match kind {
+                MediaKind::Audio => Codec::Opus,
+                MediaKind::Video => Codec::Vp8,
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            let (time, data) = match kind {
+                MediaKind::Audio => (MediaTime::from_micros(n * 20_000), vec![0xfc; 80]),
+                MediaKind::Video => {
+                    // VP8: bit 0 of the first byte clear = keyframe. ~3 packets per frame.
+                    let mut d = vec![0x42u8; 3000];
+                    d[0] = if key { 0x10 } else { 0x11 };
+                    (MediaTime::from_90khz(n * 3000), d)
+                }
+            };
+            writer.write(pt, now, time, data).unwrap();
+        }
+    }
+
+    /// Moves time on by `d` in steps of 1 ms, delivering datagrams and polling everything.
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(1);
+            self.step();
+        }
+    }
+
+    /// One round at the current time.
+    pub fn step(&mut self) {
+        let now = self.now;
+        let sfu: SocketAddr = SFU_ADDR.parse().unwrap();
+        // Deliver what has arrived.
+        while self.wire.front().is_some_and(|(t, ..)| *t <= now) {
+            let (_, src, dst, bytes) = self.wire.pop_front().unwrap();
+            if dst == sfu {
+                self.shard.handle_input(
+                    now,
+                    Input::Receive {
+                        source: src,
+                        destination: dst,
+                        contents: &bytes,
+                    },
+                );
+            } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == dst) {
+                let recv = Receive::new(Protocol::Udp, src, dst, &bytes).unwrap();
+                let _ = c.rtc.handle_input(str0m::Input::Receive(now, recv));
+            }
+        }
+        self.shard.handle_input(now, Input::Timeout);
+        self.poll_shard();
+        for c in &mut self.clients {
+            let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
+            loop {
+                match c.rtc.poll_output().unwrap() {
+                    str0m::Output::Timeout(_) => break,
+                    str0m::Output::Transmit(t) => {
+                        self.wire.push_back((
+                            now + self.delay,
+                            c.addr,
+                            t.destination,
+                            t.contents.into(),
+                        ));
+                    }
+                    str0m::Output::Event(e) => match e {
+                        Event::Connected => c.connected = true,
+                        Event::MediaData(d) => c.received.push(d),
+                        Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                        _ => {}
+                    },
+                }
+            }
+        }
+    }
+
+    /// Drains the shard's outputs onto the wire (or counts them).
+    pub fn poll_shard(&mut self) {
+        let sfu: SocketAddr = SFU_ADDR.parse().unwrap();
+        loop {
+            match self.shard.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Transmit {
+                    destination,
+                    contents,
+                } => {
+                    self.shard_transmits += 1;
+                    self.sent += 1;
+                    if !self.deliver_to_clients
+                        || (self.drop_every > 0 && self.sent.is_multiple_of(self.drop_every))
+                    {
+                        continue;
+                    }
+                    self.wire
+                        .push_back((self.now + self.delay, sfu, destination, contents));
+                }
+                Output::Signal { .. } => {}
+            }
+        }
+    }
+
+    pub fn video_frames(&self, i: usize) -> usize {
+        self.clients[i]
+            .received
+            .iter()
+            .filter(|d| d.params.spec().codec == Codec::Vp8)
+            .count()
+    }
+
+    pub fn audio_frames(&self, i: usize) -> usize {
+        self.clients[i]
+            .received
+            .iter()
+            .filter(|d| d.params.spec().codec == Codec::Opus)
+            .count()
+    }
+}

@@ -1,0 +1,145 @@
+//! Media through the core between str0m peers over a simulated network, with a forced clock.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Net, all_grants, identity};
+use nexus_sfu_core::{Grants, RoomKind};
+use std::time::Duration;
+
+fn subscriber() -> Grants {
+    Grants {
+        publish: false,
+        subscribe: true,
+        admin: false,
+    }
+}
+
+/// Publishes 30 frames a second for `secs`, a keyframe every 2 s.
+fn stream(net: &mut Net, publisher: usize, from: u64, secs: u64) {
+    for n in from..from + secs * 30 {
+        net.publish_frame(publisher, n, n.is_multiple_of(60));
+        net.run(Duration::from_millis(33));
+    }
+}
+
+#[test]
+fn media_flows_from_a_whip_publisher_to_whep_subscribers() {
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-1", RoomKind::Class, all_grants()),
+        true,
+    );
+    let a = net.connect(
+        identity("s1", "class-1", RoomKind::Class, subscriber()),
+        false,
+    );
+    let b = net.connect(
+        identity("s2", "class-1", RoomKind::Class, subscriber()),
+        false,
+    );
+    net.run(Duration::from_secs(2));
+    assert!(
+        net.clients.iter().all(|c| c.connected),
+        "ICE/DTLS did not connect"
+    );
+    stream(&mut net, publisher, 0, 2);
+    for s in [a, b] {
+        assert!(
+            net.video_frames(s) > 50,
+            "video frames: {}",
+            net.video_frames(s)
+        );
+        assert!(
+            net.audio_frames(s) > 50,
+            "audio frames: {}",
+            net.audio_frames(s)
+        );
+    }
+    let stats = net.shard.stats();
+    assert_eq!(stats.rooms, 1);
+    assert_eq!(stats.participants, 3);
+    assert!(stats.frames_forwarded > 200);
+}
+
+#[test]
+fn a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled() {
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-2", RoomKind::Class, all_grants()),
+        true,
+    );
+    let early = net.connect(
+        identity("s1", "class-2", RoomKind::Class, subscriber()),
+        false,
+    );
+    net.run(Duration::from_secs(2));
+    stream(&mut net, publisher, 0, 1);
+    assert!(net.video_frames(early) > 20);
+    let before = net.clients[publisher].keyframe_requests;
+    // Three late joiners at once: the publisher sees one request, not three.
+    for i in 0..3 {
+        net.connect(
+            identity(
+                &format!("late{i}"),
+                "class-2",
+                RoomKind::Class,
+                subscriber(),
+            ),
+            false,
+        );
+    }
+    net.run(Duration::from_millis(300));
+    let after = net.clients[publisher].keyframe_requests;
+    assert!(after > before, "no keyframe request reached the publisher");
+    assert!(
+        after - before <= 2,
+        "keyframe requests not throttled: {}",
+        after - before
+    );
+    assert!(net.shard.stats().keyframe_requests_throttled >= 1);
+}
+
+#[test]
+fn nack_and_rtx_recover_from_loss() {
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-3", RoomKind::Class, all_grants()),
+        true,
+    );
+    let sub = net.connect(
+        identity("s1", "class-3", RoomKind::Class, subscriber()),
+        false,
+    );
+    net.run(Duration::from_secs(2));
+    // Every 20th datagram from the SFU is lost (5%).
+    net.drop_every = 20;
+    stream(&mut net, publisher, 0, 3);
+    net.drop_every = 0;
+    net.run(Duration::from_millis(500));
+    let frames = net.video_frames(sub);
+    // 90 frames sent; RTX fills the gaps so (nearly) all arrive.
+    assert!(frames >= 85, "only {frames} of 90 video frames recovered");
+    assert!(net.shard.stats().nacks > 0, "no NACKs seen");
+}
+
+#[test]
+fn leaving_ends_the_session_and_the_empty_room_closes_after_the_grace() {
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-4", RoomKind::Class, all_grants()),
+        true,
+    );
+    net.run(Duration::from_secs(1));
+    let session = net.clients[publisher].session.unwrap();
+    let room = nexus_sfu_core::RoomId::new("class-4").unwrap();
+    net.shard
+        .handle_command(net.now, nexus_sfu_core::Command::EndSession(session))
+        .unwrap();
+    assert!(net.shard.has_room(&room));
+    net.run(Duration::from_secs(29));
+    assert!(net.shard.has_room(&room));
+    net.run(Duration::from_secs(2));
+    assert!(!net.shard.has_room(&room));
+}

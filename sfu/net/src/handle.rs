@@ -1,0 +1,494 @@
+//! The cloneable handle that signaling code uses to reach the shards.
+
+use crate::config::SfuConfig;
+use crate::task::{self, ShardCmd};
+use nexus_auth::{Claims, Grant};
+use nexus_sfu_core::{
+    ClientMessage, Command, Grants, Identity, JoinOptions, ParticipantId, Reply, RoomId, RoomKind,
+    ServerMessage, SessionId, SfuError, ShardStats,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of each shard's command queue; a full queue answers [`SfuError::Unavailable`].
+const COMMAND_QUEUE: usize = 1024;
+
+/// The SFU as seen by signaling: cheap to clone, every method talks to a shard task by message.
+#[derive(Clone, Debug)]
+pub struct SfuHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Vec<mpsc::Sender<ShardCmd>>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Totals over all shards, plus each shard's own.
+#[derive(Debug, Clone, Default)]
+pub struct SfuStats {
+    /// Sum over shards (gauges summed too).
+    pub total: ShardStats,
+    /// Per shard: its counters and its loop time (nanoseconds spent handling inputs).
+    pub shards: Vec<(ShardStats, u64)>,
+}
+
+impl SfuStats {
+    /// The counters in Prometheus text format (`nexus_sfu_*`), for `/metrics`.
+    pub fn prometheus(&self) -> String {
+        let t = &self.total;
+        let rows: [(&str, &str, u64, &str); 15] = [
+            ("rooms", "gauge", t.rooms, "Open SFU rooms"),
+            ("participants", "gauge", t.participants, "SFU participants"),
+            ("tracks", "gauge", t.tracks, "Published tracks"),
+            (
+                "packets_in_total",
+                "counter",
+                t.packets_in,
+                "UDP datagrams received",
+            ),
+            (
+                "bytes_in_total",
+                "counter",
+                t.bytes_in,
+                "UDP bytes received",
+            ),
+            (
+                "packets_out_total",
+                "counter",
+                t.packets_out,
+                "UDP datagrams sent",
+            ),
+            ("bytes_out_total", "counter", t.bytes_out, "UDP bytes sent"),
+            (
+                "frames_forwarded_total",
+                "counter",
+                t.frames_forwarded,
+                "Media frames forwarded",
+            ),
+            (
+                "bytes_forwarded_total",
+                "counter",
+                t.bytes_forwarded,
+                "Media bytes forwarded",
+            ),
+            (
+                "dropped_packets_total",
+                "counter",
+                t.dropped_packets,
+                "Datagrams dropped",
+            ),
+            (
+                "keyframe_requests_total",
+                "counter",
+                t.keyframe_requests,
+                "PLI/FIR sent to publishers",
+            ),
+            (
+                "keyframe_requests_throttled_total",
+                "counter",
+                t.keyframe_requests_throttled,
+                "PLI/FIR suppressed",
+            ),
+            (
+                "nacks_total",
+                "counter",
+                t.nacks,
+                "NACKs received from subscribers",
+            ),
+            (
+                "layer_switches_total",
+                "counter",
+                t.layer_switches,
+                "Simulcast layer switches",
+            ),
+            (
+                "ingress_loss_permille",
+                "gauge",
+                t.loss_permille,
+                "Worst ingress loss, per mille",
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, value, help) in rows {
+            out.push_str(&format!(
+                "# HELP nexus_sfu_{name} {help}\n# TYPE nexus_sfu_{name} {kind}\nnexus_sfu_{name} {value}\n"
+            ));
+        }
+        out.push_str("# HELP nexus_sfu_shard_busy_seconds_total Time each shard loop spent handling input\n# TYPE nexus_sfu_shard_busy_seconds_total counter\n");
+        for (i, (_, busy)) in self.shards.iter().enumerate() {
+            out.push_str(&format!(
+                "nexus_sfu_shard_busy_seconds_total{{shard=\"{i}\"}} {:.6}\n",
+                *busy as f64 / 1e9
+            ));
+        }
+        out
+    }
+}
+
+/// A room-protocol participant's side of the connection: send its messages with
+/// [`ParticipantHandle::send`]. Dropping it tells the shard the signaling connection is gone
+/// (the participant may resume within the reconnect grace).
+#[derive(Debug)]
+pub struct ParticipantHandle {
+    id: ParticipantId,
+    conn: u64,
+    shard: mpsc::Sender<ShardCmd>,
+}
+
+impl ParticipantHandle {
+    /// The participant's id.
+    pub fn id(&self) -> ParticipantId {
+        self.id
+    }
+
+    /// Hands a client message to the shard. Refusals of the message itself come back as
+    /// `error` server messages; `Err` means the SFU is gone or the participant left.
+    pub async fn send(&self, message: ClientMessage) -> Result<(), SfuError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = ShardCmd::Core {
+            command: Command::Message {
+                from: self.id,
+                message,
+            },
+            reply: tx,
+        };
+        self.shard
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        rx.await.map_err(|_| SfuError::Unavailable)?.map(|_| ())
+    }
+}
+
+impl Drop for ParticipantHandle {
+    fn drop(&mut self) {
+        // Best effort: when the queue is full the reconnect timer still ends the participant.
+        let _ = self.shard.try_send(ShardCmd::ConnectionClosed {
+            participant: self.id,
+            conn: self.conn,
+        });
+    }
+}
+
+/// The identity a room token gives in `room`, after checking that the token is a room token
+/// for that very room.
+pub fn identity(room: &str, claims: &Claims) -> Result<Identity, SfuError> {
+    let (Some(token_room), Some(kind)) = (claims.room.as_deref(), claims.room_kind) else {
+        return Err(SfuError::NotARoomToken);
+    };
+    if token_room != room {
+        return Err(SfuError::WrongRoom);
+    }
+    let room = RoomId::new(room).ok_or(SfuError::InvalidRoomName)?;
+    let has = |g: Grant| claims.grants.as_ref().is_some_and(|gs| gs.contains(&g));
+    Ok(Identity {
+        user: claims.sub.clone(),
+        name: claims.name.clone(),
+        room,
+        kind: match kind {
+            nexus_auth::RoomKind::Consultation => RoomKind::Consultation,
+            nexus_auth::RoomKind::Class => RoomKind::Class,
+        },
+        grants: Grants {
+            publish: has(Grant::Publish),
+            subscribe: has(Grant::Subscribe),
+            admin: has(Grant::Admin),
+        },
+    })
+}
+
+/// FNV-1a: a stable hash, so a room lands on the same shard in every process.
+fn room_hash(room: &str) -> u64 {
+    room.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SfuHandle {
+    /// Binds the shards' sockets and spawns their tasks on the current tokio runtime.
+    pub async fn start(config: SfuConfig) -> std::io::Result<SfuHandle> {
+        let count = config.shards.clamp(1, 255);
+        let mut shards = Vec::with_capacity(count);
+        let mut addrs = Vec::with_capacity(count);
+        for k in 0..count {
+            let mut addr = config.udp_addr;
+            if addr.port() != 0 {
+                let port = u16::try_from(usize::from(addr.port()) + k).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "shard port above 65535")
+                })?;
+                addr.set_port(port);
+            }
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            let local = socket.local_addr()?;
+            let announce_ip = match config.public_ip {
+                Some(ip) => ip,
+                None if local.ip().is_unspecified() => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the SFU binds an unspecified address: set a public IP to announce",
+                    ));
+                }
+                None => local.ip(),
+            };
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            // `count` is at most 255, so `k` fits.
+            let index = u8::try_from(k).unwrap_or(u8::MAX);
+            task::spawn(
+                index,
+                socket,
+                SocketAddr::new(announce_ip, local.port()),
+                &config,
+                rx,
+            )?;
+            tracing::info!(shard = k, addr = %local, announce = %announce_ip, "SFU shard bound");
+            shards.push(tx);
+            addrs.push(local);
+        }
+        Ok(SfuHandle {
+            inner: Arc::new(Inner { shards, addrs }),
+        })
+    }
+
+    /// The bound UDP address of each shard.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    fn shard_for_room(&self, room: &RoomId) -> &mpsc::Sender<ShardCmd> {
+        let n = self.inner.shards.len() as u64;
+        // `n` is at least 1 and the remainder is below it.
+        &self.inner.shards[(room_hash(room.as_str()) % n) as usize]
+    }
+
+    fn shard_for_session(&self, id: SessionId) -> Result<&mpsc::Sender<ShardCmd>, SfuError> {
+        self.inner
+            .shards
+            .get(usize::from(id.shard()))
+            .ok_or(SfuError::NoSuchSession)
+    }
+
+    async fn call(shard: &mpsc::Sender<ShardCmd>, command: Command) -> Result<Reply, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        shard
+            .try_send(ShardCmd::Core { command, reply: tx })
+            .map_err(|_| SfuError::Unavailable)?;
+        rx.await.map_err(|_| SfuError::Unavailable)?
+    }
+
+    /// WHIP: publishes into `room` with an SDP offer; returns the session id and the SDP answer.
+    /// Needs the `publish` grant (and, in a consultation, `admin` or a prior admission).
+    pub async fn whip_publish(
+        &self,
+        room: &str,
+        claims: &Claims,
+        offer_sdp: String,
+    ) -> Result<(SessionId, String), SfuError> {
+        let identity = identity(room, claims)?;
+        let shard = self.shard_for_room(&identity.room);
+        match Self::call(
+            shard,
+            Command::WhipOffer {
+                identity,
+                offer: offer_sdp,
+            },
+        )
+        .await?
+        {
+            Reply::Session { id, answer } => Ok((id, answer)),
+            _ => Err(SfuError::Rtc("unexpected reply".into())),
+        }
+    }
+
+    /// WHEP: subscribes to `room` (everyone, or only `publisher`) with an SDP offer of recvonly
+    /// m-lines; returns the session id and the SDP answer. The m-lines are bound to publishers'
+    /// tracks as they are published, so a session taken before anyone publishes fills in later.
+    pub async fn whep_subscribe(
+        &self,
+        room: &str,
+        claims: &Claims,
+        offer_sdp: String,
+        publisher: Option<ParticipantId>,
+    ) -> Result<(SessionId, String), SfuError> {
+        let identity = identity(room, claims)?;
+        let shard = self.shard_for_room(&identity.room);
+        match Self::call(
+            shard,
+            Command::WhepOffer {
+                identity,
+                offer: offer_sdp,
+                publisher,
+            },
+        )
+        .await?
+        {
+            Reply::Session { id, answer } => Ok((id, answer)),
+            _ => Err(SfuError::Rtc("unexpected reply".into())),
+        }
+    }
+
+    /// Ends a WHIP/WHEP session (the `DELETE` of its `Location`).
+    pub async fn end_session(&self, session: SessionId) -> Result<(), SfuError> {
+        Self::call(
+            self.shard_for_session(session)?,
+            Command::EndSession(session),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Trickle ICE for a session (`PATCH`). The SFU is ICE-lite with host candidates, so the
+    /// client's candidates are not needed: always [`SfuError::NotSupported`] (→ 405).
+    pub async fn trickle(&self, session: SessionId, _sdp_fragment: &str) -> Result<(), SfuError> {
+        let _ = session;
+        Err(SfuError::NotSupported("trickle ICE (the SFU is ICE-lite)"))
+    }
+
+    /// Room protocol: joins the token's room (or resumes with `options.resume`). Server messages
+    /// arrive on the returned receiver, starting with `joined` or `waiting`; the receiver ends
+    /// after a `leave`.
+    pub async fn join_room(
+        &self,
+        claims: &Claims,
+        options: JoinOptions,
+    ) -> Result<(ParticipantHandle, mpsc::Receiver<ServerMessage>), SfuError> {
+        let room = claims.room.clone().ok_or(SfuError::NotARoomToken)?;
+        let identity = identity(&room, claims)?;
+        let shard = self.shard_for_room(&identity.room).clone();
+        let (msg_tx, msg_rx) = mpsc::channel(task::SIGNAL_QUEUE);
+        let (tx, rx) = oneshot::channel();
+        shard
+            .try_send(ShardCmd::Join {
+                identity,
+                options,
+                messages: msg_tx,
+                reply: tx,
+            })
+            .map_err(|_| SfuError::Unavailable)?;
+        let (id, conn) = rx.await.map_err(|_| SfuError::Unavailable)??;
+        Ok((ParticipantHandle { id, conn, shard }, msg_rx))
+    }
+
+    /// Admits a waiting participant (participant id or user id) of `room` — the healthcare
+    /// API's admit. A user not in the room yet is admitted in advance.
+    pub async fn admit(&self, room: &str, who: &str) -> Result<(), SfuError> {
+        let room = RoomId::new(room).ok_or(SfuError::InvalidRoomName)?;
+        let shard = self.shard_for_room(&room);
+        Self::call(
+            shard,
+            Command::Admit {
+                room,
+                who: who.to_string(),
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Closes a room: its participants are told to leave.
+    pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
+        let room = RoomId::new(room).ok_or(SfuError::InvalidRoomName)?;
+        let shard = self.shard_for_room(&room);
+        Self::call(shard, Command::CloseRoom(room))
+            .await
+            .map(|_| ())
+    }
+
+    /// Counters of every shard.
+    pub async fn stats(&self) -> SfuStats {
+        let mut out = SfuStats::default();
+        for shard in &self.inner.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(ShardCmd::Stats(tx)).await.is_err() {
+                continue;
+            }
+            let Ok((s, busy)) = rx.await else { continue };
+            let t = &mut out.total;
+            t.rooms += s.rooms;
+            t.participants += s.participants;
+            t.tracks += s.tracks;
+            t.packets_in += s.packets_in;
+            t.bytes_in += s.bytes_in;
+            t.packets_out += s.packets_out;
+            t.bytes_out += s.bytes_out;
+            t.frames_forwarded += s.frames_forwarded;
+            t.bytes_forwarded += s.bytes_forwarded;
+            t.dropped_packets += s.dropped_packets;
+            t.keyframe_requests += s.keyframe_requests;
+            t.keyframe_requests_throttled += s.keyframe_requests_throttled;
+            t.nacks += s.nacks;
+            t.layer_switches += s.layer_switches;
+            t.loss_permille = t.loss_permille.max(s.loss_permille);
+            out.shards.push((s, busy));
+        }
+        out
+    }
+
+    /// Tells every participant to leave, closes every peer and stops the shard tasks. Returns
+    /// when all shards have flushed their goodbyes.
+    pub async fn shutdown(&self) {
+        let mut waits = vec![];
+        for shard in &self.inner.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(ShardCmd::Shutdown(tx)).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(room: Option<&str>, grants: Vec<Grant>) -> Claims {
+        let c = Claims::new("user-1", 60);
+        match room {
+            Some(r) => c.with_room(r, nexus_auth::RoomKind::Consultation, grants),
+            None => c,
+        }
+    }
+
+    #[test]
+    fn identity_checks_the_room_and_reads_grants() {
+        let c = claims(Some("r1"), vec![Grant::Publish]);
+        assert_eq!(identity("r2", &c), Err(SfuError::WrongRoom));
+        assert_eq!(
+            identity("r1", &claims(None, vec![])),
+            Err(SfuError::NotARoomToken)
+        );
+        let id = identity("r1", &c).unwrap_or_else(|e| panic!("{e}"));
+        assert!(id.grants.publish && !id.grants.subscribe && !id.grants.admin);
+        assert_eq!(id.kind, RoomKind::Consultation);
+    }
+
+    #[test]
+    fn room_hash_is_stable() {
+        assert_eq!(room_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(room_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[tokio::test]
+    async fn shards_bind_consecutive_ports_and_shut_down() {
+        let mut config = SfuConfig::new("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()));
+        config.shards = 2;
+        let sfu = SfuHandle::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sfu.local_addrs().len(), 2);
+        let c = claims(Some("r1"), vec![Grant::Publish]);
+        let err = sfu.whip_publish("r1", &c, "not sdp".into()).await;
+        // Not admitted: a consultation without admin.
+        assert_eq!(err, Err(SfuError::NotAdmitted));
+        sfu.shutdown().await;
+        assert_eq!(
+            sfu.whip_publish("r1", &c, "x".into()).await,
+            Err(SfuError::Unavailable)
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! The tokio driver of the Nexus SFU: one task per shard, each owning one UDP socket and one
+//! [`nexus_sfu_core::Shard`], and a cloneable [`SfuHandle`] that signaling code (the HTTP
+//! layer) calls.
+//!
+//! # Model
+//!
+//! [`SfuHandle::start`] binds one UDP socket per shard — the first at
+//! [`SfuConfig::udp_addr`], shard *k* at port + *k* (port 0 binds free ports) — and spawns one
+//! task per shard. A task is the only owner of its shard: it reads datagrams, feeds them with the
+//! current time into the shard, sends what the shard outputs, sleeps until the shard's next
+//! timeout, and takes signaling commands from a bounded channel, replying on a oneshot. Nothing
+//! is locked.
+//!
+//! Rooms are pinned to a shard by a hash of the room name, so everyone in a room shares one
+//! shard; a session's id names its shard, so later calls about it go straight there. ICE is
+//! lite with host candidates only: each socket's address (or [`SfuConfig::public_ip`] with the
+//! bound port, for 1:1 NAT) is the one candidate in every answer.
+//!
+//! Tokens are verified by the caller; this crate checks that a token's `room` matches the
+//! addressed room and that its grants allow the call ([`identity`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo(claims: nexus_auth::Claims, offer: String) -> Result<(), Box<dyn std::error::Error>> {
+//! use nexus_sfu_net::{SfuConfig, SfuHandle};
+//!
+//! let sfu = SfuHandle::start(SfuConfig::new("127.0.0.1:0".parse()?)).await?;
+//! let (session, answer_sdp) = sfu.whip_publish("consult-42", &claims, offer).await?;
+//! println!("{session}: {answer_sdp}");
+//! sfu.end_session(session).await?;
+//! sfu.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`] — [`SfuConfig`];
+//! - [`handle`] — [`SfuHandle`], [`ParticipantHandle`], [`SfuStats`], [`identity`];
+//! - `task` — the per-shard loop (private).
+
+pub mod config;
+pub mod handle;
+mod task;
+
+pub use config::SfuConfig;
+pub use handle::{ParticipantHandle, SfuHandle, SfuStats, identity};
+pub use nexus_sfu_core::{
+    ClientMessage, JoinOptions, LeaveReason, ParticipantId, RoomId, ServerMessage, SessionId,
+    SfuError, ShardStats,
+};
