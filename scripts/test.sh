@@ -31,6 +31,9 @@ cargo test --workspace --locked
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+step "deploy manifests"
+deploy/validate.sh
+
 step "layering"
 python3 scripts/check-layering.py
 
