@@ -117,6 +117,7 @@ fn parts() -> (
     let (api, mut doc) = nexus_api::router().split_for_parts();
     let (ops, ops_doc) = operational_routes().split_for_parts();
     doc.merge(ops_doc);
+    doc.merge(<crate::openapi_extra::ExtraDoc as utoipa::OpenApi>::openapi());
     (api, ops, doc)
 }
 

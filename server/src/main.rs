@@ -9,6 +9,7 @@ mod edge;
 mod events;
 mod http;
 mod metrics;
+mod openapi_extra;
 mod realtime;
 mod rtc;
 mod secrets;
