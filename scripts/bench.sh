@@ -27,10 +27,10 @@ log="$work/nexus.log"
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 NEXUS_DATA_DIR="$work/data" NEXUS_HTTP_ADDR=127.0.0.1:0 NEXUS_LOG=warn,nexus=info NEXUS_LOG_FORMAT=json \
-NEXUS_RATE_LIMIT_PER_IP=0 NEXUS_RATE_LIMIT_PER_USER=0 "$bin" serve 2>"$log" &
+NEXUS_RATE_LIMIT_PER_IP=0 NEXUS_RATE_LIMIT_PER_USER=0 NEXUS_SFU_UDP_ADDR=127.0.0.1:0 "$bin" serve 2>"$log" &
 pid=$!
 for _ in $(seq 1 100); do
-    addr="$(grep -o '"addr":"[^"]*"' "$log" | head -n1 | cut -d'"' -f4 || true)"
+    addr="$(grep '"scheme":"http"' "$log" | grep -o '"addr":"[^"]*"' | head -n1 | cut -d'"' -f4 || true)"
     [ -n "$addr" ] && break
     sleep 0.1
 done

@@ -124,6 +124,7 @@ impl Server {
                         l.push('\n');
                     }
                     if line.contains("\"listening\"")
+                        && line.contains("\"scheme\":\"http")
                         && let Some(tx) = tx.take()
                     {
                         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
