@@ -45,6 +45,7 @@ pub async fn start(config: &Config, keys: TokenKeys, store: Store) -> Result<Gat
             .map(|k| nexus_gateway::ApiKey::new(k.expose())),
         ..GatewayConfig::default()
     };
+    let gw_config = with_crisis_namespaces(gw_config);
     let gateway = match &config.redis_url {
         Some(url) => {
             let engine = RedisEngine::connect(RedisEngineConfig::new(url.clone()))
@@ -125,4 +126,56 @@ impl Collector for GatewayCollector {
         out.extend(self.counters.collect());
         out
     }
+}
+
+/// Adds the `geofences` namespace (geofence transitions from the crisis API: ids and
+/// transitions, no positions) for coordinators and admins, unless configured already.
+fn with_crisis_namespaces(mut config: GatewayConfig) -> GatewayConfig {
+    let channel = nexus_api::crisis::GEOFENCES_CHANNEL;
+    if config.namespace(channel).is_none() {
+        config.namespaces.push(nexus_gateway::NamespaceConfig {
+            history_size: 100,
+            history_ttl_secs: 600,
+            allowed_roles: vec![nexus_auth::Role::Coordinator],
+            ..nexus_gateway::NamespaceConfig::new(channel)
+        });
+    }
+    config
+}
+
+/// The crisis API's [`nexus_api::Realtime`] port, publishing through the gateway. Failures
+/// are logged (channel and error only) and never fail the request that published.
+pub struct GatewayRealtime(pub Gateway);
+
+impl nexus_api::Realtime for GatewayRealtime {
+    fn publish(&self, channel: &str, data: serde_json::Value) -> nexus_api::BoxFuture<'_, ()> {
+        let channel = channel.to_string();
+        Box::pin(async move {
+            if let Err(e) = self.0.publish(&channel, data).await {
+                tracing::warn!(%channel, error = %e, "realtime publish failed");
+            }
+        })
+    }
+}
+
+/// The live crisis map page (`web/map/index.html`, embedded), served at `GET /map`.
+const MAP_PAGE: &str = include_str!("../../web/map/index.html");
+
+/// `GET /map`: the live crisis map.
+pub fn map_page() -> axum::Router {
+    axum::Router::new().route(
+        "/map",
+        axum::routing::get(|| async {
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (
+                        axum::http::header::CONTENT_SECURITY_POLICY,
+                        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:",
+                    ),
+                ],
+                MAP_PAGE,
+            )
+        }),
+    )
 }

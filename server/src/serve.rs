@@ -102,6 +102,16 @@ async fn shutdown_signal() {
 pub async fn run(config: Config) -> Result<()> {
     let store = open_store(&config).await?;
     let keys = token_keys(&config)?;
+    let gateway = crate::realtime::start(&config, keys.clone(), store.clone()).await?;
+    let geo = nexus_api::crisis::start_geo_service(&store)
+        .await
+        .context("cannot rebuild the geo index from the store")?;
+    let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
+    sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
+    sfu_config.public_ip = config.sfu.public_ip;
+    let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
+        .await
+        .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;
     let api = ApiState {
         store: store.clone(),
         keys: keys.clone(),
@@ -111,20 +121,16 @@ pub async fn run(config: Config) -> Result<()> {
             ..AuthSettings::default()
         }),
         mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
+        geo,
+        realtime: Arc::new(crate::realtime::GatewayRealtime(gateway.clone())),
     };
     let metrics = Metrics::new();
-    let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
-    sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
-    sfu_config.public_ip = config.sfu.public_ip;
-    let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
-        .await
-        .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;
     let rtc = crate::rtc::routes(sfu.clone(), keys.clone());
-    let gateway = crate::realtime::start(&config, keys.clone(), store.clone()).await?;
     metrics.register(Box::new(crate::realtime::GatewayCollector::new(
         gateway.stats_handle(),
     )));
     let rtc = rtc.merge(nexus_gateway::router(gateway.clone()));
+    let rtc = rtc.merge(crate::realtime::map_page());
     let edge = Edge::new(
         metrics.clone(),
         keys,

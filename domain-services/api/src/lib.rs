@@ -17,6 +17,10 @@
 //! - [`auth`] — register, login, refresh, logout, profile, password reset, e-mail verification,
 //!   realtime tokens;
 //! - [`users`] — profiles, settings, roles, erasure, export, API keys;
+//! - [`crisis`] — incidents, verification, resources, volunteers, reports, shelters, hazards
+//!   and the clustered map; [`geofences`] — geofence CRUD;
+//! - [`geo_service`] — the task that owns the geo index, and its handle [`GeoService`];
+//! - [`realtime`] — the [`Realtime`] port to the gateway;
 //! - [`events`], [`mail`], [`validate`], [`state`] — the
 //!   pieces handlers share.
 //!
@@ -29,18 +33,24 @@
 //! ```
 
 pub mod auth;
+pub mod crisis;
 pub mod events;
 pub mod extract;
+pub mod geo_service;
+pub mod geofences;
 pub mod mail;
 pub mod problem;
 pub mod rbac;
+pub mod realtime;
 pub mod state;
 pub mod users;
 pub mod validate;
 
 pub use extract::ApiJson;
+pub use geo_service::GeoService;
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use rbac::Principal;
+pub use realtime::{BoxFuture, NoRealtime, Realtime};
 pub use state::{ApiState, AuthSettings};
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -57,6 +67,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "auth", description = "Accounts and credentials"),
         (name = "users", description = "Profiles, settings, roles, GDPR erasure and export"),
         (name = "admin", description = "Administration"),
+        (name = "crisis", description = "Crisis map: incidents, verification, volunteers, resources, shelters, hazards, geofences; geo results are GeoJSON"),
     )
 )]
 pub struct ApiDoc;
@@ -105,6 +116,11 @@ impl Modify for Security {
 
 /// The `/api/v1` routes and their OpenAPI document (paths include the `/api/v1` prefix).
 pub fn router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", auth::routes().merge(users::routes()))
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        "/api/v1",
+        auth::routes()
+            .merge(users::routes())
+            .merge(crisis::routes())
+            .merge(geofences::routes()),
+    )
 }

@@ -83,24 +83,118 @@ pub enum Action {
     ManageRoles,
     /// Create and revoke API keys.
     ManageApiKeys,
+    /// Read the crisis map: incidents, resources, shelters, hazards, clusters.
+    ReadCrisisMap,
+    /// Report an incident or file a situation report.
+    ReportIncident,
+    /// Vote to confirm or dispute an incident (crowdsourced verification).
+    VerifyIncident,
+    /// Resolve, reject or assign responders to incidents.
+    ManageIncidents,
+    /// Create resources, shelters and hazard areas.
+    ManageCrisisAssets,
+    /// Create, read and delete geofences.
+    ManageGeofences,
+    /// Register oneself as a volunteer.
+    RegisterVolunteer,
+    /// Update a volunteer's location (the volunteer themself, or a coordinator).
+    UpdateVolunteer,
+    /// See responders' (volunteers') positions on the map.
+    ViewResponders,
+    /// Create one's provider profile and publish availability slots.
+    ManageProviderProfile,
+    /// Search providers and read their profiles and slots.
+    SearchProviders,
+    /// Book an appointment in a provider's slot.
+    BookAppointment,
+    /// Read an appointment or its consultation (its patient and provider as owners).
+    ReadAppointment,
+    /// Reschedule or cancel an appointment (its patient and provider as owners).
+    ChangeAppointment,
+    /// Open the consultation of an appointment (its patient and provider as owners).
+    OpenConsultation,
+    /// Take a consultation room token (only the appointment's patient and provider).
+    JoinConsultation,
+    /// Admit from the waiting room, end consultations, see the waiting queue.
+    ModerateConsultation,
+    /// Read a patient's health record (the patient as owner; treating providers too).
+    ReadRecord,
+    /// Write to a patient's health record (treating providers too).
+    WriteRecord,
+    /// Report a case for disease surveillance.
+    ReportCase,
+    /// Create courses and schedule live classes.
+    ManageCourses,
+    /// Browse courses.
+    ReadCourses,
+    /// Enroll in a course.
+    Enroll,
+    /// Read an enrollment's progress (the student and the course's teacher as owners).
+    ReadProgress,
+    /// Take a class room token (the course's teacher and enrolled students).
+    JoinClass,
+    /// Issue CAP alerts (Alert, Update, Cancel) and see non-public ones.
+    IssueAlert,
+    /// See an alert's per-recipient delivery report.
+    ReadAlertDeliveries,
+    /// Subscribe a location to public alerts.
+    SubscribeAlerts,
 }
 
 impl Action {
     /// Every action, for the policy matrix test.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 34] = [
         Action::ReadUser,
         Action::UpdateUser,
         Action::EraseUser,
         Action::ExportUser,
         Action::ManageRoles,
         Action::ManageApiKeys,
+        Action::ReadCrisisMap,
+        Action::ReportIncident,
+        Action::VerifyIncident,
+        Action::ManageIncidents,
+        Action::ManageCrisisAssets,
+        Action::ManageGeofences,
+        Action::RegisterVolunteer,
+        Action::UpdateVolunteer,
+        Action::ViewResponders,
+        Action::ManageProviderProfile,
+        Action::SearchProviders,
+        Action::BookAppointment,
+        Action::ReadAppointment,
+        Action::ChangeAppointment,
+        Action::OpenConsultation,
+        Action::JoinConsultation,
+        Action::ModerateConsultation,
+        Action::ReadRecord,
+        Action::WriteRecord,
+        Action::ReportCase,
+        Action::ManageCourses,
+        Action::ReadCourses,
+        Action::Enroll,
+        Action::ReadProgress,
+        Action::JoinClass,
+        Action::IssueAlert,
+        Action::ReadAlertDeliveries,
+        Action::SubscribeAlerts,
     ];
 
     /// Whether the owner of the resource may do this regardless of role.
     pub fn owner_allowed(self) -> bool {
         matches!(
             self,
-            Action::ReadUser | Action::UpdateUser | Action::EraseUser | Action::ExportUser
+            Action::ReadUser
+                | Action::UpdateUser
+                | Action::EraseUser
+                | Action::ExportUser
+                | Action::UpdateVolunteer
+                | Action::ReadAppointment
+                | Action::ChangeAppointment
+                | Action::OpenConsultation
+                | Action::JoinConsultation
+                | Action::ReadRecord
+                | Action::ReadProgress
         )
     }
 
@@ -112,6 +206,34 @@ impl Action {
             Action::ExportUser => "exporting this user's data",
             Action::ManageRoles => "changing roles",
             Action::ManageApiKeys => "managing API keys",
+            Action::ReadCrisisMap => "reading the crisis map",
+            Action::ReportIncident => "reporting incidents",
+            Action::VerifyIncident => "verifying incidents",
+            Action::ManageIncidents => "resolving, rejecting or assigning incidents",
+            Action::ManageCrisisAssets => "managing resources, shelters and hazards",
+            Action::ManageGeofences => "managing geofences",
+            Action::RegisterVolunteer => "registering as a volunteer",
+            Action::UpdateVolunteer => "updating this volunteer",
+            Action::ViewResponders => "seeing responders' positions",
+            Action::ManageProviderProfile => "managing provider profiles and slots",
+            Action::SearchProviders => "searching providers",
+            Action::BookAppointment => "booking appointments",
+            Action::ReadAppointment => "reading this appointment",
+            Action::ChangeAppointment => "changing this appointment",
+            Action::OpenConsultation => "opening this consultation",
+            Action::JoinConsultation => "joining this consultation",
+            Action::ModerateConsultation => "moderating consultations",
+            Action::ReadRecord => "reading this health record",
+            Action::WriteRecord => "writing this health record",
+            Action::ReportCase => "reporting surveillance cases",
+            Action::ManageCourses => "managing courses and classes",
+            Action::ReadCourses => "browsing courses",
+            Action::Enroll => "enrolling in courses",
+            Action::ReadProgress => "reading this enrollment",
+            Action::JoinClass => "joining classes",
+            Action::IssueAlert => "issuing alerts",
+            Action::ReadAlertDeliveries => "reading alert deliveries",
+            Action::SubscribeAlerts => "subscribing to alerts",
         }
     }
 }
@@ -124,6 +246,53 @@ pub const POLICY: &[(Action, &[Role])] = &[
     (Action::ExportUser, &[Role::Admin]),
     (Action::ManageRoles, &[Role::Admin]),
     (Action::ManageApiKeys, &[Role::Admin]),
+    (Action::ReadCrisisMap, &Role::ALL),
+    (Action::ReportIncident, &Role::ALL),
+    (
+        Action::VerifyIncident,
+        &[Role::Responder, Role::Coordinator, Role::Admin],
+    ),
+    (Action::ManageIncidents, &[Role::Coordinator, Role::Admin]),
+    (
+        Action::ManageCrisisAssets,
+        &[Role::Coordinator, Role::Admin],
+    ),
+    (Action::ManageGeofences, &[Role::Coordinator, Role::Admin]),
+    (
+        Action::RegisterVolunteer,
+        &[Role::Responder, Role::Coordinator, Role::Admin],
+    ),
+    (Action::UpdateVolunteer, &[Role::Coordinator, Role::Admin]),
+    (Action::ViewResponders, &[Role::Coordinator, Role::Admin]),
+    (
+        Action::ManageProviderProfile,
+        &[Role::Provider, Role::Admin],
+    ),
+    (Action::SearchProviders, &Role::ALL),
+    (Action::BookAppointment, &[Role::Patient]),
+    (Action::ReadAppointment, &[Role::Admin]),
+    (Action::ChangeAppointment, &[Role::Admin]),
+    (Action::OpenConsultation, &[Role::Admin]),
+    // Only the appointment's two parties: no role opens another's consultation room.
+    (Action::JoinConsultation, &[]),
+    (Action::ModerateConsultation, &[Role::Provider, Role::Admin]),
+    (Action::ReadRecord, &[Role::Admin]),
+    (Action::WriteRecord, &[Role::Admin]),
+    (Action::ReportCase, &[Role::Provider, Role::Admin]),
+    (Action::ManageCourses, &[Role::Teacher, Role::Admin]),
+    (Action::ReadCourses, &Role::ALL),
+    (Action::Enroll, &[Role::Student]),
+    (Action::ReadProgress, &[Role::Admin]),
+    (
+        Action::JoinClass,
+        &[Role::Teacher, Role::Student, Role::Admin],
+    ),
+    (Action::IssueAlert, &[Role::AlertAuthority, Role::Admin]),
+    (
+        Action::ReadAlertDeliveries,
+        &[Role::AlertAuthority, Role::Admin],
+    ),
+    (Action::SubscribeAlerts, &Role::ALL),
 ];
 
 /// Whether any of `roles` may perform `action` (ownership aside).

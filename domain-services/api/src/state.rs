@@ -1,6 +1,8 @@
 //! Shared state of the API handlers.
 
+use crate::geo_service::GeoService;
 use crate::mail::Mailer;
+use crate::realtime::Realtime;
 use nexus_auth::TokenKeys;
 use nexus_store::Store;
 use std::sync::Arc;
@@ -40,4 +42,8 @@ pub struct ApiState {
     pub auth: Arc<AuthSettings>,
     /// Outgoing e-mail.
     pub mailer: Arc<dyn Mailer>,
+    /// The crisis map's geo index (a task; this is its handle).
+    pub geo: GeoService,
+    /// Publishes to the realtime gateway's channels.
+    pub realtime: Arc<dyn Realtime>,
 }

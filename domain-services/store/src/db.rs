@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_events.sql"),
         postgres: include_str!("../migrations/postgres/0002_events.sql"),
     },
+    Migration {
+        version: 3,
+        name: "crisis",
+        sqlite: include_str!("../migrations/sqlite/0003_crisis.sql"),
+        postgres: include_str!("../migrations/postgres/0003_crisis.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.
@@ -172,6 +178,9 @@ impl Store {
             tx.commit().await?;
             tracing::info!(version = m.version, name = m.name, "migration applied");
             done.push(m.version);
+        }
+        if self.backend == Backend::Postgres && crate::crisis::postgis_step(conn).await? {
+            tracing::debug!("PostGIS geometry columns and indexes in place");
         }
         Ok(done)
     }

@@ -18,6 +18,8 @@
 //! - [`credentials`] — refresh-token families, one-time tokens, API keys;
 //! - [`outbox`] — the transactional outbox and the audit log;
 //! - [`consumers`] — event consumers' cursors, processed ids and dead letters;
+//! - [`crisis`] — crisis-map objects, verification votes, geofences, reports (PostGIS
+//!   columns when available);
 //! - [`error`] — [`StoreError`].
 //!
 //! # Example
@@ -41,6 +43,7 @@
 
 pub mod consumers;
 pub mod credentials;
+pub mod crisis;
 pub mod db;
 pub mod error;
 pub mod outbox;
@@ -50,6 +53,7 @@ pub mod users;
 
 pub use consumers::DeadLetter;
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
+pub use crisis::{CrisisObjectRecord, GeofenceRecord, ReportRecord, Vote, VoteOutcome};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use outbox::{NewEvent, OutboxRow};
