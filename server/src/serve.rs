@@ -152,6 +152,7 @@ pub async fn run(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let background = tokio_util::task::TaskTracker::new();
     crate::events::start(&config, &store, &metrics, &shutdown, &background).await?;
+    crate::alerting::start(&config, &store, &shutdown, &background)?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

@@ -14,6 +14,8 @@
 //! - [`problem`] — [`Problem`], [`ProblemKind`];
 //! - [`extract`] — [`ApiJson`], bearer and API-key authentication;
 //! - [`rbac`] — [`Principal`], [`rbac::Action`], the policy table;
+//! - [`alerts`] — CAP alerts: issue, lifecycle, lists, ATOM feed, subscriptions,
+//!   targeting, delivery reports;
 //! - [`auth`] — register, login, refresh, logout, profile, password reset, e-mail verification,
 //!   realtime tokens;
 //! - [`users`] — profiles, settings, roles, erasure, export, API keys;
@@ -32,6 +34,7 @@
 //! assert_eq!(p.type_, "/problems/conflict");
 //! ```
 
+pub mod alerts;
 pub mod auth;
 pub mod crisis;
 pub mod events;
@@ -68,6 +71,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "users", description = "Profiles, settings, roles, GDPR erasure and export"),
         (name = "admin", description = "Administration"),
         (name = "crisis", description = "Crisis map: incidents, verification, volunteers, resources, shelters, hazards, geofences; geo results are GeoJSON"),
+        (name = "alerts", description = "CAP 1.2 alerts: issue, lifecycle, ATOM feed, subscriptions, deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -121,6 +125,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         auth::routes()
             .merge(users::routes())
             .merge(crisis::routes())
-            .merge(geofences::routes()),
+            .merge(geofences::routes())
+            .merge(alerts::routes()),
     )
 }

@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_crisis.sql"),
         postgres: include_str!("../migrations/postgres/0003_crisis.sql"),
     },
+    Migration {
+        version: 4,
+        name: "alerts",
+        sqlite: include_str!("../migrations/sqlite/0004_alerts.sql"),
+        postgres: include_str!("../migrations/postgres/0004_alerts.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.

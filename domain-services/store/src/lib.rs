@@ -20,6 +20,8 @@
 //! - [`consumers`] — event consumers' cursors, processed ids and dead letters;
 //! - [`crisis`] — crisis-map objects, verification votes, geofences, reports (PostGIS
 //!   columns when available);
+//! - [`alerts`] — CAP alerts and their lifecycle, alert subscriptions, the durable
+//!   per-recipient delivery queue;
 //! - [`error`] — [`StoreError`].
 //!
 //! # Example
@@ -41,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod consumers;
 pub mod credentials;
 pub mod crisis;
@@ -51,6 +54,10 @@ pub mod outbox;
 pub mod testing;
 pub mod users;
 
+pub use alerts::{
+    AlertFilter, AlertRecord, AlertStatus, DeliveryOutcome, DeliveryRecord, DeliveryState,
+    NewDelivery, SubscriptionRecord,
+};
 pub use consumers::DeadLetter;
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
 pub use crisis::{CrisisObjectRecord, GeofenceRecord, ReportRecord, Vote, VoteOutcome};

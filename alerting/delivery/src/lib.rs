@@ -1,0 +1,75 @@
+//! `nexus-alert-delivery`: getting CAP alerts to people — the durable per-recipient queue
+//! worker and the channels it sends through.
+//!
+//! # Model
+//!
+//! The API enqueues one delivery per (alert, recipient, channel) in the store, in the same
+//! transaction that issues the alert (`nexus_store::Store::issue_alert`). A [`Worker`] claims
+//! due deliveries in batches with a lease, sends each through its [`Channel`] under that
+//! channel's [`RateLimit`], and records the outcome: delivered, a retry at a time chosen by
+//! [`Backoff`] (exponential with jitter), failed, or expired (the alert expired or was
+//! cancelled first). Delivery states are `nexus_store::DeliveryState`:
+//! `Queued → Sending{attempt} → Delivered | Queued (retry) | Failed | Expired`.
+//!
+//! # Invariants
+//!
+//! - At most one delivery per (alert, recipient, channel), also across restarts: the store's
+//!   unique index, not memory, says so.
+//! - At-least-once sending, exactly-once after deduplication: a worker that dies between
+//!   sending and recording leaves a leased row that is claimed again after the lease; the
+//!   message it sends again carries the same idempotency key (the delivery id) — in the
+//!   e-mail's `Message-ID` and body, in the SMS request's `I-Twilio-Idempotency-Token` and
+//!   `Idempotency-Key` headers — so the receiving side drops it.
+//! - Nothing is sent after the alert's `expires`, or after a Cancel of it.
+//! - Addresses and message text never reach the logs; delivery ids do.
+//! - The pure parts — [`Backoff`], [`TokenBucket`], [`sms_text`] — take time and
+//!   randomness as arguments and are tested without sleeping.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use nexus_alert_delivery::{RateLimit, SmsChannel, SmsSettings, SmtpChannel, Worker, WorkerConfig};
+//! use std::sync::Arc;
+//! # async fn run(store: nexus_store::Store) -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let email = SmtpChannel::from_url("smtp://127.0.0.1:2525", None)?;
+//! let sms = SmsChannel::new(SmsSettings {
+//!     base_url: "https://api.twilio.com".into(),
+//!     account: "AC123".into(),
+//!     token: "secret".into(),
+//!     from: "+15550100".into(),
+//! })?;
+//! let worker = Worker::new(store, WorkerConfig::default())
+//!     .with_channel(Arc::new(email), RateLimit { per_sec: 50.0, burst: 50 })
+//!     .with_channel(Arc::new(sms), RateLimit { per_sec: 30.0, burst: 30 });
+//! let task = tokio::spawn(worker.run(shutdown.clone()));
+//! shutdown.cancel(); // on SIGTERM: the batch in hand is finished, then it stops
+//! task.await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - `worker`: [`Worker`], [`WorkerConfig`], [`RateLimit`], [`TickReport`].
+//! - `channel`: the [`Channel`] port and [`Outgoing`] message; `email`: [`SmtpChannel`]
+//!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API).
+//! - `message`: [`sms_text`], [`email_text`]; `backoff`: [`Backoff`]; `rate`:
+//!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`].
+
+mod backoff;
+mod channel;
+mod email;
+mod error;
+mod message;
+mod rate;
+mod sms;
+mod worker;
+
+pub use backoff::Backoff;
+pub use channel::{BoxFuture, Channel, Outgoing};
+pub use email::{DEFAULT_FROM, SmtpChannel};
+pub use error::{ConfigError, SendError};
+pub use message::{SMS_MAX_CHARS, email_text, sms_text};
+pub use rate::TokenBucket;
+pub use sms::{SmsChannel, SmsSettings};
+pub use worker::{RateLimit, TickReport, Worker, WorkerConfig};

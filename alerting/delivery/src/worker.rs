@@ -1,0 +1,340 @@
+//! The queue worker: claims due deliveries from the store, sends them through their
+//! channel under the channel's rate limit, and records the outcome.
+//!
+//! One task owns the worker (and so the rate limiters and the alert cache); it is driven by
+//! [`Worker::run`] until shutdown, or step by step with [`Worker::tick`] in tests.
+
+use crate::backoff::Backoff;
+use crate::channel::{Channel, Outgoing};
+use crate::error::SendError;
+use crate::rate::TokenBucket;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use nexus_cap::Alert;
+use nexus_store::{AlertStatus, DeliveryOutcome, DeliveryRecord, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A channel's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained messages per second (0 = unlimited).
+    pub per_sec: f64,
+    /// Messages that may go at once.
+    pub burst: u32,
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// How long a claimed delivery stays leased to this worker; a crashed worker's rows are
+    /// claimed again after it. Must exceed the time a batch takes.
+    pub lease: Duration,
+    /// Deliveries claimed at a time.
+    pub batch: i64,
+    /// Wait between polls when nothing is due.
+    pub idle_poll: Duration,
+    /// Retry policy.
+    pub backoff: Backoff,
+    /// Longest one send may take before it counts as a transient failure.
+    pub send_timeout: Duration,
+    /// Sends in flight at once per channel.
+    pub concurrency: usize,
+    /// How often expired alerts are marked and their queued deliveries dropped.
+    pub expiry_sweep: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            lease: Duration::from_secs(30),
+            batch: 200,
+            idle_poll: Duration::from_millis(250),
+            backoff: Backoff::default(),
+            send_timeout: Duration::from_secs(15),
+            concurrency: 8,
+            expiry_sweep: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one [`Worker::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Deliveries claimed.
+    pub claimed: usize,
+    /// Delivered.
+    pub delivered: usize,
+    /// Queued again for a retry.
+    pub retried: usize,
+    /// Failed for good.
+    pub failed: usize,
+    /// Dropped unsent (expired, cancelled).
+    pub expired: usize,
+}
+
+struct ChannelSlot {
+    channel: Arc<dyn Channel>,
+    bucket: TokenBucket,
+}
+
+/// The delivery queue worker.
+pub struct Worker {
+    store: Store,
+    config: WorkerConfig,
+    channels: HashMap<&'static str, ChannelSlot>,
+    origin: Instant,
+    last_sweep: Option<Instant>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker over `store` with no channels yet.
+    pub fn new(store: Store, config: WorkerConfig) -> Self {
+        Worker {
+            store,
+            config,
+            channels: HashMap::new(),
+            origin: Instant::now(),
+            last_sweep: None,
+        }
+    }
+
+    /// Adds (or replaces) a channel with its rate limit.
+    #[must_use]
+    pub fn with_channel(mut self, channel: Arc<dyn Channel>, limit: RateLimit) -> Self {
+        self.channels.insert(
+            channel.name(),
+            ChannelSlot {
+                channel,
+                bucket: TokenBucket::new(limit.per_sec, limit.burst),
+            },
+        );
+        self
+    }
+
+    /// Names of the configured channels.
+    pub fn channel_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.channels.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Runs until `shutdown`: the batch in hand is finished (sends complete and their
+    /// outcomes are recorded) before it returns; nothing new is claimed after.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(channels = ?self.channel_names(), "alert delivery worker started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.tick().await {
+                Ok(report) if report.claimed > 0 => {
+                    tracing::debug!(?report, "alert deliveries processed");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "alert delivery queue unavailable"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.idle_poll) => {}
+            }
+        }
+        tracing::info!("alert delivery worker stopped");
+    }
+
+    /// One round: sweeps expired alerts when due, claims a batch and processes it.
+    pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
+        let now = nexus_store::now_ms();
+        if self
+            .last_sweep
+            .is_none_or(|at| at.elapsed() >= self.config.expiry_sweep)
+        {
+            self.last_sweep = Some(Instant::now());
+            let expired = self.store.expire_alerts(now).await?;
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), "alerts expired");
+            }
+        }
+        let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let batch = self
+            .store
+            .claim_deliveries(now, lease, self.config.batch)
+            .await?;
+        let mut report = TickReport {
+            claimed: batch.len(),
+            ..TickReport::default()
+        };
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        let alerts = self.load_alerts(&batch).await?;
+        let mut by_channel: HashMap<String, Vec<DeliveryRecord>> = HashMap::new();
+        for d in batch {
+            by_channel.entry(d.channel.clone()).or_default().push(d);
+        }
+        let mut outcomes: Vec<(String, DeliveryOutcome)> = Vec::new();
+        {
+            let origin = self.origin;
+            let config = &self.config;
+            let mut lanes = Vec::new();
+            for (name, slot) in self.channels.iter_mut() {
+                if let Some(deliveries) = by_channel.remove(*name) {
+                    lanes.push(run_lane(slot, deliveries, &alerts, config, origin));
+                }
+            }
+            for (name, deliveries) in by_channel {
+                outcomes.extend(deliveries.into_iter().map(|d| {
+                    (
+                        d.id,
+                        DeliveryOutcome::Failed {
+                            error: format!("channel '{name}' is not configured"),
+                        },
+                    )
+                }));
+            }
+            for lane in futures_util::future::join_all(lanes).await {
+                outcomes.extend(lane);
+            }
+        }
+        let now = nexus_store::now_ms();
+        for (id, outcome) in outcomes {
+            match &outcome {
+                DeliveryOutcome::Delivered => report.delivered += 1,
+                DeliveryOutcome::Retry { .. } => report.retried += 1,
+                DeliveryOutcome::Failed { .. } => report.failed += 1,
+                DeliveryOutcome::Expired { .. } => report.expired += 1,
+            }
+            self.store.complete_delivery(&id, &outcome, now).await?;
+        }
+        Ok(report)
+    }
+
+    /// The alerts of a batch, decoded once each; `None` for an alert that is gone or
+    /// cancelled (its deliveries are dropped).
+    async fn load_alerts(
+        &self,
+        batch: &[DeliveryRecord],
+    ) -> Result<HashMap<String, Option<Arc<Alert>>>, StoreError> {
+        let mut alerts = HashMap::new();
+        for d in batch {
+            if alerts.contains_key(&d.alert_id) {
+                continue;
+            }
+            let alert = match self.store.alert(&d.alert_id).await? {
+                Some(rec) if rec.status != AlertStatus::Cancelled => {
+                    match serde_json::from_str::<Alert>(&rec.cap_json) {
+                        Ok(a) => Some(Arc::new(a)),
+                        Err(e) => {
+                            tracing::error!(alert = %rec.id, error = %e, "stored alert JSON unreadable");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            alerts.insert(d.alert_id.clone(), alert);
+        }
+        Ok(alerts)
+    }
+}
+
+/// Sends one channel's share of a batch: each send waits for a rate-limit token, at most
+/// `config.concurrency` are in flight.
+async fn run_lane(
+    slot: &mut ChannelSlot,
+    deliveries: Vec<DeliveryRecord>,
+    alerts: &HashMap<String, Option<Arc<Alert>>>,
+    config: &WorkerConfig,
+    origin: Instant,
+) -> Vec<(String, DeliveryOutcome)> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut in_flight = FuturesUnordered::new();
+    let channel = slot.channel.clone();
+    for d in deliveries {
+        let now = nexus_store::now_ms();
+        if d.expires_at.is_some_and(|e| e <= now) {
+            out.push((
+                d.id,
+                DeliveryOutcome::Expired {
+                    reason: "alert expired".into(),
+                },
+            ));
+            continue;
+        }
+        let Some(Some(alert)) = alerts.get(&d.alert_id).cloned() else {
+            out.push((
+                d.id,
+                DeliveryOutcome::Expired {
+                    reason: "alert cancelled or gone".into(),
+                },
+            ));
+            continue;
+        };
+        while in_flight.len() >= config.concurrency.max(1) {
+            if let Some(done) = in_flight.next().await {
+                out.push(done);
+            }
+        }
+        loop {
+            let elapsed = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match slot.bucket.take(elapsed) {
+                Ok(()) => break,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        let channel = channel.clone();
+        let backoff = config.backoff;
+        let timeout = config.send_timeout;
+        in_flight.push(async move {
+            let message = Outgoing {
+                key: &d.id,
+                address: &d.address,
+                alert: &alert,
+                alert_id: &d.alert_id,
+            };
+            let result = match tokio::time::timeout(timeout, channel.send(message)).await {
+                Ok(r) => r,
+                Err(_) => Err(SendError::Transient("send timed out".into())),
+            };
+            let outcome = verdict(result, d.attempt, &backoff);
+            if let DeliveryOutcome::Retry { error, .. } | DeliveryOutcome::Failed { error } =
+                &outcome
+            {
+                tracing::info!(delivery = %d.id, channel = channel.name(), attempt = d.attempt, %error, "alert delivery attempt failed");
+            }
+            (d.id, outcome)
+        });
+    }
+    while let Some(done) = in_flight.next().await {
+        out.push(done);
+    }
+    out
+}
+
+fn verdict(result: Result<(), SendError>, attempt: u32, backoff: &Backoff) -> DeliveryOutcome {
+    match result {
+        Ok(()) => DeliveryOutcome::Delivered,
+        Err(SendError::Permanent(error)) => DeliveryOutcome::Failed { error },
+        Err(SendError::Transient(error)) => match backoff.delay(attempt, rand::random::<f64>()) {
+            Some(wait) => DeliveryOutcome::Retry {
+                at: nexus_store::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
+                error,
+            },
+            None => DeliveryOutcome::Failed {
+                error: format!("gave up after {attempt} attempts: {error}"),
+            },
+        },
+    }
+}

@@ -1,0 +1,996 @@
+//! `/api/v1/alerts*`: CAP 1.2 alerts — issue (XML or JSON), lifecycle (Update and Cancel
+//! supersede through `references`, expiry), lists, the ATOM feed, alert subscriptions,
+//! targeting and the delivery report.
+//!
+//! # Issuing
+//!
+//! `POST /api/v1/alerts` (roles `alert_authority`, `admin`) takes CAP XML
+//! (`application/cap+xml`, `application/xml`; CAP 1.0/1.1 are converted to 1.2) or the JSON
+//! form of `docs/cap-json.md`, up to [`BODY_LIMIT`]. Every problem found by the codec is a
+//! `/problems/validation` entry whose `pointer` is the JSON Pointer into the JSON form and
+//! whose `detail` starts with `line:col` for XML. Hostile XML (DTDs, entities) is refused
+//! the same way.
+//!
+//! An `Update` or `Cancel` must reference alerts this server knows (by CAP
+//! sender/identifier/sent); an unknown reference is `409 /problems/conflict`. The referenced
+//! active alerts become `superseded` (Update) or `cancelled` (Cancel, which also stops their
+//! queued deliveries), in the transaction that stores the new alert, its CloudEvent
+//! (`alert.issued`, `alert.updated`, `alert.cancelled`) and its deliveries.
+//!
+//! # Who hears it
+//!
+//! Only `Actual` alerts with scope `Public` reach the public: the `alerts` gateway channel
+//! (with `geometry`, a GeoJSON MultiPolygon of the areas, so geo-filtered subscribers get
+//! only alerts whose area meets their box), the ATOM feed, and subscribers. `Test`,
+//! `Exercise`, `Draft` and `System` alerts are stored and listed to authorities only.
+//! Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of the
+//! alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
+//! exact test), whose minimum severity the alert reaches, get one delivery per channel they
+//! registered an address for.
+
+use crate::extract::ApiJson;
+use crate::problem::{FieldError, Problem, ProblemKind};
+use crate::rbac::{Action, Principal};
+use crate::state::ApiState;
+use crate::validate::Checks;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use nexus_cap::{Alert, Diagnostic, Limits, MsgType, Scope, Severity, Status};
+use nexus_events::{EventType, record};
+use nexus_geo::Position;
+use nexus_store::{AlertFilter, AlertRecord, AlertStatus, NewDelivery, SubscriptionRecord, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest CAP document accepted by `POST /api/v1/alerts`.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// Gateway channel of public alerts.
+pub const ALERTS_CHANNEL: &str = "alerts";
+/// Default and largest `limit` of lists.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+/// Candidates read from the store per page while targeting.
+const TARGET_PAGE: i64 = 5000;
+/// Vertices of the polygon standing in for a CAP circle in published geometry.
+const CIRCLE_VERTICES: usize = 32;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_alert, list_alerts))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .routes(routes!(alert_feed))
+        .routes(routes!(get_alert))
+        .routes(routes!(alert_deliveries))
+        .routes(routes!(create_subscription))
+        .routes(routes!(delete_subscription))
+        .routes(routes!(crisis_alerts))
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+
+/// An alert as the API lists it (the CAP document itself is at `links.cap`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertView {
+    /// Server id.
+    pub id: String,
+    /// CAP identifier.
+    pub identifier: String,
+    /// CAP sender.
+    pub sender: String,
+    /// CAP sent.
+    pub sent: String,
+    /// Lifecycle: `active`, `superseded`, `cancelled`, `expired`.
+    pub status: String,
+    /// CAP status (`Actual`, `Exercise`, `System`, `Test`, `Draft`).
+    pub cap_status: String,
+    /// CAP msgType.
+    pub msg_type: String,
+    /// First info's headline (or event).
+    pub headline: Option<String>,
+    /// First info's severity.
+    pub severity: Option<String>,
+    /// Latest expiry (RFC 3339), if any.
+    pub expires: Option<String>,
+    /// The alert that superseded or cancelled this one.
+    pub superseded_by: Option<String>,
+    /// Bounds of its areas, `[minLon, minLat, maxLon, maxLat]`.
+    pub bbox: Option<[f64; 4]>,
+    /// Links: `self`, `cap` (XML), `deliveries`.
+    #[schema(value_type = Object)]
+    pub links: Value,
+}
+
+/// The answer to `POST /api/v1/alerts`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertIssued {
+    /// The stored alert.
+    #[serde(flatten)]
+    pub alert: AlertView,
+    /// Server ids of the alerts it superseded or cancelled.
+    pub supersedes: Vec<String>,
+    /// Deliveries queued per channel.
+    #[schema(value_type = Object)]
+    pub recipients: BTreeMap<String, usize>,
+}
+
+/// A page of alerts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertPage {
+    /// Newest first.
+    pub items: Vec<AlertView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// List filters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertListParams {
+    /// CAP identifier.
+    pub identifier: Option<String>,
+    /// CAP sender.
+    pub sender: Option<String>,
+    /// `active`, `superseded`, `cancelled` or `expired`.
+    pub status: Option<String>,
+    /// Page size (default 50, max 1000).
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// A subscription: where to be alerted, and how.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRequest {
+    /// The location, `{"lat", "lon"}`.
+    pub location: LatLonIn,
+    /// E-mail address for the `email` channel.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// E.164 phone number for the `sms` channel.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Preferred language (BCP 47).
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Least CAP severity to be alerted for: `Extreme`, `Severe`, `Moderate`, `Minor`.
+    #[serde(default)]
+    pub min_severity: Option<String>,
+}
+
+/// A point.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatLonIn {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+}
+
+/// A created subscription.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// Subscription id.
+    pub id: String,
+    /// Channels it receives on.
+    pub channels: Vec<String>,
+}
+
+/// Delivery report of one alert.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryReport {
+    /// Counts per channel and state (`queued`, `sending`, `delivered`, `failed`, `expired`).
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Per-recipient deliveries (addresses omitted), in id order.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Optional authentication: public reads, more for authorities
+
+/// The caller, when credentials were sent (invalid ones are still a 401).
+struct MaybePrincipal(Option<Principal>);
+
+impl FromRequestParts<ApiState> for MaybePrincipal {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION)
+            || parts.headers.contains_key("x-api-key")
+        {
+            return Ok(MaybePrincipal(Some(
+                Principal::from_request_parts(parts, state).await?,
+            )));
+        }
+        Ok(MaybePrincipal(None))
+    }
+}
+
+impl MaybePrincipal {
+    /// Whether the caller may see non-public alerts (Test, Exercise, …, Restricted).
+    fn is_authority(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|p| p.authorize(Action::IssueAlert, None).is_ok())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+
+/// Issue a CAP alert (XML or JSON); Update and Cancel supersede the alerts they reference.
+#[utoipa::path(post, path = "/alerts", tag = "alerts",
+    request_body(content = Object, description = "CAP 1.2 XML (application/cap+xml, application/xml) or its JSON form (docs/cap-json.md)",
+        content_type = "application/cap+xml"),
+    responses((status = 201, body = AlertIssued), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
+    security(("bearer" = [])))]
+async fn post_alert(
+    State(state): State<ApiState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    who.authorize(Action::IssueAlert, None)?;
+    let (alert, xml) = decode(&headers, &body)?;
+    let now = now_ms();
+    let refs = alert.referenced().map_err(|e| {
+        Problem::validation(vec![FieldError {
+            pointer: "/references".into(),
+            detail: e.to_string(),
+        }])
+    })?;
+    let mut supersedes = Vec::new();
+    for r in &refs {
+        let found = state
+            .store
+            .alert_by_triple(&r.identifier, &r.sender, r.sent.to_utc().timestamp_millis())
+            .await?;
+        match found {
+            Some(rec) => supersedes.push(rec.id),
+            None => {
+                return Err(Problem::conflict(format!(
+                    "references: no alert {r} is known to this server"
+                )));
+            }
+        }
+    }
+    let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
+    let expired = expires_at.is_some_and(|e| e <= now);
+    let public = is_public(&alert);
+    let shapes = Shapes::of(&alert);
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let deliveries = if public && !expired && shapes.bbox.is_some() {
+        target(&state, &alert, &shapes).await?
+    } else {
+        Vec::new()
+    };
+    let mut recipients: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &deliveries {
+        *recipients.entry(d.channel.clone()).or_default() += 1;
+    }
+    let cap_json = serde_json::to_string(&alert).map_err(|e| Problem::internal(&e))?;
+    let rec = AlertRecord {
+        id: id.clone(),
+        identifier: alert.identifier.clone(),
+        sender: alert.sender.clone(),
+        sent: alert.sent.to_string(),
+        sent_at: alert.sent.to_utc().timestamp_millis(),
+        cap_status: alert.status.as_str().to_string(),
+        msg_type: alert.msg_type.as_str().to_string(),
+        status: if expired {
+            AlertStatus::Expired
+        } else {
+            AlertStatus::Active
+        },
+        expires_at,
+        bbox: shapes.bbox,
+        cap_xml: xml,
+        cap_json,
+        superseded_by: None,
+        created_by: who.user_id().map(str::to_string),
+        created_at: now,
+        updated_at: now,
+    };
+    let event_type = match alert.msg_type {
+        MsgType::Update => EventType::AlertUpdated,
+        MsgType::Cancel => EventType::AlertCancelled,
+        _ => EventType::AlertIssued,
+    };
+    let event = record(
+        event_type,
+        &id,
+        json!({
+            "id": id,
+            "identifier": alert.identifier,
+            "sender": alert.sender,
+            "sent": rec.sent,
+            "cap_status": rec.cap_status,
+            "msg_type": rec.msg_type,
+            "supersedes": supersedes,
+            "recipients": recipients,
+        }),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    state
+        .store
+        .issue_alert(&rec, &supersedes, &deliveries, &[event])
+        .await?;
+    tracing::info!(alert = %id, msg_type = %rec.msg_type, deliveries = deliveries.len(), "alert issued");
+    if public && !expired {
+        state
+            .realtime
+            .publish(
+                ALERTS_CHANNEL,
+                publication(&rec, &alert, &shapes, &supersedes),
+            )
+            .await;
+    }
+    let issued = AlertIssued {
+        alert: view(&rec),
+        supersedes,
+        recipients,
+    };
+    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// List alerts, newest first. Without authority credentials only public `Actual` alerts.
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertListParams),
+    responses((status = 200, body = AlertPage), (status = 400, body = Problem)))]
+async fn list_alerts(
+    State(state): State<ApiState>,
+    who: MaybePrincipal,
+    Query(params): Query<AlertListParams>,
+) -> Result<Json<AlertPage>, Problem> {
+    list(&state, &who, params).await.map(Json)
+}
+
+/// The platform description's path for the alert list (same as `GET /api/v1/alerts`).
+#[utoipa::path(get, path = "/crisis/alerts", tag = "alerts", params(AlertListParams),
+    responses((status = 200, body = AlertPage), (status = 400, body = Problem)))]
+async fn crisis_alerts(
+    State(state): State<ApiState>,
+    who: MaybePrincipal,
+    Query(params): Query<AlertListParams>,
+) -> Result<Json<AlertPage>, Problem> {
+    list(&state, &who, params).await.map(Json)
+}
+
+/// Active public alerts as an ATOM feed; each entry links its CAP XML.
+#[utoipa::path(get, path = "/alerts/feed.atom", tag = "alerts",
+    responses((status = 200, description = "ATOM 1.0 feed", content_type = "application/atom+xml")))]
+async fn alert_feed(State(state): State<ApiState>) -> Result<Response, Problem> {
+    let now = now_ms();
+    let recs = state
+        .store
+        .alerts_page(&AlertFilter {
+            status: Some(AlertStatus::Active),
+            cap_status: Some("Actual".into()),
+            unexpired_at: Some(now),
+            limit: MAX_LIMIT,
+            ..AlertFilter::default()
+        })
+        .await?;
+    let mut alerts = Vec::with_capacity(recs.len());
+    for rec in &recs {
+        let alert = stored_alert(rec)?;
+        if alert.scope == Some(Scope::Public) {
+            alerts.push((format!("/api/v1/alerts/{}", rec.id), alert));
+        }
+    }
+    let updated = recs.iter().map(|r| r.updated_at).max().unwrap_or(now);
+    let updated = chrono::DateTime::from_timestamp_millis(updated)
+        .unwrap_or_default()
+        .fixed_offset();
+    let entries: Vec<nexus_cap::FeedEntry<'_>> = alerts
+        .iter()
+        .map(|(link, alert)| nexus_cap::FeedEntry { alert, link })
+        .collect();
+    let feed = nexus_cap::atom_feed(
+        &nexus_cap::Feed {
+            id: "urn:nexus:alerts",
+            title: "Nexus active alerts",
+            updated: nexus_cap::DateTime::new(updated),
+            self_link: Some("/api/v1/alerts/feed.atom"),
+            cap_elements: true,
+        },
+        &entries,
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        feed,
+    )
+        .into_response())
+}
+
+/// One alert: CAP XML for `Accept: application/cap+xml` or `application/xml`, else the JSON
+/// form with the server's view under `nexus`.
+#[utoipa::path(get, path = "/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "Server id")),
+    responses((status = 200, description = "CAP XML or JSON", body = Object), (status = 404, body = Problem)))]
+async fn get_alert(
+    State(state): State<ApiState>,
+    who: MaybePrincipal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let Some(rec) = state.store.alert(&id).await? else {
+        return Err(Problem::not_found("no such alert"));
+    };
+    let alert = stored_alert(&rec)?;
+    if !is_public(&alert) && !who.is_authority() {
+        return Err(Problem::not_found("no such alert"));
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/cap+xml") || accept.contains("application/xml") {
+        let ct = if accept.contains("application/cap+xml") {
+            "application/cap+xml; charset=utf-8"
+        } else {
+            "application/xml; charset=utf-8"
+        };
+        return Ok(([(header::CONTENT_TYPE, ct)], rec.cap_xml).into_response());
+    }
+    let mut body = serde_json::to_value(&alert).map_err(|e| Problem::internal(&e))?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "nexus".into(),
+            serde_json::to_value(view(&rec)).map_err(|e| Problem::internal(&e))?,
+        );
+    }
+    Ok(Json(body).into_response())
+}
+
+/// Delivery counts per channel and state, and per-recipient deliveries (no addresses).
+#[utoipa::path(get, path = "/alerts/{id}/deliveries", tag = "alerts",
+    params(("id" = String, Path, description = "Server id"), ("cursor" = Option<String>, Query, description = "From next_cursor"),
+        ("limit" = Option<i64>, Query, description = "Page size (default 50, max 1000)")),
+    responses((status = 200, body = DeliveryReport), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn alert_deliveries(
+    State(state): State<ApiState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<DeliveryReport>, Problem> {
+    who.authorize(Action::ReadAlertDeliveries, None)?;
+    if state.store.alert(&id).await?.is_none() {
+        return Err(Problem::not_found("no such alert"));
+    }
+    let limit = parse_limit(q.get("limit").map(String::as_str))?;
+    let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (channel, st, n) in state.store.delivery_counts(&id).await? {
+        counts.entry(channel).or_default().insert(st, n);
+    }
+    let rows = state
+        .store
+        .deliveries_page(&id, q.get("cursor").map(String::as_str), limit + 1)
+        .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    let rows = &rows[..rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
+    let next_cursor = more.then(|| rows.last().map(|d| d.id.clone())).flatten();
+    let items = rows
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "recipient_id": d.recipient_id,
+                "channel": d.channel,
+                "state": d.state.name(),
+                "attempt": d.attempt,
+                "last_error": d.last_error,
+                "updated_at": rfc3339(d.updated_at),
+            })
+        })
+        .collect();
+    Ok(Json(DeliveryReport {
+        counts,
+        items,
+        next_cursor,
+    }))
+}
+
+/// Subscribe a location to public alerts by e-mail and/or SMS.
+#[utoipa::path(post, path = "/alerts/subscriptions", tag = "alerts", request_body = SubscriptionRequest,
+    responses((status = 201, body = SubscriptionView), (status = 400, body = Problem), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_subscription(
+    State(state): State<ApiState>,
+    who: Principal,
+    ApiJson(req): ApiJson<SubscriptionRequest>,
+) -> Result<(StatusCode, Json<SubscriptionView>), Problem> {
+    who.authorize(Action::SubscribeAlerts, None)?;
+    let mut checks = Checks::new();
+    checks.check(
+        Position::new(req.location.lat, req.location.lon).is_ok(),
+        "/location",
+        "lat must be within ±90 and lon within ±180",
+    );
+    if let Some(e) = &req.email {
+        checks.email("/email", e);
+    }
+    if let Some(p) = &req.phone {
+        let digits = p.strip_prefix('+').unwrap_or("");
+        checks.check(
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()),
+            "/phone",
+            "must be an E.164 phone number (+ and 8 to 15 digits)",
+        );
+    }
+    if let Some(s) = &req.min_severity {
+        checks.check(
+            severity_rank(s).is_some_and(|r| r > 0),
+            "/min_severity",
+            "must be Extreme, Severe, Moderate or Minor",
+        );
+    }
+    checks.check(
+        req.email.is_some() || req.phone.is_some(),
+        "",
+        "give an email or a phone (or both)",
+    );
+    checks.finish()?;
+    let rec = SubscriptionRecord {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        user_id: who.user_id().map(str::to_string),
+        lat: req.location.lat,
+        lon: req.location.lon,
+        language: req.language,
+        min_severity: req.min_severity,
+        email: req.email,
+        phone: req.phone,
+        push: None,
+        created_at: now_ms(),
+    };
+    state.store.insert_subscription(&rec).await?;
+    let mut channels = Vec::new();
+    if rec.email.is_some() {
+        channels.push("email".to_string());
+    }
+    if rec.phone.is_some() {
+        channels.push("sms".to_string());
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(SubscriptionView {
+            id: rec.id,
+            channels,
+        }),
+    ))
+}
+
+/// End a subscription (its id is the capability; it is what unsubscribe links carry).
+#[utoipa::path(delete, path = "/alerts/subscriptions/{id}", tag = "alerts", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "ended"), (status = 404, body = Problem)))]
+async fn delete_subscription(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    if state.store.deactivate_subscription(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("no such active subscription"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding and validation
+
+/// The alert (CAP 1.2) and its CAP 1.2 XML, from an XML or JSON body.
+fn decode(headers: &HeaderMap, body: &[u8]) -> Result<(Alert, String), Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/cap+xml" | "application/xml" | "text/xml" => {
+            let parsed = nexus_cap::parse(body, &Limits::default())
+                .map_err(|e| cap_problem(e.into_diagnostics()))?;
+            let problems = parsed.validate();
+            if !problems.is_empty() {
+                return Err(cap_problem(problems));
+            }
+            let alert = parsed.into_cap12();
+            let xml = nexus_cap::to_xml(&alert);
+            Ok((alert, xml))
+        }
+        "application/json" => {
+            let de = &mut serde_json::Deserializer::from_slice(body);
+            let alert: Alert = serde_path_to_error::deserialize(de).map_err(|e| {
+                let pointer = e.path().iter().map(|s| format!("/{s}")).collect::<String>();
+                let inner = e.into_inner();
+                Problem::validation(vec![FieldError {
+                    pointer,
+                    detail: inner.to_string(),
+                }])
+            })?;
+            let problems = nexus_cap::validate(&alert);
+            if !problems.is_empty() {
+                return Err(cap_problem(problems));
+            }
+            let xml = nexus_cap::to_xml(&alert);
+            Ok((alert, xml))
+        }
+        _ => Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "send CAP as application/cap+xml, application/xml or application/json",
+        )),
+    }
+}
+
+/// A validation problem with one entry per diagnostic: the JSON Pointer, and the
+/// `line:col` of XML input at the start of the detail.
+fn cap_problem(diagnostics: Vec<Diagnostic>) -> Problem {
+    let errors: Vec<FieldError> = diagnostics
+        .iter()
+        .map(|d| FieldError {
+            pointer: d.json_pointer(),
+            detail: match (d.line, d.column) {
+                (Some(l), Some(c)) => format!("{l}:{c}: {}", d.message),
+                _ => d.message.clone(),
+            },
+        })
+        .collect();
+    let mut p = Problem::validation(errors);
+    if let Some(first) = diagnostics.first() {
+        let place = match (first.line, first.column) {
+            (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+            _ => String::new(),
+        };
+        p.detail = Some(format!(
+            "{place}{}{}",
+            first.message,
+            match diagnostics.len() {
+                1 => String::new(),
+                n => format!(" (and {} more problems)", n - 1),
+            }
+        ));
+    }
+    p
+}
+
+fn is_public(alert: &Alert) -> bool {
+    alert.status == Status::Actual && alert.scope == Some(Scope::Public)
+}
+
+fn stored_alert(rec: &AlertRecord) -> Result<Alert, Problem> {
+    serde_json::from_str(&rec.cap_json).map_err(|e| Problem::internal(&e))
+}
+
+// ---------------------------------------------------------------------------------------
+// Geometry and targeting
+
+/// The alert's shapes for the geo engine, with their overall bounds.
+struct Shapes {
+    areas: Vec<nexus_geo::Area>,
+    circles: Vec<(Position, f64)>,
+    /// GeoJSON MultiPolygon rings (circles as polygons), `[lon, lat]`.
+    rings: Vec<Vec<[f64; 2]>>,
+    bbox: Option<[f64; 4]>,
+}
+
+impl Shapes {
+    fn of(alert: &Alert) -> Shapes {
+        let mut shapes = Shapes {
+            areas: Vec::new(),
+            circles: Vec::new(),
+            rings: Vec::new(),
+            bbox: None,
+        };
+        for area in alert.info.iter().flat_map(|i| i.area.iter()) {
+            let g = area.geometry();
+            for ring in g.polygons {
+                match nexus_geo::Area::polygon(&ring) {
+                    Ok(a) => {
+                        shapes.extend(a.bbox().min_lon(), a.bbox().min_lat());
+                        shapes.extend(a.bbox().max_lon(), a.bbox().max_lat());
+                        shapes.areas.push(a);
+                        shapes
+                            .rings
+                            .push(ring.iter().map(|&(lon, lat)| [lon, lat]).collect());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "alert polygon unusable for targeting"),
+                }
+            }
+            for (lat, lon, radius_m) in g.circles {
+                let Ok(center) = Position::new(lat, lon) else {
+                    continue;
+                };
+                let ring = circle_ring(lat, lon, radius_m);
+                for p in &ring {
+                    shapes.extend(p[0], p[1]);
+                }
+                shapes.circles.push((center, radius_m));
+                shapes.rings.push(ring);
+            }
+        }
+        shapes
+    }
+
+    fn extend(&mut self, lon: f64, lat: f64) {
+        let b = self.bbox.get_or_insert([lon, lat, lon, lat]);
+        b[0] = b[0].min(lon);
+        b[1] = b[1].min(lat);
+        b[2] = b[2].max(lon);
+        b[3] = b[3].max(lat);
+    }
+
+    fn covers(&self, p: Position) -> bool {
+        self.areas.iter().any(|a| a.covers(p))
+            || self.circles.iter().any(|(c, r)| c.distance_m(p) <= *r)
+    }
+}
+
+/// A polygon around a circle (for publication and the bounding box; targeting uses the
+/// exact great-circle distance), slightly outside it, clamped to valid coordinates.
+fn circle_ring(lat: f64, lon: f64, radius_m: f64) -> Vec<[f64; 2]> {
+    let dlat = (radius_m / 111_195.0) * 1.02;
+    let dlon = dlat / lat.to_radians().cos().abs().max(0.01);
+    let mut ring: Vec<[f64; 2]> = (0..CIRCLE_VERTICES)
+        .map(|k| {
+            let t = std::f64::consts::TAU * k as f64 / CIRCLE_VERTICES as f64;
+            [
+                (lon + dlon * t.cos()).clamp(-180.0, 180.0),
+                (lat + dlat * t.sin()).clamp(-90.0, 90.0),
+            ]
+        })
+        .collect();
+    if let Some(first) = ring.first().copied() {
+        ring.push(first);
+    }
+    ring
+}
+
+fn severity_rank(s: &str) -> Option<u8> {
+    Some(match s {
+        "Extreme" => 4,
+        "Severe" => 3,
+        "Moderate" => 2,
+        "Minor" => 1,
+        "Unknown" => 0,
+        _ => return None,
+    })
+}
+
+/// Deliveries for every subscription inside the alert's areas whose minimum severity the
+/// alert reaches: one per channel with an address.
+async fn target(
+    state: &ApiState,
+    alert: &Alert,
+    shapes: &Shapes,
+) -> Result<Vec<NewDelivery>, Problem> {
+    let Some(bbox) = shapes.bbox else {
+        return Ok(Vec::new());
+    };
+    let severity = alert
+        .info
+        .iter()
+        .map(|i| severity_rank(severity_name(i.severity)).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .store
+            .subscriptions_in_bbox(bbox, after.as_deref(), TARGET_PAGE)
+            .await?;
+        let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == TARGET_PAGE;
+        after = page.last().map(|s| s.id.clone());
+        for s in page {
+            let Ok(at) = Position::new(s.lat, s.lon) else {
+                continue;
+            };
+            if !shapes.covers(at) {
+                continue;
+            }
+            if s.min_severity
+                .as_deref()
+                .and_then(severity_rank)
+                .is_some_and(|min| severity < min)
+            {
+                continue;
+            }
+            if let Some(email) = s.email {
+                out.push(NewDelivery {
+                    recipient_id: s.id.clone(),
+                    channel: "email".into(),
+                    address: email,
+                });
+            }
+            if let Some(phone) = s.phone {
+                out.push(NewDelivery {
+                    recipient_id: s.id.clone(),
+                    channel: "sms".into(),
+                    address: phone,
+                });
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    s.as_str()
+}
+
+// ---------------------------------------------------------------------------------------
+// Views and helpers
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn view(rec: &AlertRecord) -> AlertView {
+    let alert: Option<Alert> = serde_json::from_str(&rec.cap_json).ok();
+    let info = alert.as_ref().and_then(|a| a.info.first());
+    AlertView {
+        id: rec.id.clone(),
+        identifier: rec.identifier.clone(),
+        sender: rec.sender.clone(),
+        sent: rec.sent.clone(),
+        status: rec.status.as_str().to_string(),
+        cap_status: rec.cap_status.clone(),
+        msg_type: rec.msg_type.clone(),
+        headline: info.map(|i| i.headline.clone().unwrap_or_else(|| i.event.clone())),
+        severity: info.map(|i| i.severity.as_str().to_string()),
+        expires: rec.expires_at.map(rfc3339),
+        superseded_by: rec.superseded_by.clone(),
+        bbox: rec.bbox,
+        links: json!({
+            "self": format!("/api/v1/alerts/{}", rec.id),
+            "cap": format!("/api/v1/alerts/{}", rec.id),
+            "deliveries": format!("/api/v1/alerts/{}/deliveries", rec.id),
+        }),
+    }
+}
+
+/// What subscribers of the `alerts` channel receive: the alert's summary and its areas as
+/// a GeoJSON MultiPolygon in `geometry` (what the gateway's geo filter reads).
+fn publication(rec: &AlertRecord, alert: &Alert, shapes: &Shapes, supersedes: &[String]) -> Value {
+    let info = alert.info.first();
+    let mut data = json!({
+        "id": rec.id,
+        "identifier": rec.identifier,
+        "sender": rec.sender,
+        "sent": rec.sent,
+        "msg_type": rec.msg_type,
+        "status": rec.status.as_str(),
+        "supersedes": supersedes,
+        "event": info.map(|i| i.event.clone()),
+        "headline": info.and_then(|i| i.headline.clone()),
+        "severity": info.map(|i| i.severity.as_str()),
+        "urgency": info.map(|i| i.urgency.as_str()),
+        "instruction": info.and_then(|i| i.instruction.clone()),
+        "area_desc": info.map(|i| i.area.iter().map(|a| a.area_desc.clone()).collect::<Vec<_>>()),
+        "expires": rec.expires_at.map(rfc3339),
+        "links": {"cap": format!("/api/v1/alerts/{}", rec.id)},
+    });
+    if !shapes.rings.is_empty()
+        && let Some(obj) = data.as_object_mut()
+    {
+        let polygons: Vec<Value> = shapes.rings.iter().map(|r| json!([r])).collect();
+        obj.insert(
+            "geometry".into(),
+            json!({"type": "MultiPolygon", "coordinates": polygons}),
+        );
+    }
+    data
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<i64, Problem> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(Problem::validation(vec![FieldError {
+                pointer: "/limit".into(),
+                detail: format!("must be an integer from 1 to {MAX_LIMIT}"),
+            }])),
+        },
+    }
+}
+
+async fn list(
+    state: &ApiState,
+    who: &MaybePrincipal,
+    params: AlertListParams,
+) -> Result<AlertPage, Problem> {
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(s) => Some(AlertStatus::parse(s).ok_or_else(|| {
+            Problem::validation(vec![FieldError {
+                pointer: "/status".into(),
+                detail: "must be active, superseded, cancelled or expired".into(),
+            }])
+        })?),
+    };
+    let limit = parse_limit(params.limit.map(|n| n.to_string()).as_deref())?;
+    let authority = who.is_authority();
+    let filter = AlertFilter {
+        identifier: params.identifier,
+        sender: params.sender,
+        status,
+        cap_status: (!authority).then(|| "Actual".to_string()),
+        unexpired_at: None,
+        before_id: params.cursor,
+        limit: limit + 1,
+    };
+    let mut recs = state.store.alerts_page(&filter).await?;
+    let more = recs.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    recs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more.then(|| recs.last().map(|r| r.id.clone())).flatten();
+    let items = recs
+        .iter()
+        .filter(|r| {
+            authority
+                || serde_json::from_str::<Alert>(&r.cap_json)
+                    .is_ok_and(|a| a.scope == Some(Scope::Public))
+        })
+        .map(view)
+        .collect();
+    Ok(AlertPage { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circles_become_closed_rings_around_the_centre() {
+        let ring = circle_ring(51.5, -0.1, 10_000.0);
+        assert_eq!(ring.len(), CIRCLE_VERTICES + 1);
+        assert_eq!(ring.first(), ring.last());
+        let centre = Position::new(51.5, -0.1).unwrap_or_else(|e| panic!("{e}"));
+        for p in &ring {
+            let at = Position::new(p[1], p[0]).unwrap_or_else(|e| panic!("{e}"));
+            let d = centre.distance_m(at);
+            assert!((10_000.0..11_000.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn diagnostics_become_pointers_with_line_and_column() {
+        let mut d = Diagnostic::new("/alert/info[0]/area[0]/polygon[0]", "not closed");
+        d.line = Some(12);
+        d.column = Some(7);
+        let p = cap_problem(vec![d]);
+        assert_eq!(p.errors[0].pointer, "/info/0/area/0/polygon/0");
+        assert_eq!(p.errors[0].detail, "12:7: not closed");
+        assert_eq!(p.detail.as_deref(), Some("line 12, column 7: not closed"));
+    }
+}

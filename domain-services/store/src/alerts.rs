@@ -1,0 +1,807 @@
+//! CAP alerting: issued alerts and their lifecycle, alert subscriptions, and the durable
+//! per-recipient delivery queue.
+//!
+//! # Alerts
+//!
+//! An [`AlertRecord`] keeps the CAP document as issued (XML and JSON), the CAP
+//! identifier/sender/sent triple (unique; `sent_at` is the instant, so `-00:00` and `+02:00`
+//! spellings of the same moment collide), and the lifecycle [`AlertStatus`]. Issuing an
+//! Update or a Cancel ([`Store::issue_alert`]) marks the alerts it references `superseded` or
+//! `cancelled` in the same transaction, with the CloudEvents and the new deliveries.
+//!
+//! # Delivery queue
+//!
+//! One row per (alert, recipient, channel) — the row id is the delivery's idempotency key,
+//! and the unique triple makes enqueuing twice a no-op. A worker
+//! [claims](Store::claim_deliveries) due rows (they become [`DeliveryState::Sending`] with a
+//! lease), sends, and [completes](Store::complete_delivery) them. A worker that dies while
+//! sending leaves rows whose lease runs out; they are claimed again, and the idempotency key
+//! the message carries lets the receiving side drop the duplicate. A Cancel expires the
+//! queued deliveries of what it cancels; deliveries past their alert's `expires` are never
+//! sent.
+
+use crate::db::{Backend, Store};
+use crate::error::StoreError;
+use crate::outbox::{NewEvent, insert_events};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::fmt;
+
+/// Where an alert is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertStatus {
+    /// Issued and in force.
+    Active,
+    /// Replaced by an Update that references it.
+    Superseded,
+    /// Withdrawn by a Cancel that references it.
+    Cancelled,
+    /// Past its `expires`.
+    Expired,
+}
+
+impl AlertStatus {
+    /// The stored (and API) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Active => "active",
+            AlertStatus::Superseded => "superseded",
+            AlertStatus::Cancelled => "cancelled",
+            AlertStatus::Expired => "expired",
+        }
+    }
+
+    /// Reads the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "active" => AlertStatus::Active,
+            "superseded" => AlertStatus::Superseded,
+            "cancelled" => AlertStatus::Cancelled,
+            "expired" => AlertStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A bounding box in degrees: `[min_lon, min_lat, max_lon, max_lat]`.
+pub type BBox = [f64; 4];
+
+/// A row of `alerts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// Server id (URL-safe, time-ordered).
+    pub id: String,
+    /// CAP `identifier`.
+    pub identifier: String,
+    /// CAP `sender`.
+    pub sender: String,
+    /// CAP `sent`, as written.
+    pub sent: String,
+    /// CAP `sent` as an instant, Unix ms.
+    pub sent_at: i64,
+    /// CAP `status` (`Actual`, `Exercise`, `System`, `Test`, `Draft`).
+    pub cap_status: String,
+    /// CAP `msgType` (`Alert`, `Update`, `Cancel`, …).
+    pub msg_type: String,
+    /// Lifecycle state.
+    pub status: AlertStatus,
+    /// The latest `expires` of its infos, Unix ms.
+    pub expires_at: Option<i64>,
+    /// Bounds of all its areas.
+    pub bbox: Option<BBox>,
+    /// The CAP 1.2 XML.
+    pub cap_xml: String,
+    /// The JSON form (`docs/cap-json.md`), as text.
+    pub cap_json: String,
+    /// The alert that superseded or cancelled this one.
+    pub superseded_by: Option<String>,
+    /// The issuing user.
+    pub created_by: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+    /// Last change, Unix ms.
+    pub updated_at: i64,
+}
+
+const ALERT_COLUMNS: &str = "id, identifier, sender, sent, sent_at, cap_status, msg_type, status, \
+    expires_at, min_lon, min_lat, max_lon, max_lat, cap_xml, cap_json, superseded_by, created_by, \
+    created_at, updated_at";
+
+impl AlertRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let status: String = row.try_get("status")?;
+        let bbox = match (
+            row.try_get::<Option<f64>, _>("min_lon")?,
+            row.try_get::<Option<f64>, _>("min_lat")?,
+            row.try_get::<Option<f64>, _>("max_lon")?,
+            row.try_get::<Option<f64>, _>("max_lat")?,
+        ) {
+            (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+            _ => None,
+        };
+        Ok(AlertRecord {
+            id: row.try_get("id")?,
+            identifier: row.try_get("identifier")?,
+            sender: row.try_get("sender")?,
+            sent: row.try_get("sent")?,
+            sent_at: row.try_get("sent_at")?,
+            cap_status: row.try_get("cap_status")?,
+            msg_type: row.try_get("msg_type")?,
+            status: AlertStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("alerts.status '{status}'")))?,
+            expires_at: row.try_get("expires_at")?,
+            bbox,
+            cap_xml: row.try_get("cap_xml")?,
+            cap_json: row.try_get("cap_json")?,
+            superseded_by: row.try_get("superseded_by")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Which alerts [`Store::alerts_page`] returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertFilter {
+    /// CAP identifier equals.
+    pub identifier: Option<String>,
+    /// CAP sender equals.
+    pub sender: Option<String>,
+    /// Lifecycle state equals.
+    pub status: Option<AlertStatus>,
+    /// CAP status equals (`Actual` for the public feed).
+    pub cap_status: Option<String>,
+    /// Only alerts not expired at this instant (Unix ms).
+    pub unexpired_at: Option<i64>,
+    /// Only ids less than this one (the cursor: the last id of the previous page).
+    pub before_id: Option<String>,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// A delivery's state. `Sending` carries the attempt in progress (1 for the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// A worker is sending it.
+    Sending {
+        /// The attempt under way, from 1.
+        attempt: u32,
+    },
+    /// The channel accepted it.
+    Delivered,
+    /// Given up (permanent error, or attempts exhausted).
+    Failed,
+    /// Not sent: the alert expired or was cancelled first.
+    Expired,
+}
+
+impl DeliveryState {
+    /// The stored (and API) name of the state, without the attempt.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Sending { .. } => "sending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Expired => "expired",
+        }
+    }
+
+    /// Reads a stored state; `attempt` is the row's attempt counter.
+    pub fn parse(name: &str, attempt: u32) -> Option<Self> {
+        Some(match name {
+            "queued" => DeliveryState::Queued,
+            "sending" => DeliveryState::Sending { attempt },
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            "expired" => DeliveryState::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing more will happen to the delivery.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Delivered | DeliveryState::Failed | DeliveryState::Expired
+        )
+    }
+}
+
+/// A delivery to enqueue with an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Who receives it (a subscription id).
+    pub recipient_id: String,
+    /// `email`, `sms`, `push`, …
+    pub channel: String,
+    /// Where: an e-mail address, a phone number, a push subscription (JSON).
+    pub address: String,
+}
+
+/// A row of `alert_deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// Delivery id: the idempotency key every message carries.
+    pub id: String,
+    /// The alert.
+    pub alert_id: String,
+    /// The recipient (subscription id).
+    pub recipient_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The address on that channel.
+    pub address: String,
+    /// State.
+    pub state: DeliveryState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Earliest time of the next attempt, Unix ms.
+    pub next_attempt_at: i64,
+    /// Not to be sent after this, Unix ms.
+    pub expires_at: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Last change, Unix ms.
+    pub updated_at: i64,
+}
+
+const DELIVERY_COLUMNS: &str = "id, alert_id, recipient_id, channel, address, state, attempt, \
+    next_attempt_at, expires_at, last_error, updated_at";
+
+impl DeliveryRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let state: String = row.try_get("state")?;
+        let attempt = u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX);
+        Ok(DeliveryRecord {
+            id: row.try_get("id")?,
+            alert_id: row.try_get("alert_id")?,
+            recipient_id: row.try_get("recipient_id")?,
+            channel: row.try_get("channel")?,
+            address: row.try_get("address")?,
+            state: DeliveryState::parse(&state, attempt)
+                .ok_or_else(|| StoreError::Corrupt(format!("alert_deliveries.state '{state}'")))?,
+            attempt,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            expires_at: row.try_get("expires_at")?,
+            last_error: row.try_get("last_error")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// How an attempt ended, for [`Store::complete_delivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Accepted by the channel.
+    Delivered,
+    /// Failed for now; try again at `at` (Unix ms).
+    Retry {
+        /// Next attempt, Unix ms.
+        at: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Dropped unsent (expired or cancelled alert).
+    Expired {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A row of `alert_subscriptions`: someone to alert at a place, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionRecord {
+    /// Subscription id (the recipient id of its deliveries).
+    pub id: String,
+    /// The user who registered it, if any.
+    pub user_id: Option<String>,
+    /// Latitude of the registered location.
+    pub lat: f64,
+    /// Longitude of the registered location.
+    pub lon: f64,
+    /// Preferred language (BCP 47), if any.
+    pub language: Option<String>,
+    /// Least CAP severity to be alerted for (`Extreme` … `Minor`), if any.
+    pub min_severity: Option<String>,
+    /// E-mail address, for the e-mail channel.
+    pub email: Option<String>,
+    /// Phone number (E.164), for the SMS channel.
+    pub phone: Option<String>,
+    /// Web Push subscription (JSON text), for the push channel.
+    pub push: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, user_id, lat, lon, language, min_severity, email, phone, push, created_at";
+
+impl SubscriptionRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(SubscriptionRecord {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+            language: row.try_get("language")?,
+            min_severity: row.try_get("min_severity")?,
+            email: row.try_get("email")?,
+            phone: row.try_get("phone")?,
+            push: row.try_get("push")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// Rows per multi-row INSERT when enqueuing deliveries (8 parameters each).
+const INSERT_BATCH: usize = 500;
+
+impl Store {
+    /// Stores a new alert with its events and deliveries, in one transaction.
+    ///
+    /// `supersedes` are ids of the alerts it references: they become `cancelled` when the
+    /// new alert is a `Cancel` (and their queued deliveries `expired`), `superseded`
+    /// otherwise. [`StoreError::Conflict`] when the identifier/sender/sent triple exists.
+    pub async fn issue_alert(
+        &self,
+        alert: &AlertRecord,
+        supersedes: &[String],
+        deliveries: &[NewDelivery],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let [min_lon, min_lat, max_lon, max_lat] = match alert.bbox {
+            Some(b) => b.map(Some),
+            None => [None; 4],
+        };
+        sqlx::query(&format!(
+            "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(&alert.id)
+        .bind(&alert.identifier)
+        .bind(&alert.sender)
+        .bind(&alert.sent)
+        .bind(alert.sent_at)
+        .bind(&alert.cap_status)
+        .bind(&alert.msg_type)
+        .bind(alert.status.as_str())
+        .bind(alert.expires_at)
+        .bind(min_lon)
+        .bind(min_lat)
+        .bind(max_lon)
+        .bind(max_lat)
+        .bind(&alert.cap_xml)
+        .bind(&alert.cap_json)
+        .bind(alert.superseded_by.clone())
+        .bind(alert.created_by.clone())
+        .bind(alert.created_at)
+        .bind(alert.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            StoreError::from_write(e, "an alert with this identifier, sender and sent exists")
+        })?;
+        let cancel = alert.msg_type == "Cancel";
+        let new_status = if cancel {
+            AlertStatus::Cancelled
+        } else {
+            AlertStatus::Superseded
+        };
+        for old in supersedes {
+            sqlx::query(
+                "UPDATE alerts SET status = $1, superseded_by = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'active'",
+            )
+            .bind(new_status.as_str())
+            .bind(&alert.id)
+            .bind(alert.created_at)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+            if cancel {
+                sqlx::query(
+                    "UPDATE alert_deliveries SET state = 'expired', last_error = 'cancelled', \
+                     updated_at = $1 WHERE alert_id = $2 AND state = 'queued'",
+                )
+                .bind(alert.created_at)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for chunk in deliveries.chunks(INSERT_BATCH) {
+            let mut sql = String::from(
+                "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
+                 state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * 8;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 8
+                ));
+            }
+            sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q
+                    .bind(uuid::Uuid::now_v7().simple().to_string())
+                    .bind(&alert.id)
+                    .bind(&d.recipient_id)
+                    .bind(&d.channel)
+                    .bind(&d.address)
+                    .bind(alert.created_at)
+                    .bind(alert.expires_at)
+                    .bind(alert.created_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The alert with this server id.
+    pub async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(AlertRecord::from_row)
+            .transpose()
+    }
+
+    /// The alert with this CAP identifier, sender and sent instant (Unix ms).
+    pub async fn alert_by_triple(
+        &self,
+        identifier: &str,
+        sender: &str,
+        sent_at: i64,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE identifier = $1 AND sender = $2 \
+             AND sent_at = $3"
+        ))
+        .bind(identifier)
+        .bind(sender)
+        .bind(sent_at)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(AlertRecord::from_row)
+        .transpose()
+    }
+
+    /// Alerts matching `filter`, newest (highest id) first.
+    pub async fn alerts_page(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
+        let mut texts: Vec<String> = Vec::new();
+        let mut push = |sql: &mut String, column: &str, value: String| {
+            texts.push(value);
+            sql.push_str(&format!(" AND {column} = ${}", texts.len()));
+        };
+        if let Some(v) = &filter.identifier {
+            push(&mut sql, "identifier", v.clone());
+        }
+        if let Some(v) = &filter.sender {
+            push(&mut sql, "sender", v.clone());
+        }
+        if let Some(v) = filter.status {
+            push(&mut sql, "status", v.as_str().to_string());
+        }
+        if let Some(v) = &filter.cap_status {
+            push(&mut sql, "cap_status", v.clone());
+        }
+        if let Some(v) = &filter.before_id {
+            texts.push(v.clone());
+            sql.push_str(&format!(" AND id < ${}", texts.len()));
+        }
+        let mut n = texts.len();
+        if filter.unexpired_at.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND (expires_at IS NULL OR expires_at > ${n})"));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+        let mut q = sqlx::query(&sql);
+        for t in texts {
+            q = q.bind(t);
+        }
+        if let Some(at) = filter.unexpired_at {
+            q = q.bind(at);
+        }
+        q.bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(AlertRecord::from_row)
+            .collect()
+    }
+
+    /// Marks active alerts whose `expires_at` is at or before `now` as expired, and expires
+    /// their still-queued deliveries; returns the alerts' ids.
+    pub async fn expire_alerts(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM alerts WHERE status = 'active' AND expires_at IS NOT NULL \
+             AND expires_at <= $1",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+        for id in &ids {
+            sqlx::query("UPDATE alerts SET status = 'expired', updated_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE alert_deliveries SET state = 'expired', last_error = 'alert expired', \
+             updated_at = $1 WHERE state = 'queued' AND expires_at IS NOT NULL \
+             AND expires_at <= $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Claims up to `limit` due deliveries for one worker: queued rows whose
+    /// `next_attempt_at` has come, and sending rows whose lease ran out (their worker died).
+    /// They become `sending`, their attempt counter goes up by one and they are leased
+    /// until `now + lease_ms`. On PostgreSQL concurrent workers skip each other's rows.
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let ids: Vec<String> = sqlx::query(&format!(
+            "SELECT id FROM alert_deliveries WHERE (state = 'queued' AND next_attempt_at <= $1) \
+             OR (state = 'sending' AND lease_until <= $1) ORDER BY next_attempt_at, id \
+             LIMIT $2{lock}"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (0..ids.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let update = format!(
+            "UPDATE alert_deliveries SET state = 'sending', attempt = attempt + 1, \
+             lease_until = $1, updated_at = $2 WHERE id IN ({list})"
+        );
+        let mut q = sqlx::query(&update).bind(now + lease_ms).bind(now);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        let select = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE id IN ({}) \
+             ORDER BY next_attempt_at, id",
+            (0..ids.len())
+                .map(|i| format!("${}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&select);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        let rows = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(DeliveryRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Records how an attempt ended. Only a delivery still `sending` changes (a delivery
+    /// cancelled or reclaimed meanwhile is left alone); returns whether it changed.
+    pub async fn complete_delivery(
+        &self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (state, next, error): (&str, Option<i64>, Option<&str>) = match outcome {
+            DeliveryOutcome::Delivered => ("delivered", None, None),
+            DeliveryOutcome::Retry { at, error } => ("queued", Some(*at), Some(error)),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error)),
+            DeliveryOutcome::Expired { reason } => ("expired", None, Some(reason)),
+        };
+        let done = sqlx::query(
+            "UPDATE alert_deliveries SET state = $1, \
+             next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
+             lease_until = NULL, updated_at = $4 WHERE id = $5 AND state = 'sending'",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(error.map(str::to_string))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(done)
+    }
+
+    /// Number of an alert's deliveries per state name (`queued`, `sending`, …), by channel.
+    pub async fn delivery_counts(
+        &self,
+        alert_id: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        sqlx::query(
+            "SELECT channel, state, CAST(COUNT(*) AS BIGINT) FROM alert_deliveries \
+             WHERE alert_id = $1 GROUP BY channel, state ORDER BY channel, state",
+        )
+        .bind(alert_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
+    /// An alert's deliveries with ids greater than `after`, in id order.
+    pub async fn deliveries_page(
+        &self,
+        alert_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE alert_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(alert_id)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(DeliveryRecord::from_row)
+        .collect()
+    }
+
+    /// Stores a subscription.
+    pub async fn insert_subscription(&self, rec: &SubscriptionRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&rec.id)
+        .bind(rec.user_id.clone())
+        .bind(rec.lat)
+        .bind(rec.lon)
+        .bind(rec.language.clone())
+        .bind(rec.min_severity.clone())
+        .bind(rec.email.clone())
+        .bind(rec.phone.clone())
+        .bind(rec.push.clone())
+        .bind(rec.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
+        Ok(())
+    }
+
+    /// Ends a subscription (STOP, unsubscribe link); false when there is none active.
+    pub async fn deactivate_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("UPDATE alert_subscriptions SET active = 0 WHERE id = $1 AND active = 1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    /// Active subscriptions located inside `bbox` (`min_lon > max_lon` crosses the
+    /// antimeridian) with ids greater than `after`, in id order: the candidates targeting
+    /// then tests against the alert's exact areas.
+    pub async fn subscriptions_in_bbox(
+        &self,
+        bbox: BBox,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let [min_lon, min_lat, max_lon, max_lat] = bbox;
+        let lon = if min_lon <= max_lon {
+            "lon >= $3 AND lon <= $4"
+        } else {
+            "(lon >= $3 OR lon <= $4)"
+        };
+        sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE active = 1 \
+             AND lat >= $1 AND lat <= $2 AND {lon} AND id > $5 ORDER BY id LIMIT $6"
+        ))
+        .bind(min_lat)
+        .bind(max_lat)
+        .bind(min_lon)
+        .bind(max_lon)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(SubscriptionRecord::from_row)
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in [
+            DeliveryState::Queued,
+            DeliveryState::Sending { attempt: 3 },
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+            DeliveryState::Expired,
+        ] {
+            assert_eq!(DeliveryState::parse(s.name(), 3), Some(s));
+        }
+        assert!(DeliveryState::parse("lost", 0).is_none());
+        for s in [
+            AlertStatus::Active,
+            AlertStatus::Superseded,
+            AlertStatus::Cancelled,
+            AlertStatus::Expired,
+        ] {
+            assert_eq!(AlertStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

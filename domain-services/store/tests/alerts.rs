@@ -1,0 +1,339 @@
+//! Conformance of the alerting tables: lifecycle, the unique CAP triple, targeting
+//! candidates, and the delivery queue (claim, lease, retry, idempotency, cancel, expiry) on
+//! SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used)]
+
+use nexus_store::testing::{fresh_postgres_store, sqlite_store};
+use nexus_store::{
+    AlertFilter, AlertRecord, AlertStatus, Backend, DeliveryOutcome, DeliveryState, NewDelivery,
+    NewEvent, Store, StoreError, SubscriptionRecord,
+};
+
+/// Runs `scenario` on a fresh SQLite store and, when configured, a fresh PostgreSQL store.
+macro_rules! on_every_backend {
+    ($name:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let sqlite = sqlite_store(dir.path()).await;
+            assert_eq!(sqlite.backend(), Backend::Sqlite);
+            $scenario(sqlite).await;
+            if let Some(pg) = fresh_postgres_store().await {
+                assert_eq!(pg.backend(), Backend::Postgres);
+                $scenario(pg).await;
+            }
+        }
+    };
+}
+
+fn alert(id: &str, identifier: &str, msg_type: &str, expires_at: Option<i64>) -> AlertRecord {
+    AlertRecord {
+        id: id.into(),
+        identifier: identifier.into(),
+        sender: "authority@example.org".into(),
+        sent: "2024-06-12T14:57:00-07:00".into(),
+        sent_at: 1_718_229_420_000,
+        cap_status: "Actual".into(),
+        msg_type: msg_type.into(),
+        status: AlertStatus::Active,
+        expires_at,
+        bbox: Some([-1.0, 50.0, 1.0, 52.0]),
+        cap_xml: "<alert/>".into(),
+        cap_json: "{}".into(),
+        superseded_by: None,
+        created_by: Some("u1".into()),
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn to(recipient: &str, channel: &str) -> NewDelivery {
+    NewDelivery {
+        recipient_id: recipient.into(),
+        channel: channel.into(),
+        address: format!("{recipient}@example.org"),
+    }
+}
+
+async fn lifecycle_supersede_cancel_and_the_unique_triple(store: Store) {
+    let ev = NewEvent::new("nexus.crisis", "a1", "alert.issued", "{}");
+    store
+        .issue_alert(&alert("a1", "FLOOD-1", "Alert", None), &[], &[], &[ev])
+        .await
+        .unwrap();
+    assert_eq!(store.events_for("a1").await.unwrap().len(), 1);
+    let dup = store
+        .issue_alert(&alert("a2", "FLOOD-1", "Alert", None), &[], &[], &[])
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let found = store
+        .alert_by_triple("FLOOD-1", "authority@example.org", 1_718_229_420_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "a1");
+    assert_eq!(found.bbox, Some([-1.0, 50.0, 1.0, 52.0]));
+
+    let mut update = alert("a3", "FLOOD-2", "Update", None);
+    update.sent_at += 60_000;
+    store
+        .issue_alert(&update, &["a1".into()], &[], &[])
+        .await
+        .unwrap();
+    let a1 = store.alert("a1").await.unwrap().unwrap();
+    assert_eq!(a1.status, AlertStatus::Superseded);
+    assert_eq!(a1.superseded_by.as_deref(), Some("a3"));
+
+    let mut cancel = alert("a4", "FLOOD-3", "Cancel", None);
+    cancel.sent_at += 120_000;
+    store
+        .issue_alert(&cancel, &["a3".into()], &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.alert("a3").await.unwrap().unwrap().status,
+        AlertStatus::Cancelled
+    );
+
+    // Lists: newest first, filters, cursor.
+    let all = store
+        .alerts_page(&AlertFilter {
+            limit: 10,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a4", "a3", "a1"]);
+    let active = store
+        .alerts_page(&AlertFilter {
+            status: Some(AlertStatus::Active),
+            limit: 10,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, "a4");
+    let page = store
+        .alerts_page(&AlertFilter {
+            before_id: Some("a4".into()),
+            limit: 1,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].id, "a3");
+    let by_identifier = store
+        .alerts_page(&AlertFilter {
+            identifier: Some("FLOOD-2".into()),
+            sender: Some("authority@example.org".into()),
+            limit: 10,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_identifier.len(), 1);
+}
+on_every_backend!(
+    lifecycle_supersede_cancel_and_the_unique_triple_on_every_backend,
+    lifecycle_supersede_cancel_and_the_unique_triple
+);
+
+async fn delivery_queue_claims_leases_retries_and_is_idempotent(store: Store) {
+    let deliveries = vec![to("r1", "email"), to("r1", "sms"), to("r2", "email")];
+    store
+        .issue_alert(
+            &alert("a1", "X", "Alert", Some(1_000_000)),
+            &[],
+            &deliveries,
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts = store.delivery_counts("a1").await.unwrap();
+    assert_eq!(
+        counts.iter().map(|c| c.2).sum::<i64>(),
+        3,
+        "one row per (alert, recipient, channel): {counts:?}"
+    );
+
+    // A claim leases every due row; nothing is due again until the lease runs out.
+    let claimed = store.claim_deliveries(2_000, 10_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        claimed
+            .iter()
+            .all(|d| d.state == DeliveryState::Sending { attempt: 1 })
+    );
+    assert!(
+        store
+            .claim_deliveries(3_000, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Outcomes: delivered, retry later, failed.
+    let [a, b, c] = [&claimed[0], &claimed[1], &claimed[2]];
+    assert!(
+        store
+            .complete_delivery(&a.id, &DeliveryOutcome::Delivered, 3_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_delivery(&a.id, &DeliveryOutcome::Delivered, 3_000)
+            .await
+            .unwrap(),
+        "only a sending row completes"
+    );
+    let retry = DeliveryOutcome::Retry {
+        at: 5_000,
+        error: "503".into(),
+    };
+    store.complete_delivery(&b.id, &retry, 3_000).await.unwrap();
+    store
+        .complete_delivery(
+            &c.id,
+            &DeliveryOutcome::Failed {
+                error: "400".into(),
+            },
+            3_000,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(4_000, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_deliveries(5_000, 1_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, b.id, "the retry keeps its idempotency key");
+    assert_eq!(again[0].state, DeliveryState::Sending { attempt: 2 });
+    assert_eq!(again[0].last_error.as_deref(), Some("503"));
+
+    // The worker dies: its lease runs out and the row is claimed again, same key.
+    let reclaimed = store.claim_deliveries(6_001, 1_000, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, b.id);
+    assert_eq!(reclaimed[0].state, DeliveryState::Sending { attempt: 3 });
+
+    let page = store.deliveries_page("a1", None, 10).await.unwrap();
+    assert_eq!(page.len(), 3);
+    let states: Vec<_> = page.iter().map(|d| d.state.name()).collect();
+    assert!(states.contains(&"delivered") && states.contains(&"failed"));
+}
+on_every_backend!(
+    delivery_queue_claims_leases_retries_and_is_idempotent_on_every_backend,
+    delivery_queue_claims_leases_retries_and_is_idempotent
+);
+
+async fn cancel_and_expiry_stop_pending_deliveries(store: Store) {
+    store
+        .issue_alert(
+            &alert("a1", "X", "Alert", Some(10_000)),
+            &[],
+            &[to("r1", "email"), to("r2", "email")],
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut cancel = alert("a2", "Y", "Cancel", None);
+    cancel.sent_at += 1;
+    store
+        .issue_alert(&cancel, &["a1".into()], &[], &[])
+        .await
+        .unwrap();
+    let page = store.deliveries_page("a1", None, 10).await.unwrap();
+    assert!(page.iter().all(|d| d.state == DeliveryState::Expired));
+    assert!(
+        store
+            .claim_deliveries(2_000, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut later = alert("a3", "Z", "Alert", Some(10_000));
+    later.sent_at += 2;
+    store
+        .issue_alert(&later, &[], &[to("r1", "sms")], &[])
+        .await
+        .unwrap();
+    assert!(store.expire_alerts(9_999).await.unwrap().is_empty());
+    assert_eq!(store.expire_alerts(10_000).await.unwrap(), ["a3"]);
+    assert_eq!(
+        store.alert("a3").await.unwrap().unwrap().status,
+        AlertStatus::Expired
+    );
+    let page = store.deliveries_page("a3", None, 10).await.unwrap();
+    assert_eq!(page[0].state, DeliveryState::Expired);
+    let unexpired = store
+        .alerts_page(&AlertFilter {
+            unexpired_at: Some(10_000),
+            limit: 10,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(unexpired.iter().all(|a| a.id == "a2"), "{unexpired:?}");
+}
+on_every_backend!(
+    cancel_and_expiry_stop_pending_deliveries_on_every_backend,
+    cancel_and_expiry_stop_pending_deliveries
+);
+
+async fn subscriptions_are_found_by_bounding_box(store: Store) {
+    for (id, lat, lon) in [("s1", 51.5, -0.1), ("s2", 48.8, 2.3), ("s3", -40.0, 179.5)] {
+        store
+            .insert_subscription(&SubscriptionRecord {
+                id: id.into(),
+                user_id: None,
+                lat,
+                lon,
+                language: None,
+                min_severity: None,
+                email: Some(format!("{id}@example.org")),
+                phone: None,
+                push: None,
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let london = store
+        .subscriptions_in_bbox([-1.0, 51.0, 1.0, 52.0], None, 10)
+        .await
+        .unwrap();
+    assert_eq!(london.len(), 1);
+    assert_eq!(london[0].id, "s1");
+    let across = store
+        .subscriptions_in_bbox([179.0, -41.0, -179.0, -39.0], None, 10)
+        .await
+        .unwrap();
+    assert_eq!(across[0].id, "s3");
+    let europe = store
+        .subscriptions_in_bbox([-5.0, 40.0, 5.0, 55.0], Some("s1"), 10)
+        .await
+        .unwrap();
+    assert_eq!(europe.len(), 1, "paged after s1");
+    assert!(store.deactivate_subscription("s2").await.unwrap());
+    assert!(
+        store
+            .subscriptions_in_bbox([-5.0, 40.0, 5.0, 55.0], None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id == "s1")
+    );
+}
+on_every_backend!(
+    subscriptions_are_found_by_bounding_box_on_every_backend,
+    subscriptions_are_found_by_bounding_box
+);
