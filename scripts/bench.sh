@@ -3,7 +3,7 @@
 # lifted, runs the k6 scenarios in loadtests/k6/ against it (bounded in time), and rewrites the
 # generated section of docs/benchmarks.md with the figures, the date, the machine and the command.
 #   BENCH_DURATION=20s   per-scenario duration
-#   BENCH_SCENARIOS="auth gateway"  k6 scripts (loadtests/k6/<name>.js) to run
+#   BENCH_SCENARIOS="auth gateway healthcare"  k6 scripts (loadtests/k6/<name>.js) to run
 #   BENCH_NEXUS_BIN=path          benchmark this binary instead of building one
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/common.sh
 
 duration="${BENCH_DURATION:-20s}"
-scenarios="${BENCH_SCENARIOS:-auth gateway}"
+scenarios="${BENCH_SCENARIOS:-auth gateway healthcare}"
 K6="$(scripts/install-k6.sh)"
 if [ -n "${BENCH_NEXUS_BIN:-}" ]; then
     bin="$BENCH_NEXUS_BIN"    # a prebuilt binary (skips the build)
@@ -38,12 +38,14 @@ done
 log "nexus (release) listening on $addr"
 
 api_key="$(NEXUS_DATA_DIR="$work/data" "$bin" apikey create --name bench 2>/dev/null)"
+# The healthcare scenario publishes slots as a provider (a role only admins or the CLI grant).
+provider_token="$(NEXUS_DATA_DIR="$work/data" "$bin" token --sub bench-provider --role provider --ttl 7200)"
 
 results="$work/results.md"
 for s in $scenarios; do
     summary="$work/$s.json"
     log "k6 scenario $s ($duration per stage)"
-    "$K6" run --quiet -e BASE_URL="http://$addr" -e DURATION="$duration" -e API_KEY="$api_key" --summary-export "$summary" \
+    "$K6" run --quiet -e BASE_URL="http://$addr" -e DURATION="$duration" -e API_KEY="$api_key" -e PROVIDER_TOKEN="$provider_token" --summary-export "$summary" \
         "loadtests/k6/$s.js" >&2 || log "k6 thresholds failed for $s (figures are still recorded)"
     python3 scripts/k6-summary.py "$s" "$summary" >>"$results"
 done

@@ -4,7 +4,8 @@ import json
 import sys
 
 TARGETS = {"login": "p99 < 500 ms (argon2id-bound)", "profile": "p95 < 200 ms, p99 < 500 ms",
-           "publisher": "p95 < 200 ms, p99 < 500 ms"}
+           "publisher": "p95 < 200 ms, p99 < 500 ms", "booking": "p95 < 200 ms, p99 < 500 ms",
+           "records": "p95 < 200 ms, p99 < 500 ms"}
 
 name, path = sys.argv[1], sys.argv[2]
 metrics = json.load(open(path))["metrics"]

@@ -12,6 +12,7 @@ mod http;
 mod metrics;
 mod openapi_extra;
 mod realtime;
+mod rooms;
 mod rtc;
 mod secrets;
 mod serve;

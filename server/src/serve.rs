@@ -123,6 +123,7 @@ pub async fn run(config: Config) -> Result<()> {
         mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
         geo,
         realtime: Arc::new(crate::realtime::GatewayRealtime(gateway.clone())),
+        rooms: Arc::new(crate::rooms::SfuRooms(sfu.clone())),
     };
     let metrics = Metrics::new();
     let rtc = crate::rtc::routes(sfu.clone(), keys.clone());
@@ -138,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.trusted_proxies.clone(),
         config.request_timeout,
     );
+    let reminders = api.clone();
     let app = crate::http::app(api, edge.clone(), &config, rtc);
     let tls = tls_acceptor(&config)?;
     let listener = TcpListener::bind(config.http_addr)
@@ -161,6 +163,26 @@ pub async fn run(config: Config) -> Result<()> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => edge.prune(),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+    {
+        // Appointment reminders: every node runs a pass every 10 s; the store hands each
+        // appointment to one pass only.
+        let shutdown = shutdown.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let now = nexus_store::now_ms();
+                        let pass = nexus_api::healthcare::send_due_reminders(&reminders, now);
+                        if let Err(e) = pass.await {
+                            tracing::warn!(error = %e, "appointment reminders failed");
+                        }
+                    }
                     () = shutdown.cancelled() => break,
                 }
             }

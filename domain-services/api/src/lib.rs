@@ -23,6 +23,10 @@
 //!   and the clustered map; [`geofences`] — geofence CRUD;
 //! - [`geo_service`] — the task that owns the geo index, and its handle [`GeoService`];
 //! - [`realtime`] — the [`Realtime`] port to the gateway;
+//! - [`healthcare`] — providers, slots, appointments, consultations in SFU rooms, the
+//!   waiting queue, disease surveillance; [`fhir`] — FHIR R4 health records
+//!   (`OperationOutcome` errors); [`education`] — courses, enrollments, live classes;
+//! - [`rooms`] — the [`Rooms`] port to the SFU;
 //! - [`events`], [`mail`], [`validate`], [`state`] — the
 //!   pieces handlers share.
 //!
@@ -37,14 +41,18 @@
 pub mod alerts;
 pub mod auth;
 pub mod crisis;
+pub mod education;
 pub mod events;
 pub mod extract;
+pub mod fhir;
 pub mod geo_service;
 pub mod geofences;
+pub mod healthcare;
 pub mod mail;
 pub mod problem;
 pub mod rbac;
 pub mod realtime;
+pub mod rooms;
 pub mod state;
 pub mod users;
 pub mod validate;
@@ -54,6 +62,7 @@ pub use geo_service::GeoService;
 pub use problem::{FieldError, Problem, ProblemKind};
 pub use rbac::Principal;
 pub use realtime::{BoxFuture, NoRealtime, Realtime};
+pub use rooms::{NoRooms, Rooms};
 pub use state::{ApiState, AuthSettings};
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -71,7 +80,9 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "users", description = "Profiles, settings, roles, GDPR erasure and export"),
         (name = "admin", description = "Administration"),
         (name = "crisis", description = "Crisis map: incidents, verification, volunteers, resources, shelters, hazards, geofences; geo results are GeoJSON"),
+        (name = "healthcare", description = "Providers, slots, appointments, consultations in SFU rooms, the waiting queue, disease surveillance; FHIR R4 records answer errors as OperationOutcome"),
         (name = "alerts", description = "CAP 1.2 alerts: issue, lifecycle, ATOM feed, subscriptions, deliveries"),
+        (name = "education", description = "Courses, enrollments and live classes in SFU rooms"),
     )
 )]
 pub struct ApiDoc;
@@ -126,6 +137,9 @@ pub fn router() -> OpenApiRouter<ApiState> {
             .merge(users::routes())
             .merge(crisis::routes())
             .merge(geofences::routes())
+            .merge(healthcare::routes())
+            .merge(fhir::routes())
+            .merge(education::routes())
             .merge(alerts::routes()),
     )
 }

@@ -3,6 +3,7 @@
 use crate::geo_service::GeoService;
 use crate::mail::Mailer;
 use crate::realtime::Realtime;
+use crate::rooms::Rooms;
 use nexus_auth::TokenKeys;
 use nexus_store::Store;
 use std::sync::Arc;
@@ -46,4 +47,6 @@ pub struct ApiState {
     pub geo: GeoService,
     /// Publishes to the realtime gateway's channels.
     pub realtime: Arc<dyn Realtime>,
+    /// Moderates SFU rooms (admit, close) for consultations.
+    pub rooms: Arc<dyn Rooms>,
 }

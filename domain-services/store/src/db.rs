@@ -48,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_alerts.sql"),
         postgres: include_str!("../migrations/postgres/0004_alerts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "health_education",
+        sqlite: include_str!("../migrations/sqlite/0005_health_education.sql"),
+        postgres: include_str!("../migrations/postgres/0005_health_education.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.

@@ -22,6 +22,9 @@
 //!   columns when available);
 //! - [`alerts`] — CAP alerts and their lifecycle, alert subscriptions, the durable
 //!   per-recipient delivery queue;
+//! - [`healthcare`] — providers, slots, appointments (no double booking), consultations,
+//!   FHIR resources, disease-surveillance case reports;
+//! - [`education`] — courses, enrollments, live classes, assessments, certificates;
 //! - [`error`] — [`StoreError`].
 //!
 //! # Example
@@ -48,7 +51,9 @@ pub mod consumers;
 pub mod credentials;
 pub mod crisis;
 pub mod db;
+pub mod education;
 pub mod error;
+pub mod healthcare;
 pub mod outbox;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -62,7 +67,15 @@ pub use consumers::DeadLetter;
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};
 pub use crisis::{CrisisObjectRecord, GeofenceRecord, ReportRecord, Vote, VoteOutcome};
 pub use db::{Backend, Store};
+pub use education::{
+    AssessmentRecord, CertificateRecord, ClassRecord, CourseRecord, EnrollmentRecord, Standing,
+    SubmissionRecord,
+};
 pub use error::StoreError;
+pub use healthcare::{
+    AppointmentRecord, AppointmentStatus, CaseOutcome, CaseReportRecord, ConsultationRecord,
+    FhirRecord, ProviderQuery, ProviderRecord, SlotRecord,
+};
 pub use outbox::{NewEvent, OutboxRow};
 pub use users::{UserPatch, UserRecord};
 

@@ -257,6 +257,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::healthcare::erase_person_in(&mut tx, id).await?;
         let n = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -170,6 +170,36 @@ impl Server {
         self.raw(method, path, &headers, raw).await
     }
 
+    /// Like [`Server::raw`], but `None` when the connection fails before a response arrives.
+    pub async fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Option<Resp> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let resp = self.client.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Some(Resp {
+            status,
+            headers,
+            body,
+            json,
+        })
+    }
+
     /// Sends a request with explicit headers and raw body.
     pub async fn raw(
         &self,
