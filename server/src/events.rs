@@ -29,6 +29,7 @@ pub async fn start(
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
+    gateway: nexus_gateway::Gateway,
 ) -> Result<()> {
     let bus = bus(config, store).await?;
     tracing::info!(bus = bus.name(), "event bus ready");
@@ -54,7 +55,7 @@ pub async fn start(
     let core = Consumer::new(
         REALTIME_CORE,
         [Domain::Crisis, Domain::Healthcare].map(Topics::logical),
-        Arc::new(RealtimeCore),
+        Arc::new(RealtimeCore { gateway }),
     );
     let consumer = spawn_consumer(bus, core, shutdown.clone());
     tasks.spawn(async move {
@@ -88,13 +89,68 @@ fn kafka_bus(_brokers: &str, _prefix: &str, _store: &Store) -> Result<Arc<dyn Ev
     anyhow::bail!("kafka.brokers is set but this nexus was built without the `kafka` feature")
 }
 
-/// The real-time core's handler: records (logs) what it receives.
-struct RealtimeCore;
+/// The real-time core's consumer of domain events: incidents (`incident.*`) go to the
+/// gateway's `incidents` channel, located, so geo-filtered crisis-map subscribers get exactly
+/// the ones inside their box. Delivery is at least once; the consumer remembers processed event
+/// ids, so a redelivered event is not published twice.
+struct RealtimeCore {
+    gateway: nexus_gateway::Gateway,
+}
+
+/// The gateway channel of the live crisis map.
+const INCIDENTS_CHANNEL: &str = "incidents";
+
+/// The public map payload of an incident event: its data without the reporter, plus the event
+/// type.
+fn incident_publication(event: &CloudEvent) -> Option<serde_json::Value> {
+    if !event.event_type.starts_with("incident.") {
+        return None;
+    }
+    let mut data = event.data.clone();
+    let obj = data.as_object_mut()?;
+    obj.remove("reporter_id");
+    obj.insert("event".into(), event.event_type.clone().into());
+    Some(data)
+}
 
 #[async_trait::async_trait]
 impl Handler for RealtimeCore {
     async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError> {
         tracing::debug!(r#type = %event.event_type, subject = event.key(), id = %event.id, "event received");
+        if let Some(data) = incident_publication(event) {
+            self.gateway
+                .publish(INCIDENTS_CHANNEL, data)
+                .await
+                .map_err(|e| HandlerError::Transient(format!("gateway publish: {e}")))?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, data: serde_json::Value) -> CloudEvent {
+        serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "e1", "source": "/nexus/crisis", "type": kind,
+            "subject": "i1", "data": data,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn incidents_reach_the_map_without_their_reporter() {
+        let e = event(
+            "incident.reported",
+            serde_json::json!({"id": "i1", "location": {"lat": 1.0, "lon": 2.0}, "reporter_id": "u9"}),
+        );
+        let p = incident_publication(&e).unwrap();
+        assert_eq!(p["event"], "incident.reported");
+        assert_eq!(p["location"]["lon"], 2.0);
+        assert!(p.get("reporter_id").is_none());
+        assert!(
+            incident_publication(&event("appointment.created", serde_json::json!({}))).is_none()
+        );
     }
 }

@@ -153,7 +153,15 @@ pub async fn run(config: Config) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let background = tokio_util::task::TaskTracker::new();
-    crate::events::start(&config, &store, &metrics, &shutdown, &background).await?;
+    crate::events::start(
+        &config,
+        &store,
+        &metrics,
+        &shutdown,
+        &background,
+        gateway.clone(),
+    )
+    .await?;
     crate::alerting::start(&config, &store, &shutdown, &background)?;
     {
         let edge = edge.clone();

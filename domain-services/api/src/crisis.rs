@@ -378,7 +378,7 @@ async fn report_incident(
     let event = incident_event(EventType::IncidentReported, &rec);
     state.store.insert_crisis_object(&rec, &[event]).await?;
     let view = incident_view(&rec, (0, 0))?;
-    after_incident_write(&state, &rec, EventType::IncidentReported, &view).await;
+    after_incident_write(&state, &rec).await;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -489,7 +489,7 @@ async fn patch_incident(
     }
     let tally = state.store.incident_votes(&id).await?;
     let view = incident_view(&rec, tally)?;
-    after_incident_write(&state, &rec, kind, &view).await;
+    after_incident_write(&state, &rec).await;
     Ok(Json(view))
 }
 
@@ -559,8 +559,7 @@ async fn verify_incident(
         newly_verified,
     } = outcome;
     if newly_verified {
-        let view = incident_view(&incident, (confirmations, disputes))?;
-        after_incident_write(&state, &incident, EventType::IncidentVerified, &view).await;
+        after_incident_write(&state, &incident).await;
     }
     Ok(Json(VerifyResult {
         id,
@@ -1060,17 +1059,13 @@ async fn geo_list(
     Ok(Json(answer.collection))
 }
 
-/// After an incident write committed: index it, publish it, handle fence transitions.
-async fn after_incident_write(
-    state: &ApiState,
-    rec: &CrisisObjectRecord,
-    kind: EventType,
-    view: &IncidentView,
-) {
+/// After an incident write committed: index it (so this node's reads see it at once) and
+/// handle fence transitions. The live map hears of it through the event bus: the real-time
+/// core consumes the incident's outbox event and publishes it on the gateway's `incidents`
+/// channel (server `events.rs`), so a publication never happens for a write that rolled back
+/// and is retried until the gateway takes it.
+async fn after_incident_write(state: &ApiState, rec: &CrisisObjectRecord) {
     let notices = index_record(state, rec).await;
-    let mut data = serde_json::to_value(view).unwrap_or_default();
-    data["event"] = kind.as_str().into();
-    state.realtime.publish(INCIDENTS_CHANNEL, data).await;
     after_fences(state, notices).await;
 }
 
