@@ -14,12 +14,12 @@ use crate::error::{Disconnect, ErrorCode, GatewayError};
 use crate::gateway::{ConnHandle, Control, Gateway, history_options};
 use crate::geo::{GeoFilter, Location};
 use crate::hub::ConnId;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Queued};
 use crate::protocol::{
     self, ClientInfo, Command, ConnectRequest, ConnectResult, Empty, Method, PresenceResult,
     Publication, RawJson, RefreshResult, SubscribeResult,
 };
-use crate::stats::Stats;
+use crate::stats::{Stats, unix_micros};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use nexus_auth::AuthError;
@@ -102,16 +102,24 @@ impl Gateway {
     }
 }
 
+fn stamp(stamps: &mut Vec<u64>, q: &Queued) {
+    if q.published_us != 0 {
+        stamps.push(q.published_us);
+    }
+}
+
 async fn write_loop<S: Sink<Outgoing> + Unpin>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Queued>,
     outbox: Arc<Outbox>,
     max_batch: usize,
     close_timeout: Duration,
     stats: Arc<Stats>,
 ) {
     let closing = outbox.closing().clone();
-    let mut carry: Option<Bytes> = None;
+    let mut carry: Option<Queued> = None;
+    // Publish times of the publications in the frame being written.
+    let mut stamps: Vec<u64> = Vec::new();
     loop {
         let first = match carry.take() {
             Some(f) => f,
@@ -119,30 +127,34 @@ async fn write_loop<S: Sink<Outgoing> + Unpin>(
                 biased;
                 _ = closing.cancelled() => break,
                 next = rx.recv() => match next {
-                    Some(f) => { outbox.dequeued(f.len()); f }
+                    Some(f) => { outbox.dequeued(f.frame.len()); f }
                     None => break,
                 },
             },
         };
+        stamps.clear();
+        stamp(&mut stamps, &first);
         // Coalesce what is already queued into one frame (newline-separated, as the JSON
         // protocol allows), up to `max_batch` bytes.
         let frame = match rx.try_recv() {
-            Err(_) => first,
+            Err(_) => first.frame,
             Ok(second) => {
-                outbox.dequeued(second.len());
-                let mut buf =
-                    BytesMut::with_capacity(max_batch.min(first.len() + second.len() + 64));
-                buf.extend_from_slice(&first);
+                outbox.dequeued(second.frame.len());
+                let mut buf = BytesMut::with_capacity(
+                    max_batch.min(first.frame.len() + second.frame.len() + 64),
+                );
+                buf.extend_from_slice(&first.frame);
                 let mut next = Some(second);
                 while let Some(f) = next.take() {
-                    if buf.len() + 1 + f.len() > max_batch {
+                    if buf.len() + 1 + f.frame.len() > max_batch {
                         carry = Some(f);
                         break;
                     }
                     buf.extend_from_slice(b"\n");
-                    buf.extend_from_slice(&f);
+                    buf.extend_from_slice(&f.frame);
+                    stamp(&mut stamps, &f);
                     if let Ok(f) = rx.try_recv() {
-                        outbox.dequeued(f.len());
+                        outbox.dequeued(f.frame.len());
                         next = Some(f);
                     }
                 }
@@ -158,6 +170,12 @@ async fn write_loop<S: Sink<Outgoing> + Unpin>(
                     break;
                 }
                 stats.frames_written.fetch_add(1, Relaxed);
+                if !stamps.is_empty() {
+                    let now = unix_micros();
+                    for &t in &stamps {
+                        stats.publish_write.observe_micros(now.saturating_sub(t));
+                    }
+                }
             }
         }
     }

@@ -32,6 +32,9 @@ pub fn router(gw: Gateway) -> Router {
         .with_state(gw)
 }
 
+/// Read buffer of one WebSocket connection.
+const READ_BUFFER_BYTES: usize = 4 << 10;
+
 async fn websocket(State(gw): State<Gateway>, ws: WebSocketUpgrade) -> Response {
     if gw.is_shutting_down() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -40,8 +43,12 @@ async fn websocket(State(gw): State<Gateway>, ws: WebSocketUpgrade) -> Response 
         return (StatusCode::SERVICE_UNAVAILABLE, "connection limit").into_response();
     };
     let max = gw.config().max_frame_bytes;
+    // tungstenite reserves (and touches) its whole read buffer per connection: the 128 KiB
+    // default made an idle connection cost ~140 KiB. Client frames are small commands, and
+    // larger ones still arrive, over several reads.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let tracker = gw.inner.tracker.clone();
             tracker.track_future(async move {

@@ -52,6 +52,8 @@ enum HubCmd {
         frame: Bytes,
         offset: u64,
         location: Option<Location>,
+        /// Unix microseconds of the publish call (0: not a publication).
+        published_us: u64,
     },
     Channels {
         reply: oneshot::Sender<Vec<(String, usize)>>,
@@ -59,7 +61,8 @@ enum HubCmd {
 }
 
 enum SubState {
-    Buffering(Vec<(u64, Bytes)>),
+    /// Kept aside until activation: (offset, frame, publish time).
+    Buffering(Vec<(u64, Bytes, u64)>),
     Live,
 }
 
@@ -69,15 +72,15 @@ struct Sub {
 }
 
 impl Sub {
-    fn deliver(&mut self, frame: &Bytes, offset: u64, buffer_limit: usize) -> bool {
+    fn deliver(&mut self, frame: &Bytes, offset: u64, published_us: u64, limit: usize) -> bool {
         match &mut self.state {
-            SubState::Live => self.outbox.push(frame.clone()),
+            SubState::Live => self.outbox.push_publication(frame.clone(), published_us),
             SubState::Buffering(buf) => {
-                if buf.len() >= buffer_limit {
-                    self.outbox.close(crate::error::Disconnect::SLOW);
+                if buf.len() >= limit {
+                    self.outbox.overflow();
                     return false;
                 }
-                buf.push((offset, frame.clone()));
+                buf.push((offset, frame.clone(), published_us));
                 false
             }
         }
@@ -158,8 +161,10 @@ impl Shard {
                 if let SubState::Buffering(buf) = std::mem::replace(&mut sub.state, SubState::Live)
                 {
                     let mut sent = 0;
-                    for (offset, frame) in buf {
-                        if (offset == 0 || offset > after_offset) && sub.outbox.push(frame) {
+                    for (offset, frame, published_us) in buf {
+                        if (offset == 0 || offset > after_offset)
+                            && sub.outbox.push_publication(frame, published_us)
+                        {
                             sent += 1;
                         }
                     }
@@ -184,6 +189,7 @@ impl Shard {
                 frame,
                 offset,
                 location,
+                published_us,
             } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
@@ -191,19 +197,19 @@ impl Shard {
                 let limit = self.buffer_limit;
                 let mut sent = 0u64;
                 for sub in ch.plain.values_mut() {
-                    sent += u64::from(sub.deliver(&frame, offset, limit));
+                    sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
                 }
                 match location {
                     None => {
                         for (sub, _) in ch.geo.values_mut() {
-                            sent += u64::from(sub.deliver(&frame, offset, limit));
+                            sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
                         }
                     }
                     Some(loc) if !ch.geo.is_empty() => {
                         ch.index.matches(&loc, &mut self.scratch);
                         for id in &self.scratch {
                             if let Some((sub, _)) = ch.geo.get_mut(id) {
-                                sent += u64::from(sub.deliver(&frame, offset, limit));
+                                sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
                             }
                         }
                     }
@@ -301,7 +307,14 @@ impl Hub {
             .await;
     }
 
-    async fn fanout(&self, channel: &str, frame: Bytes, offset: u64, location: Option<Location>) {
+    async fn fanout(
+        &self,
+        channel: &str,
+        frame: Bytes,
+        offset: u64,
+        location: Option<Location>,
+        published_us: u64,
+    ) {
         let _ = self
             .shard(channel)
             .send(HubCmd::Fanout {
@@ -309,6 +322,7 @@ impl Hub {
                 frame,
                 offset,
                 location,
+                published_us,
             })
             .await;
     }
@@ -383,6 +397,7 @@ impl EventSink {
             EngineEvent::Publication {
                 channel,
                 publication,
+                published_us,
             } => {
                 let ns = config.namespace(&channel);
                 let location = match ns {
@@ -391,7 +406,7 @@ impl EventSink {
                 };
                 let frame = encode_publication(&channel, &publication);
                 stats.publications_delivered.fetch_add(1, Relaxed);
-                hub.fanout(&channel, frame, publication.offset, location)
+                hub.fanout(&channel, frame, publication.offset, location, published_us)
                     .await;
             }
             EngineEvent::Join { channel, info } | EngineEvent::Leave { channel, info }
@@ -401,11 +416,11 @@ impl EventSink {
             }
             EngineEvent::Join { channel, info } => {
                 let frame = encode_join(&channel, &info);
-                hub.fanout(&channel, frame, 0, None).await;
+                hub.fanout(&channel, frame, 0, None, 0).await;
             }
             EngineEvent::Leave { channel, info } => {
                 let frame = encode_leave(&channel, &info);
-                hub.fanout(&channel, frame, 0, None).await;
+                hub.fanout(&channel, frame, 0, None, 0).await;
             }
         }
     }
@@ -414,6 +429,7 @@ impl EventSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Queued;
 
     fn shard(limit: usize) -> Shard {
         Shard {
@@ -424,7 +440,7 @@ mod tests {
         }
     }
 
-    fn sub(s: &mut Shard, ch: &str, conn: ConnId, geo: Option<GeoBox>) -> mpsc::Receiver<Bytes> {
+    fn sub(s: &mut Shard, ch: &str, conn: ConnId, geo: Option<GeoBox>) -> mpsc::Receiver<Queued> {
         let (outbox, rx) = Outbox::new(8, 1 << 20, s.stats.clone());
         let (ack, _) = oneshot::channel();
         s.handle(HubCmd::Subscribe {
@@ -443,11 +459,12 @@ mod tests {
             frame: Bytes::from_static(body.as_bytes()),
             offset,
             location,
+            published_us: 0,
         });
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Bytes> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<Bytes> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|q| q.frame)).collect()
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! [`Outbox::push`], which never waits: when the queue is full (in messages or bytes) the
 //! connection is marked for closing with 3008 slow, and everything pushed after that is
 //! dropped. The connection's writer drains the queue into the socket.
+//!
+//! Publications carry the wall-clock time of their publish call, so that the writer can
+//! record publish→write latency once their frame is written.
 
 use crate::error::Disconnect;
 use crate::stats::Stats;
@@ -13,8 +16,16 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// One queued message: an encoded reply or push, and for publications the time (Unix
+/// microseconds) of their publish call (0 for everything else).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) frame: Bytes,
+    pub(crate) published_us: u64,
+}
+
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Queued>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     closing: CancellationToken,
@@ -27,7 +38,7 @@ impl Outbox {
         max_messages: usize,
         max_bytes: usize,
         stats: Arc<Stats>,
-    ) -> (Arc<Outbox>, mpsc::Receiver<Bytes>) {
+    ) -> (Arc<Outbox>, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(max_messages);
         let outbox = Outbox {
             tx,
@@ -42,17 +53,38 @@ impl Outbox {
 
     /// Enqueues a frame; `false` when the connection is closing or just overflowed.
     pub(crate) fn push(&self, frame: Bytes) -> bool {
+        self.push_publication(frame, 0)
+    }
+
+    /// Enqueues a publication's frame, published at `published_us` (Unix microseconds).
+    pub(crate) fn push_publication(&self, frame: Bytes, published_us: u64) -> bool {
         if self.closing.is_cancelled() {
             return false;
         }
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Relaxed);
-        if before + len > self.max_bytes || self.tx.try_send(frame).is_err() {
+        if before + len > self.max_bytes
+            || self
+                .tx
+                .try_send(Queued {
+                    frame,
+                    published_us,
+                })
+                .is_err()
+        {
             self.queued_bytes.fetch_sub(len, Relaxed);
-            self.close(Disconnect::SLOW);
+            self.overflow();
             return false;
         }
         true
+    }
+
+    /// The connection could not take a message: counted, and closed with 3008 slow.
+    pub(crate) fn overflow(&self) {
+        if !self.closing.is_cancelled() {
+            self.stats.queue_overflows.fetch_add(1, Relaxed);
+        }
+        self.close(Disconnect::SLOW);
     }
 
     /// Called by the writer for each frame it takes off the queue.
@@ -92,8 +124,9 @@ mod tests {
         assert!(!ob.push(Bytes::from_static(b"3")));
         assert_eq!(ob.reason(), Some(&Disconnect::SLOW));
         assert!(!ob.push(Bytes::from_static(b"4")));
-        assert_eq!(rx.try_recv().unwrap(), "1");
+        assert_eq!(rx.try_recv().unwrap().frame, "1");
         assert_eq!(stats.snapshot().slow_disconnects, 1);
+        assert_eq!(stats.snapshot().queue_overflows, 1);
     }
 
     #[test]

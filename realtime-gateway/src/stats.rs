@@ -1,6 +1,7 @@
 //! Counters the server exports to Prometheus: plain atomics, updated without locks.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Disconnect codes counted one by one; others are counted together.
 pub const COUNTED_DISCONNECT_CODES: [u16; 14] = [
@@ -28,7 +29,73 @@ pub struct Stats {
     pub publications_delivered: AtomicU64,
     /// Connections closed because their outgoing queue overflowed (3008).
     pub slow_disconnects: AtomicU64,
+    /// Times a connection's outgoing queue (or its subscribe buffer) was full when a message
+    /// came; each closes that connection with 3008.
+    pub queue_overflows: AtomicU64,
+    /// Time from a publish call to the socket write of the frame that carries the
+    /// publication, per delivered publication.
+    pub publish_write: LatencyHistogram,
     disconnects: [AtomicU64; COUNTED_DISCONNECT_CODES.len() + 1],
+}
+
+/// Upper bounds, in microseconds, of the buckets of [`Stats::publish_write`] (a last bucket
+/// takes everything above).
+pub const PUBLISH_WRITE_BUCKETS_MICROS: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 10_000_000,
+];
+
+/// A latency histogram with fixed buckets ([`PUBLISH_WRITE_BUCKETS_MICROS`]), updated with
+/// relaxed atomics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; PUBLISH_WRITE_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in microseconds, observations at or below it)`, cumulative, in
+    /// increasing order; the `+Inf` bucket is [`HistogramSnapshot::count`].
+    pub buckets: Vec<(u64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe_micros(&self, micros: u64) {
+        let i = PUBLISH_WRITE_BUCKETS_MICROS.partition_point(|&b| b < micros);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Reads the buckets (each read is atomic; the whole is not, which scrapes tolerate).
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(PUBLISH_WRITE_BUCKETS_MICROS.len());
+        for (bound, n) in PUBLISH_WRITE_BUCKETS_MICROS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            buckets.push((*bound, cumulative));
+        }
+        let count = cumulative + self.buckets[PUBLISH_WRITE_BUCKETS_MICROS.len()].load(Relaxed);
+        HistogramSnapshot {
+            buckets,
+            count,
+            sum_micros: self.sum_micros.load(Relaxed),
+        }
+    }
+}
+
+/// Wall-clock time in microseconds since the Unix epoch: publications carry it from the
+/// publishing node to every node's writers, so it must be comparable across processes.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -52,6 +119,10 @@ pub struct StatsSnapshot {
     pub publications_delivered: u64,
     /// See [`Stats::slow_disconnects`].
     pub slow_disconnects: u64,
+    /// See [`Stats::queue_overflows`].
+    pub queue_overflows: u64,
+    /// See [`Stats::publish_write`].
+    pub publish_write: HistogramSnapshot,
     /// Disconnects by close code (`0` = any other code).
     pub disconnects: Vec<(u16, u64)>,
 }
@@ -88,6 +159,8 @@ impl Stats {
             publications: self.publications.load(Relaxed),
             publications_delivered: self.publications_delivered.load(Relaxed),
             slow_disconnects: self.slow_disconnects.load(Relaxed),
+            queue_overflows: self.queue_overflows.load(Relaxed),
+            publish_write: self.publish_write.snapshot(),
             disconnects,
         }
     }
@@ -106,5 +179,25 @@ mod tests {
         assert_eq!(snap.slow_disconnects, 1);
         assert!(snap.disconnects.contains(&(3008, 1)));
         assert!(snap.disconnects.contains(&(0, 1)));
+    }
+
+    #[test]
+    fn latencies_fall_into_cumulative_buckets() {
+        let h = LatencyHistogram::default();
+        h.observe_micros(100);
+        h.observe_micros(250);
+        h.observe_micros(3_000);
+        h.observe_micros(60_000_000);
+        let s = h.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.sum_micros, 60_003_350);
+        assert_eq!(s.buckets[0], (250, 2), "bounds are inclusive");
+        assert_eq!(s.buckets[3], (2_500, 2));
+        assert_eq!(s.buckets[4], (5_000, 3));
+        assert_eq!(
+            s.buckets.last(),
+            Some(&(10_000_000, 3)),
+            "+Inf holds the rest"
+        );
     }
 }

@@ -98,8 +98,10 @@ async fn conformance(engine: impl Engine) {
             EngineEvent::Publication {
                 channel,
                 publication,
+                published_us,
             } => {
                 assert_eq!((channel.as_str(), publication.offset), (ch, n));
+                assert!(published_us > 1_600_000_000_000_000, "publish time carried");
                 assert_eq!(publication.data.to_value(), json!({ "n": n }));
                 assert_eq!(publication.info.is_some(), n > 1);
             }
@@ -374,4 +376,109 @@ async fn two_nodes_sharing_redis_deliver_each_others_publications() {
     let sub = &r["connect"]["subs"]["class:9"];
     assert_eq!(sub["recovered"], true, "{r}");
     assert_eq!(sub["publications"][0]["data"]["from"], "a-again");
+}
+
+/// A private `redis-server` on a free port, so that killing its connections disturbs no
+/// other test; stopped on drop.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => Some(PrivateRedis { child, port }),
+            Err(e) => {
+                let required = std::env::var("NEXUS_TEST_REQUIRE_ENGINES").is_ok_and(|v| v == "1");
+                assert!(!required, "redis-server required but not runnable: {e}");
+                eprintln!("note: skipping: cannot run redis-server ({e})");
+                None
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Regression: a node whose Redis pub/sub connection dropped stopped receiving publications
+/// until it was restarted. Now it reconnects and resubscribes its channels.
+#[tokio::test]
+async fn delivery_resumes_after_the_pubsub_connection_is_killed() {
+    let Some(server) = PrivateRedis::start() else {
+        return;
+    };
+    let mut cfg = redis_config();
+    cfg.url = server.url();
+    let client = redis::Client::open(cfg.url.as_str()).unwrap();
+    let mut admin = None;
+    for _ in 0..100 {
+        if let Ok(c) = client.get_multiplexed_async_connection().await {
+            admin = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin = admin.expect("private redis-server up");
+    let engine = redis_with(cfg).await.expect("engine on the private server");
+    let (sink, mut rx) = EventSink::channel(64);
+    engine.attach(sink);
+    engine.subscribe_node("feed").await.unwrap();
+    engine
+        .publish("feed", data(1), None, HISTORY)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut rx).await,
+        EngineEvent::Publication { .. }
+    ));
+
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the engine's pub/sub connection");
+
+    // Publications made while it reconnects are not delivered live (clients recover them);
+    // once it is back, delivery resumes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never resumed"
+        );
+        engine
+            .publish("feed", data(n), None, HISTORY)
+            .await
+            .unwrap();
+        if let Ok(Some(EngineEvent::Publication { publication, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        {
+            assert!(publication.offset >= 2);
+            break;
+        }
+        n += 1;
+    }
 }

@@ -92,6 +92,7 @@ async fn a_stalled_socket_ends_with_slow_and_the_publisher_never_waits() {
         .unwrap();
     let stats = gw.stats();
     assert_eq!(stats.slow_disconnects, 1);
+    assert_eq!(stats.queue_overflows, 1);
     assert!(stats.disconnects.contains(&(3008, 1)));
 
     let mut seen = 0;
@@ -108,6 +109,15 @@ async fn a_stalled_socket_ends_with_slow_and_the_publisher_never_waits() {
     assert_eq!(gw.stats().connections, 1);
     gw.shutdown().await;
     healthy.await.unwrap();
+    // Every publication written to the healthy socket was timed from its publish call.
+    let latency = gw.stats().publish_write;
+    assert!(latency.count >= 100, "{latency:?}");
+    assert!(
+        latency
+            .buckets
+            .last()
+            .is_some_and(|&(_, n)| n == latency.count)
+    );
     let mut last = None;
     while let Ok(m) = rx.try_recv() {
         last = Some(m);

@@ -9,7 +9,7 @@ use nexus_gateway::{
 };
 use nexus_store::Store;
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use std::future::Future;
 use std::pin::Pin;
@@ -65,12 +65,21 @@ pub async fn start(config: &Config, keys: TokenKeys, store: Store) -> Result<Gat
     Ok(gateway)
 }
 
-/// Exposes the gateway's counters, read at scrape time.
+/// Exposes the gateway's counters, read at scrape time: `nexus_gateway_current{what}`,
+/// `nexus_gateway_total{what}` (including `queue_overflows`),
+/// `nexus_gateway_disconnects_total{code}` (close codes; `other` for the rest) and the
+/// `nexus_gateway_publish_write_seconds` histogram (publish call → socket write).
 pub struct GatewayCollector {
     stats: Arc<Stats>,
     gauges: IntGaugeVec,
     counters: IntCounterVec,
+    disconnects: IntCounterVec,
+    publish_write: Desc,
 }
+
+const PUBLISH_WRITE: &str = "nexus_gateway_publish_write_seconds";
+const PUBLISH_WRITE_HELP: &str =
+    "Time from a gateway publish call to the socket write of the frame carrying it";
 
 impl GatewayCollector {
     /// A collector over `stats`.
@@ -91,14 +100,58 @@ impl GatewayCollector {
                 &["what"],
             )
             .expect("valid counter"),
+            disconnects: IntCounterVec::new(
+                Opts::new(
+                    "nexus_gateway_disconnects_total",
+                    "Gateway connections closed, by close code",
+                ),
+                &["code"],
+            )
+            .expect("valid counter"),
+            publish_write: Desc::new(
+                PUBLISH_WRITE.into(),
+                PUBLISH_WRITE_HELP.into(),
+                Vec::new(),
+                Default::default(),
+            )
+            .expect("valid histogram"),
         }
     }
+}
+
+/// The gateway's publish→write histogram as a Prometheus family (its buckets are kept by the
+/// gateway, so the family is built here rather than by a `prometheus::Histogram`).
+fn histogram_family(h: &nexus_gateway::stats::HistogramSnapshot) -> MetricFamily {
+    let buckets = h
+        .buckets
+        .iter()
+        .map(|&(bound, n)| {
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(bound as f64 / 1e6);
+            b.set_cumulative_count(n);
+            b
+        })
+        .collect();
+    let mut hist = proto::Histogram::default();
+    hist.set_sample_count(h.count);
+    hist.set_sample_sum(h.sum_micros as f64 / 1e6);
+    hist.set_bucket(buckets);
+    let mut m = proto::Metric::default();
+    m.set_histogram(hist);
+    let mut f = MetricFamily::default();
+    f.set_name(PUBLISH_WRITE.into());
+    f.set_help(PUBLISH_WRITE_HELP.into());
+    f.set_field_type(MetricType::HISTOGRAM);
+    f.set_metric(vec![m]);
+    f
 }
 
 impl Collector for GatewayCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut d = self.gauges.desc();
         d.extend(self.counters.desc());
+        d.extend(self.disconnects.desc());
+        d.push(&self.publish_write);
         d
     }
 
@@ -117,13 +170,28 @@ impl Collector for GatewayCollector {
             ("publications", &s.publications),
             ("publications_delivered", &s.publications_delivered),
             ("slow_disconnects", &s.slow_disconnects),
+            ("queue_overflows", &s.queue_overflows),
+            ("frames_written", &s.frames_written),
         ] {
             let c = self.counters.with_label_values(&[name]);
             c.reset();
             c.inc_by(v.load(Relaxed));
         }
+        let snap = s.snapshot();
+        for (code, n) in &snap.disconnects {
+            let label = if *code == 0 {
+                "other".to_string()
+            } else {
+                code.to_string()
+            };
+            let c = self.disconnects.with_label_values(&[label.as_str()]);
+            c.reset();
+            c.inc_by(*n);
+        }
         let mut out = self.gauges.collect();
         out.extend(self.counters.collect());
+        out.extend(self.disconnects.collect());
+        out.push(histogram_family(&snap.publish_write));
         out
     }
 }

@@ -118,4 +118,14 @@ async fn responder_receives_an_incident_published_with_a_platform_api_key() {
         metrics.contains(r#"nexus_gateway_total{what="publications"} 1"#),
         "{metrics}"
     );
+    // Issue 5 item 9: overflows, disconnects by close code, publish→write latency.
+    for line in [
+        r#"nexus_gateway_total{what="queue_overflows"} 0"#,
+        r#"nexus_gateway_disconnects_total{code="3008"} 0"#,
+        "# TYPE nexus_gateway_publish_write_seconds histogram",
+        r#"nexus_gateway_publish_write_seconds_bucket{le="0.1"}"#,
+        "nexus_gateway_publish_write_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in {metrics}");
+    }
 }

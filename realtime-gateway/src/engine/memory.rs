@@ -39,6 +39,7 @@ enum Cmd {
         data: RawJson,
         info: Option<ClientInfo>,
         history: HistoryOptions,
+        published_us: u64,
         reply: Reply<StreamPosition>,
     },
     JoinLeave {
@@ -113,6 +114,7 @@ impl Shard {
                     data,
                     info,
                     history,
+                    published_us,
                     reply,
                 } => {
                     let mut publication = Publication {
@@ -141,6 +143,7 @@ impl Shard {
                         sink.deliver(EngineEvent::Publication {
                             channel,
                             publication,
+                            published_us,
                         })
                         .await;
                     }
@@ -289,11 +292,13 @@ impl Engine for MemoryEngine {
         info: Option<ClientInfo>,
         history: HistoryOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, GatewayError>> {
+        let published_us = crate::stats::unix_micros();
         Box::pin(self.call(channel, move |reply| Cmd::Publish {
             channel: channel.to_owned(),
             data,
             info,
             history,
+            published_us,
             reply,
         }))
     }

@@ -76,6 +76,9 @@ pub enum EngineEvent {
         channel: String,
         /// The publication (with its offset when the channel keeps history).
         publication: Publication,
+        /// Wall-clock time of the publish call, in microseconds since the Unix epoch (0:
+        /// unknown); writers measure publish→write latency from it.
+        published_us: u64,
     },
     /// A client subscribed to a presence channel.
     Join {

@@ -5,8 +5,8 @@
 //! Keys, with `P` the configured prefix and `C` the channel:
 //! - `P.stream.C` — stream; entry id `<offset>-0`, field `d` = publication JSON;
 //! - `P.meta.C` — hash: `s` top offset, `e` epoch;
-//! - `P.pub.C` — pub/sub channel; messages `{"k":"p","o":offset,"p":publication}` or
-//!   `{"k":"j"|"l","i":client_info}`;
+//! - `P.pub.C` — pub/sub channel; messages `{"k":"p","o":offset,"t":publish_time_us,
+//!   "p":publication}` or `{"k":"j"|"l","i":client_info}`;
 //! - `P.presence.data.C`, `P.presence.expire.C` — presence.
 //!
 //! Offsets are assigned and publications appended and announced by one Lua script, so every
@@ -19,7 +19,7 @@ use crate::error::GatewayError;
 use crate::protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use futures_util::StreamExt;
 use nexus_auth::token::unix_now;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -78,7 +78,19 @@ struct Inner {
 enum SubCmd {
     Subscribe(String, oneshot::Sender<Result<(), GatewayError>>),
     Unsubscribe(String),
+    /// The pub/sub connection was lost: open a new one, subscribe it to every channel with
+    /// local interest, and hand its stream to the reader.
+    Reconnect,
 }
+
+/// Delays between attempts to reopen a lost pub/sub connection.
+const RECONNECT_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
 
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('hget', KEYS[2], 'e')
@@ -91,7 +103,7 @@ local offset = redis.call('hincrby', KEYS[2], 's', 1)
 if tonumber(ARGV[5]) > 0 then redis.call('expire', KEYS[2], ARGV[5]) end
 redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1])
 redis.call('expire', KEYS[1], ARGV[3])
-redis.call('publish', KEYS[3], '{"k":"p","o":' .. offset .. ',"p":' .. ARGV[1] .. '}')
+redis.call('publish', KEYS[3], '{"k":"p","o":' .. offset .. ',"t":' .. ARGV[6] .. ',"p":' .. ARGV[1] .. '}')
 return {tostring(offset), epoch}
 "#;
 
@@ -136,6 +148,9 @@ struct WireMessage {
     k: String,
     #[serde(default)]
     o: u64,
+    /// Publish time, Unix microseconds (absent from older nodes).
+    #[serde(default)]
+    t: u64,
     #[serde(default)]
     p: Option<Publication>,
     #[serde(default)]
@@ -156,26 +171,16 @@ impl RedisEngine {
         let (sub_sink, stream) = client.get_async_pubsub().await.map_err(engine_err)?.split();
         let sink: Arc<OnceLock<EventSink>> = Arc::new(OnceLock::new());
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(subscriptions(sub_sink, rx));
+        let (streams_tx, streams_rx) = mpsc::channel(1);
+        tokio::spawn(subscriptions(client, sub_sink, rx, streams_tx));
         let prefix = config.prefix.clone();
-        let reader_sink = sink.clone();
-        let pub_prefix = format!("{}.pub.", config.prefix);
-        tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(msg) = stream.next().await {
-                let Some(channel) = msg.get_channel_name().strip_prefix(&pub_prefix) else {
-                    continue;
-                };
-                let Some(event) = decode_message(channel, msg.get_payload_bytes()) else {
-                    tracing::warn!(%channel, "undecodable message from Redis");
-                    continue;
-                };
-                if let Some(sink) = reader_sink.get() {
-                    sink.deliver(event).await;
-                }
-            }
-            tracing::error!("Redis pub/sub connection closed: cross-node delivery stopped");
-        });
+        tokio::spawn(read_pubsub(
+            stream,
+            streams_rx,
+            tx.downgrade(),
+            sink.clone(),
+            format!("{}.pub.", config.prefix),
+        ));
         Ok(RedisEngine {
             inner: Arc::new(Inner {
                 conn,
@@ -195,9 +200,87 @@ impl RedisEngine {
     }
 }
 
+/// Reads the node's pub/sub stream into the hub. When the connection drops, asks the
+/// subscription owner to reconnect and goes on with the new stream; publications made while
+/// no connection was up are not delivered live (clients get them by recovery).
+async fn read_pubsub(
+    mut stream: PubSubStream,
+    mut streams: mpsc::Receiver<PubSubStream>,
+    subs: mpsc::WeakSender<SubCmd>,
+    sink: Arc<OnceLock<EventSink>>,
+    pub_prefix: String,
+) {
+    loop {
+        while let Some(msg) = stream.next().await {
+            let Some(channel) = msg.get_channel_name().strip_prefix(&pub_prefix) else {
+                continue;
+            };
+            let Some(event) = decode_message(channel, msg.get_payload_bytes()) else {
+                tracing::warn!(%channel, "undecodable message from Redis");
+                continue;
+            };
+            if let Some(sink) = sink.get() {
+                sink.deliver(event).await;
+            }
+        }
+        // The engine is gone when its command sender is: nothing to reconnect for.
+        let Some(subs) = subs.upgrade() else { return };
+        tracing::warn!("Redis pub/sub connection lost: reconnecting");
+        if subs.send(SubCmd::Reconnect).await.is_err() {
+            return;
+        }
+        drop(subs);
+        match streams.recv().await {
+            Some(s) => stream = s,
+            None => return,
+        }
+    }
+}
+
+/// Opens a pub/sub connection subscribed to `keys`, retrying with backoff until it works;
+/// `None` once the engine is dropped (`rx` closed).
+async fn reopen(
+    client: &redis::Client,
+    keys: impl Iterator<Item = String> + Clone,
+    rx: &mpsc::Receiver<SubCmd>,
+) -> Option<(PubSubSink, PubSubStream)> {
+    let mut attempt = 0;
+    loop {
+        if rx.is_closed() {
+            return None;
+        }
+        let opened = async {
+            let (mut sink, stream) = client.get_async_pubsub().await?.split();
+            for key in keys.clone() {
+                sink.subscribe(&key).await?;
+            }
+            Ok::<_, redis::RedisError>((sink, stream))
+        }
+        .await;
+        match opened {
+            Ok(pair) => {
+                tracing::info!(attempt, "Redis pub/sub connection restored");
+                return Some(pair);
+            }
+            Err(e) => {
+                let delay = RECONNECT_BACKOFF[attempt.min(RECONNECT_BACKOFF.len() - 1)];
+                tracing::warn!(error = %e, ?delay, "Redis pub/sub reconnect failed");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// The pub/sub subscription owner: counts local interest per channel and (un)subscribes the
-/// node's pub/sub connection when the count leaves or reaches zero.
-async fn subscriptions(mut sink: PubSubSink, mut rx: mpsc::Receiver<SubCmd>) {
+/// node's pub/sub connection when the count leaves or reaches zero; reopens the connection
+/// when the reader reports it lost.
+async fn subscriptions(
+    client: redis::Client,
+    mut sink: PubSubSink,
+    mut rx: mpsc::Receiver<SubCmd>,
+    streams: mpsc::Sender<PubSubStream>,
+) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -227,6 +310,16 @@ async fn subscriptions(mut sink: PubSubSink, mut rx: mpsc::Receiver<SubCmd>) {
                     }
                 }
             }
+            SubCmd::Reconnect => {
+                let Some((new_sink, stream)) = reopen(&client, counts.keys().cloned(), &rx).await
+                else {
+                    return;
+                };
+                sink = new_sink;
+                if streams.send(stream).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -241,6 +334,7 @@ fn decode_message(channel: &str, payload: &[u8]) -> Option<EngineEvent> {
             Some(EngineEvent::Publication {
                 channel,
                 publication,
+                published_us: m.t,
             })
         }
         "j" => Some(EngineEvent::Join {
@@ -291,11 +385,12 @@ impl Engine for RedisEngine {
         info: Option<ClientInfo>,
         history: HistoryOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, GatewayError>> {
+        let published_us = crate::stats::unix_micros();
         Box::pin(async move {
             let stored = stored_json(&data, info.as_ref())?;
             let mut conn = self.inner.conn.clone();
             if !history.enabled() {
-                let msg = format!("{{\"k\":\"p\",\"o\":0,\"p\":{stored}}}");
+                let msg = format!("{{\"k\":\"p\",\"o\":0,\"t\":{published_us},\"p\":{stored}}}");
                 let _: i64 = conn
                     .publish(self.key("pub", channel), msg)
                     .await
@@ -313,6 +408,7 @@ impl Engine for RedisEngine {
                 .arg(history.ttl.as_secs().max(1))
                 .arg(new_epoch())
                 .arg(self.inner.meta_ttl)
+                .arg(published_us)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(engine_err)?;
@@ -489,14 +585,16 @@ mod tests {
     fn wire_messages_decode() {
         let ev = decode_message(
             "c",
-            br#"{"k":"p","o":7,"p":{"data":{"a":1},"info":{"user":"u","client":"x"}}}"#,
+            br#"{"k":"p","o":7,"t":42,"p":{"data":{"a":1},"info":{"user":"u","client":"x"}}}"#,
         );
         match ev {
             Some(EngineEvent::Publication {
                 channel,
                 publication,
+                published_us,
             }) => {
                 assert_eq!(channel, "c");
+                assert_eq!(published_us, 42);
                 assert_eq!(publication.offset, 7);
                 assert_eq!(publication.data.as_str(), r#"{"a":1}"#);
                 assert_eq!(publication.info.map(|i| i.user), Some("u".into()));

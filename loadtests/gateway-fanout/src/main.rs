@@ -1,0 +1,690 @@
+//! Fan-out benchmark of the Nexus realtime gateway (issue 5).
+//!
+//! Starts a release `nexus serve` (or targets one by URL), opens N WebSocket connections
+//! (Centrifugo JSON protocol) whose token subscribes them server-side to one channel, then
+//! publishes 200-byte messages through `POST /api/publish` at increasing rates and measures,
+//! per rate step: deliveries/s, p50/p99 publish→receive latency (the publish time travels in
+//! the payload), and the server's CPU time. Before the steps it measures the server's memory
+//! per idle connection (`VmRSS` from `/proc/PID/status` before and after connecting).
+//!
+//! Bounded: stops by itself after `--max-secs` (default 110 s) or at the first saturated
+//! step; binds only 127.0.0.x.
+//!
+//! ```text
+//! cargo run --release -- --nexus-bin ../target/release/nexus            # starts nexus itself
+//! cargo run --release -- --url http://127.0.0.1:8080 --api-key K --token T [--nexus-pid P]
+//! ```
+//! Options: `--connections 10000 --rates 10,25,50,100 --step-secs 8 --source-ips 4
+//! --channel incidents:bench --payload-bytes 200 --max-secs 110 --connect-concurrency 200
+//! --max-p99-ms 2000` (a step that delivers < 90 %, or whose p99 is above this, is the last).
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Latency buckets: 100 µs wide below 100 ms, 1 ms wide up to 10 s, then one overflow bucket.
+const FINE: u64 = 100_000;
+const COARSE: u64 = 10_000_000;
+const BUCKETS: usize = (FINE / 100 + (COARSE - FINE) / 1000 + 1) as usize;
+const MAX_STEPS: usize = 16;
+
+struct Args {
+    url: Option<String>,
+    nexus_bin: Option<String>,
+    api_key: Option<String>,
+    token: Option<String>,
+    nexus_pid: Option<u32>,
+    connections: usize,
+    rates: Vec<u64>,
+    step_secs: u64,
+    source_ips: u8,
+    channel: String,
+    payload_bytes: usize,
+    max_secs: u64,
+    connect_concurrency: usize,
+    max_p99_ms: f64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        url: None,
+        nexus_bin: None,
+        api_key: None,
+        token: None,
+        nexus_pid: None,
+        connections: 10_000,
+        rates: vec![10, 25, 50, 100],
+        step_secs: 8,
+        source_ips: 4,
+        channel: "incidents:bench".into(),
+        payload_bytes: 200,
+        max_secs: 110,
+        connect_concurrency: 200,
+        max_p99_ms: 2000.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => a.url = Some(val()?),
+            "--nexus-bin" => a.nexus_bin = Some(val()?),
+            "--api-key" => a.api_key = Some(val()?),
+            "--token" => a.token = Some(val()?),
+            "--nexus-pid" => a.nexus_pid = Some(val()?.parse()?),
+            "--connections" => a.connections = val()?.parse()?,
+            "--rates" => {
+                a.rates = val()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--step-secs" => a.step_secs = val()?.parse()?,
+            "--source-ips" => a.source_ips = val()?.parse()?,
+            "--channel" => a.channel = val()?,
+            "--payload-bytes" => a.payload_bytes = val()?.parse()?,
+            "--max-secs" => a.max_secs = val()?.parse()?,
+            "--connect-concurrency" => a.connect_concurrency = val()?.parse()?,
+            "--max-p99-ms" => a.max_p99_ms = val()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "{}",
+                    include_str!("main.rs")
+                        .lines()
+                        .take_while(|l| l.starts_with("//!"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other} (see --help)"),
+        }
+    }
+    if a.url.is_none() == a.nexus_bin.is_none() {
+        bail!("give exactly one of --url or --nexus-bin");
+    }
+    if a.rates.is_empty() || a.rates.len() > MAX_STEPS || a.rates.contains(&0) {
+        bail!("--rates: 1 to {MAX_STEPS} positive rates");
+    }
+    if a.source_ips == 0 {
+        bail!("--source-ips must be at least 1");
+    }
+    Ok(a)
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Raises the soft open-files limit to the hard one (10k sockets need more than 1024).
+fn raise_nofile() -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// Per-step counters shared by all receivers.
+struct Meter {
+    step: AtomicUsize,
+    deliveries: Vec<AtomicU64>,
+    hist: Vec<Vec<AtomicU64>>,
+    connected: AtomicUsize,
+    closed: AtomicUsize,
+    close_codes: std::sync::Mutex<std::collections::BTreeMap<u16, usize>>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            step: AtomicUsize::new(0),
+            deliveries: (0..=MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
+            hist: (0..=MAX_STEPS)
+                .map(|_| (0..BUCKETS).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            connected: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
+            close_codes: Default::default(),
+        }
+    }
+
+    fn record(&self, latency_us: u64) {
+        let s = self.step.load(Relaxed);
+        self.deliveries[s].fetch_add(1, Relaxed);
+        let b = if latency_us < FINE {
+            latency_us / 100
+        } else if latency_us < COARSE {
+            FINE / 100 + (latency_us - FINE) / 1000
+        } else {
+            BUCKETS as u64 - 1
+        };
+        self.hist[s][b as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The `q` quantile of step `s`, in milliseconds (upper edge of its bucket).
+    fn quantile_ms(&self, s: usize, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.hist[s].iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                let i = i as u64;
+                let upper_us = if i < FINE / 100 {
+                    (i + 1) * 100
+                } else {
+                    FINE + (i - FINE / 100 + 1) * 1000
+                };
+                return Some(upper_us as f64 / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+/// One subscriber: connect, wait for the connect reply (with the server-side subscription),
+/// then read until the end, answering pings and timing publications.
+#[allow(clippy::too_many_arguments)] // one task's whole context, spawned in one place
+async fn subscriber(
+    i: usize,
+    server: SocketAddr,
+    ws_url: Arc<str>,
+    token: Arc<str>,
+    channel: Arc<str>,
+    source_ips: u8,
+    meter: Arc<Meter>,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+) {
+    let setup = async {
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            1 + (i % usize::from(source_ips)) as u8,
+        ));
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(src, 0))?;
+        let tcp = sock.connect(server).await?;
+        tcp.set_nodelay(true)?;
+        let (mut ws, _) = tokio_tungstenite::client_async(&*ws_url, tcp).await?;
+        let connect = format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"bench"}}}}"#);
+        ws.send(Message::Text(connect.into())).await?;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await
+                .context("connect reply timed out")?
+                .ok_or_else(|| anyhow!("closed before the connect reply"))??;
+            if let Message::Text(t) = msg
+                && t.contains(r#""id":1"#)
+            {
+                if !t.contains(&format!(r#""{channel}""#)) {
+                    bail!("connect reply without the server-side subscription: {t}");
+                }
+                return Ok(ws);
+            }
+        }
+    };
+    let mut ws = match setup.await {
+        Ok(ws) => {
+            meter.connected.fetch_add(1, Relaxed);
+            let _ = ready.send(Ok(()));
+            ws
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut code = 0u16;
+    while let Some(msg) = ws.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(f)) => {
+                code = f.map_or(1005, |f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                code = 1006;
+                break;
+            }
+        };
+        let now = unix_micros();
+        let mut pong = false;
+        for line in text.as_str().split('\n') {
+            if line == "{}" {
+                pong = true;
+            } else if let Some(p) = line.find(r#""ts":"#) {
+                let digits = &line[p + 5..];
+                let end = digits
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(digits.len());
+                if let Ok(ts) = digits[..end].parse::<u64>() {
+                    meter.record(now.saturating_sub(ts));
+                }
+            }
+        }
+        if pong && ws.send(Message::Text("{}".into())).await.is_err() {
+            code = 1006;
+            break;
+        }
+    }
+    meter.connected.fetch_sub(1, Relaxed);
+    meter.closed.fetch_add(1, Relaxed);
+    if let Ok(mut codes) = meter.close_codes.lock() {
+        *codes.entry(code).or_default() += 1;
+    }
+}
+
+/// A minimal keep-alive HTTP/1.1 client for `POST /api/publish`.
+struct Publisher {
+    io: BufReader<TcpStream>,
+    host: String,
+    api_key: String,
+}
+
+impl Publisher {
+    async fn connect(server: SocketAddr, api_key: &str) -> Result<Publisher> {
+        let tcp = TcpStream::connect(server).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Publisher {
+            io: BufReader::new(tcp),
+            host: server.to_string(),
+            api_key: api_key.to_string(),
+        })
+    }
+
+    async fn publish(&mut self, body: &str) -> Result<()> {
+        let req = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nX-API-Key: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            self.api_key,
+            body.len()
+        );
+        self.io.get_mut().write_all(req.as_bytes()).await?;
+        let mut status = String::new();
+        self.io.read_line(&mut status).await?;
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if self.io.read_line(&mut h).await? == 0 {
+                bail!("connection closed");
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut buf = vec![0; len];
+        self.io.read_exact(&mut buf).await?;
+        if !status.contains(" 200 ") || buf.windows(8).any(|w| w == b"\"error\":") {
+            bail!(
+                "publish failed: {} {}",
+                status.trim(),
+                String::from_utf8_lossy(&buf)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Publishes at `rate`/s for `secs` over up to 32 keep-alive connections (one request at a
+/// time each); returns the published and failed counts.
+async fn publish_step(
+    server: SocketAddr,
+    api_key: &str,
+    channel: &str,
+    payload_bytes: usize,
+    rate: u64,
+    secs: u64,
+    seq: Arc<AtomicU64>,
+) -> Result<(u64, u64)> {
+    let lanes = rate.clamp(1, 32);
+    let per_lane = rate as f64 / lanes as f64;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..lanes {
+        let mut p = Publisher::connect(server, api_key).await?;
+        let channel = channel.to_string();
+        let seq = seq.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_lane));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < until {
+                tick.tick().await;
+                let n = seq.fetch_add(1, Relaxed);
+                let head = format!(r#"{{"ts":{},"seq":{n},"pad":""#, unix_micros());
+                let pad = payload_bytes.saturating_sub(head.len() + 2);
+                let body = format!(
+                    r#"{{"channel":"{channel}","data":{head}{}"}}}}"#,
+                    "x".repeat(pad)
+                );
+                match p.publish(&body).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            eprintln!("publish error: {e}");
+                        }
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await?;
+        ok += o;
+        failed += f;
+    }
+    Ok((ok, failed))
+}
+
+/// A `nexus serve` started by the harness; killed on drop.
+struct Nexus {
+    child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start_nexus(bin: &str, channel: &str) -> Result<(Nexus, SocketAddr, String, String)> {
+    let dir = std::env::temp_dir().join(format!("gateway-fanout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let secret = format!(
+        "bench-{:x}-{:x}-secret-secret-secret",
+        std::process::id(),
+        unix_micros()
+    );
+    let env = |cmd: &mut tokio::process::Command| {
+        cmd.env("NEXUS_DATA_DIR", &dir)
+            .env("NEXUS_JWT_SECRET", &secret)
+            .env("NEXUS_HTTP_ADDR", "127.0.0.1:0")
+            .env("NEXUS_SFU_UDP_ADDR", "127.0.0.1:0")
+            .env("NEXUS_RATE_LIMIT_PER_IP", "0")
+            .env("NEXUS_RATE_LIMIT_PER_USER", "0")
+            .env("NEXUS_LOG", "warn,nexus=info")
+            .env("NEXUS_LOG_FORMAT", "json")
+            .env_remove("NEXUS_REDIS_URL");
+    };
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    env(&mut cmd);
+    let mut child = cmd.spawn().with_context(|| format!("spawn {bin}"))?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let nexus = Nexus {
+        child,
+        dir: dir.clone(),
+    };
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains(r#""listening""#) {
+                let v: serde_json::Value = serde_json::from_str(&line)?;
+                let addr = v["addr"].as_str().context("addr")?.parse::<SocketAddr>()?;
+                return Ok::<_, anyhow::Error>(addr);
+            }
+        }
+        bail!("nexus exited before listening")
+    })
+    .await
+    .context("nexus did not start in 60 s")??;
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let run = |args: Vec<&str>| {
+        let mut c = tokio::process::Command::new(bin);
+        c.args(args).stderr(std::process::Stdio::null());
+        env(&mut c);
+        c
+    };
+    let out = run(vec!["apikey", "create", "--name", "bench"])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("nexus apikey create failed");
+    }
+    let api_key = String::from_utf8(out.stdout)?.trim().to_string();
+    let out = run(vec![
+        "token",
+        "--sub",
+        "bench",
+        "--channels",
+        channel,
+        "--ttl",
+        "3600",
+    ])
+    .output()
+    .await?;
+    if !out.status.success() {
+        bail!("nexus token failed");
+    }
+    let token = String::from_utf8(out.stdout)?.trim().to_string();
+    Ok((nexus, addr, api_key, token))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.max_secs);
+    let nofile = raise_nofile()?;
+    if nofile < args.connections as u64 + 256 {
+        bail!(
+            "open-files limit {nofile} is too low for {} connections",
+            args.connections
+        );
+    }
+
+    let (_nexus, server, api_key, token, pid) = match (&args.nexus_bin, &args.url) {
+        (Some(bin), _) => {
+            let (n, addr, key, token) = start_nexus(bin, &args.channel).await?;
+            let pid = n.child.id();
+            (Some(n), addr, key, token, pid)
+        }
+        (None, Some(url)) => {
+            let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+            let addr: SocketAddr = hostport.parse().context("--url must be http://IP:PORT")?;
+            if !addr.ip().is_loopback() {
+                bail!("this harness only targets loopback addresses");
+            }
+            let key = args.api_key.clone().context("--url needs --api-key")?;
+            let token = args.token.clone().context("--url needs --token")?;
+            (None, addr, key, token, args.nexus_pid)
+        }
+        (None, None) => unreachable!("checked in parse_args"),
+    };
+    eprintln!("nexus at {server} (pid {pid:?}); open-files limit {nofile}");
+
+    let rss_before = pid.and_then(rss_kib);
+    let meter = Arc::new(Meter::new());
+    meter.step.store(MAX_STEPS, Relaxed); // deliveries before the first step go to the spare slot
+    let ws_url: Arc<str> = format!("ws://{server}/connection/websocket").into();
+    let (token, channel): (Arc<str>, Arc<str>) = (token.into(), args.channel.clone().into());
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency));
+    let t0 = Instant::now();
+    let mut readies = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let permit = gate.clone().acquire_owned().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (u, t, c, m) = (
+            ws_url.clone(),
+            token.clone(),
+            channel.clone(),
+            meter.clone(),
+        );
+        let src = args.source_ips;
+        tokio::spawn(subscriber(i, server, u, t, c, src, m, tx));
+        readies.push(tokio::spawn(async move {
+            let r = rx.await.unwrap_or_else(|_| Err(anyhow!("subscriber died")));
+            drop(permit);
+            r
+        }));
+        if Instant::now() > deadline {
+            bail!("deadline reached while connecting ({i} connections)");
+        }
+    }
+    let mut failed = 0;
+    for r in readies {
+        if let Err(e) = r.await? {
+            failed += 1;
+            if failed <= 3 {
+                eprintln!("connection failed: {e:#}");
+            }
+        }
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let connected = meter.connected.load(Relaxed);
+    eprintln!("{connected} connected ({failed} failed) in {connect_secs:.1} s");
+    if connected == 0 {
+        bail!("no connection");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = pid.and_then(rss_kib);
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / connected as f64),
+        _ => None,
+    };
+
+    println!(
+        "\n| publications/s offered | published | deliveries/s | complete | p50 ms | p99 ms | nexus CPU s/s | deliveries per nexus CPU-s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut best: Option<(f64, f64, f64)> = None;
+    for (s, &rate) in args.rates.iter().enumerate() {
+        if Instant::now() + Duration::from_secs(args.step_secs + 2) > deadline {
+            eprintln!("time budget reached: skipping rates from {rate}/s on");
+            break;
+        }
+        let alive = meter.connected.load(Relaxed);
+        let cpu0 = pid.and_then(cpu_secs);
+        let w0 = Instant::now();
+        meter.step.store(s, Relaxed);
+        let (published, pub_failed) = publish_step(
+            server,
+            &api_key,
+            &args.channel,
+            args.payload_bytes,
+            rate,
+            args.step_secs,
+            seq.clone(),
+        )
+        .await?;
+        // Let the tail arrive, then account it to this step.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let window = w0.elapsed().as_secs_f64();
+        meter.step.store(MAX_STEPS, Relaxed);
+        let cpu = match (cpu0, pid.and_then(cpu_secs)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let delivered = meter.deliveries[s].load(Relaxed);
+        let expected = published * alive as u64;
+        let complete = delivered as f64 / expected.max(1) as f64;
+        // Over the whole window, tail included: a conservative rate.
+        let rate_out = delivered as f64 / window;
+        let p50 = meter.quantile_ms(s, 0.50).unwrap_or(f64::NAN);
+        let p99 = meter.quantile_ms(s, 0.99).unwrap_or(f64::NAN);
+        let cpu_s = cpu.map_or("n/a".into(), |c| format!("{:.2}", c / window));
+        let per_cpu = cpu.map_or("n/a".into(), |c| {
+            format!("{:.0}", delivered as f64 / c.max(1e-9))
+        });
+        println!(
+            "| {rate} | {published} ({pub_failed} failed) | {rate_out:.0} | {:.1}% | {p50:.1} | {p99:.1} | {cpu_s} | {per_cpu} |",
+            complete * 100.0
+        );
+        if complete >= 0.99 && best.is_none_or(|(r, _, _)| rate_out > r) {
+            best = Some((rate_out, p50, p99));
+        }
+        let lost = args.connections - meter.connected.load(Relaxed);
+        if complete < 0.9 || p99 > args.max_p99_ms || lost * 100 > args.connections {
+            eprintln!(
+                "saturated at {rate} publications/s (complete {complete:.3}, p99 {p99:.1} ms, {lost} connections lost): stopping"
+            );
+            break;
+        }
+    }
+
+    println!();
+    println!(
+        "connections: {connected} of {} in {connect_secs:.1} s over {} source address(es)",
+        args.connections, args.source_ips
+    );
+    match (rss_before, rss_after, per_conn) {
+        (Some(b), Some(a), Some(p)) => println!(
+            "nexus RSS: {b} KiB before, {a} KiB after connecting → {:.1} KiB per idle connection",
+            p
+        ),
+        _ => println!("nexus RSS: unknown (no --nexus-pid)"),
+    }
+    if let Some((r, p50, p99)) = best {
+        println!("best complete step: {r:.0} deliveries/s, p50 {p50:.1} ms, p99 {p99:.1} ms");
+    }
+    let codes = meter
+        .close_codes
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    println!(
+        "connections closed during the run: {} {codes:?}",
+        meter.closed.load(Relaxed)
+    );
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
