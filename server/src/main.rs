@@ -16,7 +16,9 @@ mod rooms;
 mod rtc;
 mod secrets;
 mod serve;
+mod sfu_metrics;
 mod telemetry;
+mod turn;
 
 use std::process::ExitCode;
 

@@ -63,6 +63,18 @@ fn rtc() {}
     responses((status = 200, description = "HTML page", content_type = "text/html")))]
 fn rtc_client() {}
 
+/// The consultation page: camera and microphone preview, sign-in or `#token=…`, waiting room.
+#[utoipa::path(get, path = "/consult/{room}", tag = "media",
+    params(("room" = String, Path, description = "Room name (`consult-<consultation id>`)")),
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+fn consult_page() {}
+
+/// The class page: as the consultation page, plus raise hand (students) and grant (teacher).
+#[utoipa::path(get, path = "/class/{room}", tag = "media",
+    params(("room" = String, Path, description = "Room name (`class-<class id>`)")),
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+fn class_page() {}
+
 /// SFU metrics in Prometheus text format (rooms, participants, packets, loss).
 #[utoipa::path(get, path = "/metrics/sfu", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
@@ -90,7 +102,7 @@ fn gateway_api() {}
 /// Documentation of the routes served outside the annotated API.
 #[derive(OpenApi)]
 #[openapi(
-    paths(whip, whip_delete, whip_patch, whep, whep_delete, rtc, rtc_client, sfu_metrics, gateway_websocket, gateway_api),
+    paths(whip, whip_delete, whip_patch, whep, whep_delete, rtc, rtc_client, consult_page, class_page, sfu_metrics, gateway_websocket, gateway_api),
     tags(
         (name = "media", description = "WebRTC SFU signaling: WHIP, WHEP and the room protocol"),
         (name = "realtime", description = "Centrifugo-compatible WebSocket gateway and its server API"),

@@ -1,6 +1,7 @@
 //! WebRTC signaling over HTTP: WHIP, WHEP and the room protocol's WebSocket, in front of the
 //! SFU (`nexus-sfu-net`). Tokens are verified here; the SFU checks room and grants.
 
+use crate::turn::Turn;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -17,6 +18,9 @@ use std::time::Duration;
 /// The minimal browser client (WHIP/WHEP and room protocol), served at `/rtc/client`.
 const CLIENT_PAGE: &str = include_str!("../../web/rtc-client.html");
 
+/// The consultation and class page, served at `/consult/{room}` and `/class/{room}`.
+const ROOM_PAGE: &str = include_str!("../../web/room.html");
+
 /// How long a WebSocket may stay open without sending `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,11 +28,14 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 struct RtcState {
     sfu: SfuHandle,
     keys: TokenKeys,
+    turn: Option<Turn>,
 }
 
 /// The SFU's HTTP surface: `POST/DELETE/PATCH /whip/…`, `POST/DELETE/PATCH /whep/…`,
-/// `GET /rtc` (WebSocket), `GET /rtc/client` (test client page), `GET /metrics/sfu`.
-pub fn routes(sfu: SfuHandle, keys: TokenKeys) -> Router {
+/// `GET /rtc` (WebSocket), `GET /rtc/client` (test client page), `GET /consult/{room}` and
+/// `GET /class/{room}` (the browser page), `GET /metrics/sfu`. With
+/// `turn`, sessions are told the TURN servers and their credentials (see [`crate::turn`]).
+pub fn routes(sfu: SfuHandle, keys: TokenKeys, turn: Option<Turn>) -> Router {
     Router::new()
         .route("/whip/{room}", post(whip))
         .route(
@@ -42,8 +49,10 @@ pub fn routes(sfu: SfuHandle, keys: TokenKeys) -> Router {
         )
         .route("/rtc", get(room_socket))
         .route("/rtc/client", get(client_page))
+        .route("/consult/{room}", get(room_page))
+        .route("/class/{room}", get(room_page))
         .route("/metrics/sfu", get(sfu_metrics))
-        .with_state(RtcState { sfu, keys })
+        .with_state(RtcState { sfu, keys, turn })
 }
 
 /// Maps SFU errors to problem+json.
@@ -105,7 +114,13 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, Problem> {
         .map_err(|_| Problem::new(ProblemKind::MalformedBody, "the SDP is not UTF-8"))
 }
 
-fn created(kind: &str, room: &str, session: SessionId, answer: String) -> Response {
+fn created(
+    kind: &str,
+    room: &str,
+    session: SessionId,
+    answer: String,
+    turn: Option<&Turn>,
+) -> Response {
     let location = format!("/{kind}/{room}/{session}");
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
@@ -115,6 +130,11 @@ fn created(kind: &str, room: &str, session: SessionId, answer: String) -> Respon
     );
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
+    }
+    if let Some(turn) = turn {
+        for link in crate::turn::link_headers(&turn.mint(&session.to_string())) {
+            h.append(header::LINK, link);
+        }
     }
     resp
 }
@@ -133,7 +153,7 @@ async fn whip(
         .whip_publish(&room, &claims, offer)
         .await
         .map_err(problem)?;
-    Ok(created("whip", &room, session, answer))
+    Ok(created("whip", &room, session, answer, st.turn.as_ref()))
 }
 
 #[derive(Deserialize)]
@@ -161,7 +181,7 @@ async fn whep(
         .whep_subscribe(&room, &claims, offer, publisher)
         .await
         .map_err(problem)?;
-    Ok(created("whep", &room, session, answer))
+    Ok(created("whep", &room, session, answer, st.turn.as_ref()))
 }
 
 fn session_of(
@@ -219,13 +239,17 @@ async fn room_socket(
     if claims.room.is_none() {
         return Err(problem(SfuError::NotARoomToken));
     }
-    Ok(ws.on_upgrade(move |socket| run_room_socket(socket, st.sfu, claims)))
+    Ok(ws.on_upgrade(move |socket| run_room_socket(socket, st.sfu, claims, st.turn)))
 }
 
 async fn send_json(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
     let Ok(text) = serde_json::to_string(msg) else {
         return false;
     };
+    send_text(socket, text).await
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
     socket
         .send(Message::Text(Utf8Bytes::from(text)))
         .await
@@ -239,7 +263,29 @@ fn error_message(code: &str, message: String) -> ServerMessage {
     }
 }
 
-async fn run_room_socket(mut socket: WebSocket, sfu: SfuHandle, claims: Claims) {
+/// A message for the client: `joined` gains `ice_servers` (TURN servers with credentials for
+/// this participant; empty without TURN).
+fn client_text(msg: &ServerMessage, turn: Option<&Turn>) -> Option<String> {
+    let ServerMessage::Joined { participant, .. } = msg else {
+        return serde_json::to_string(msg).ok();
+    };
+    let mut value = serde_json::to_value(msg).ok()?;
+    let servers: Vec<_> = turn
+        .map(|t| t.mint(&participant.to_string()))
+        .into_iter()
+        .collect();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("ice_servers".into(), serde_json::to_value(servers).ok()?);
+    }
+    serde_json::to_string(&value).ok()
+}
+
+async fn run_room_socket(
+    mut socket: WebSocket,
+    sfu: SfuHandle,
+    claims: Claims,
+    turn: Option<Turn>,
+) {
     // The first message must be `join`.
     let options = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientMessage>(&t) {
@@ -274,7 +320,8 @@ async fn run_room_socket(mut socket: WebSocket, sfu: SfuHandle, claims: Claims) 
             out = messages.recv() => {
                 let Some(msg) = out else { break };
                 let leaving = matches!(msg, ServerMessage::Leave { .. });
-                if !send_json(&mut socket, &msg).await || leaving {
+                let Some(text) = client_text(&msg, turn.as_ref()) else { break };
+                if !send_text(&mut socket, text).await || leaving {
                     break;
                 }
             }
@@ -312,10 +359,76 @@ async fn client_page() -> impl IntoResponse {
     )
 }
 
+/// `GET /consult/{room}`, `GET /class/{room}`: the browser page (the path tells it the kind).
+async fn room_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        ROOM_PAGE,
+    )
+}
+
 /// `GET /metrics/sfu`: the SFU's counters in Prometheus text format.
 async fn sfu_metrics(State(st): State<RtcState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.sfu.stats().await.prometheus(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, TurnConfig};
+    use nexus_sfu_net::{RoomId, RoomKind};
+
+    fn turn() -> Turn {
+        Turn::from_config(&TurnConfig {
+            urls: vec![
+                "turn:turn.example.org:3478".into(),
+                "turns:turn.example.org:5349".into(),
+            ],
+            secret: Some(Secret("s3cret".into())),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn whip_answers_announce_turn_servers_in_link_headers() {
+        let session = ParticipantId::new(0, 42);
+        let resp = created("whip", "r", session, "v=0".into(), Some(&turn()));
+        let links: Vec<_> = resp.headers().get_all(header::LINK).iter().collect();
+        assert_eq!(links.len(), 2);
+        let first = links[0].to_str().unwrap();
+        assert!(first.starts_with("<turn:turn.example.org:3478>; rel=\"ice-server\"; username=\""));
+        assert!(first.contains(&format!(":{session}\"; credential=\"")));
+        let resp = created("whip", "r", session, "v=0".into(), None);
+        assert!(resp.headers().get(header::LINK).is_none());
+    }
+
+    #[test]
+    fn the_joined_message_carries_ice_servers() {
+        let participant = ParticipantId::new(0, 7);
+        let joined = ServerMessage::Joined {
+            participant,
+            room: RoomId::new("consult-1").unwrap(),
+            kind: RoomKind::Consultation,
+            resume_token: "t".into(),
+            can_publish: true,
+            participants: vec![],
+            tracks: vec![],
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&client_text(&joined, Some(&turn())).unwrap()).unwrap();
+        let server = &v["ice_servers"][0];
+        assert_eq!(server["urls"].as_array().unwrap().len(), 2);
+        let username = server["username"].as_str().unwrap();
+        assert!(username.ends_with(&format!(":{participant}")));
+        assert_eq!(
+            server["credential"].as_str().unwrap(),
+            crate::turn::credential("s3cret", username)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&client_text(&joined, None).unwrap()).unwrap();
+        assert_eq!(v["ice_servers"], serde_json::json!([]));
+    }
 }

@@ -126,9 +126,13 @@ pub async fn run(config: Config) -> Result<()> {
         rooms: Arc::new(crate::rooms::SfuRooms(sfu.clone())),
     };
     let metrics = Metrics::new();
-    let rtc = crate::rtc::routes(sfu.clone(), keys.clone());
+    let turn = crate::turn::Turn::from_config(&config.turn);
+    let rtc = crate::rtc::routes(sfu.clone(), keys.clone(), turn);
     metrics.register(Box::new(crate::realtime::GatewayCollector::new(
         gateway.stats_handle(),
+    )));
+    metrics.register(Box::new(crate::sfu_metrics::SfuCollector::start(
+        sfu.clone(),
     )));
     let rtc = rtc.merge(nexus_gateway::router(gateway.clone()));
     let rtc = rtc.merge(crate::realtime::map_page());

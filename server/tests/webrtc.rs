@@ -157,6 +157,25 @@ fn inside_namespace() {
                 vec![Grant::Publish, Grant::Subscribe],
             ),
         )
+        .env("CLASS_ROOM", "class-page")
+        .env(
+            "CLASS_TEACHER_TOKEN",
+            token(
+                "teacher",
+                "class-page",
+                RoomKind::Class,
+                vec![Grant::Publish, Grant::Subscribe, Grant::Admin],
+            ),
+        )
+        .env(
+            "CLASS_STUDENT_TOKEN",
+            token(
+                "student",
+                "class-page",
+                RoomKind::Class,
+                vec![Grant::Subscribe],
+            ),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

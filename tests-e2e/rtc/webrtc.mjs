@@ -5,7 +5,9 @@
 // other. Prints one JSON line with the figures; exits 1 on failure.
 //
 // Environment: NEXUS_BASE (http://ADDR:PORT), ROOM, PUB_TOKEN, SUB_TOKEN, CONSULT_TOKEN_A,
-// CONSULT_TOKEN_B (optional: skips the room-protocol part when unset), CHROMIUM.
+// CONSULT_TOKEN_B (optional: skips the room-protocol part when unset), CLASS_ROOM,
+// CLASS_TEACHER_TOKEN, CLASS_STUDENT_TOKEN (optional: the /class/{room} page — the student
+// raises a hand, the teacher grants, each decodes the other), CHROMIUM.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -94,7 +96,9 @@ try {
     const until3 = deadline(30000);
     let room;
     for (;;) {
-      room = await Promise.all([a, b].map(p => p.evaluate(() => window.nexus.stats(window.room.pc))));
+      // The patient's peer connection exists once its `joined` (after the admit) arrives.
+      room = await Promise.all([a, b].map(p => p.evaluate(() =>
+        window.room.pc ? window.nexus.stats(window.room.pc) : { framesDecoded: 0, audioPackets: 0 })));
       if (room.every(f => f.framesDecoded > need && f.audioPackets > 0) || Date.now() > until3) break;
       await new Promise(r => setTimeout(r, 500));
     }
@@ -103,7 +107,54 @@ try {
   } else {
     result.roomOk = true;
   }
-  result.ok = result.whepOk && result.roomOk && result.deleteStatus === 200;
+  // The class page (web/room.html): teacher and student join with #token=, the student
+  // raises a hand, the teacher grants publish, and each decodes the other's video.
+  if (process.env.CLASS_TEACHER_TOKEN) {
+    const pageStats = p => p.evaluate(async () => {
+      const out = { framesDecoded: 0, audioPackets: 0 };
+      if (!window.nexusRoom.pc) return out;
+      (await window.nexusRoom.pc.getStats()).forEach(r => {
+        if (r.type === "inbound-rtp" && r.kind === "video") out.framesDecoded += r.framesDecoded || 0;
+        if (r.type === "inbound-rtp" && r.kind === "audio") out.audioPackets += r.packetsReceived || 0;
+      });
+      return out;
+    });
+    const waitFor = async (what, ms, fn) => {
+      const until = deadline(ms);
+      for (;;) {
+        const v = await fn();
+        if (v) return v;
+        if (Date.now() > until) throw new Error(`class page: ${what}`);
+        await new Promise(r => setTimeout(r, 300));
+      }
+    };
+    const classPage = async (token) => {
+      const page = await browser.newPage();
+      page.on("console", m => { if (m.type() === "error") console.error("[class]", m.text()); });
+      await page.goto(`${base}/class/${process.env.CLASS_ROOM}#token=${token}`);
+      await page.click("#join");
+      return page;
+    };
+    const teacher = await classPage(process.env.CLASS_TEACHER_TOKEN);
+    await waitFor("teacher joined", 10000, () => teacher.evaluate(() => window.nexusRoom.me));
+    const student = await classPage(process.env.CLASS_STUDENT_TOKEN);
+    await waitFor("student sees the teacher", 30000, async () => (await pageStats(student)).framesDecoded > need);
+    await waitFor("raise-hand button", 10000, () => student.isVisible("#hand"));
+    await student.click("#hand");
+    const grant = teacher.locator("#people button", { hasText: "Grant" });
+    await grant.waitFor({ timeout: 10000 });
+    await grant.click();
+    await waitFor("teacher sees the student", 30000, async () => {
+      const f = await pageStats(teacher);
+      return f.framesDecoded > need && f.audioPackets > 0;
+    });
+    result.classPage = { teacher: await pageStats(teacher), student: await pageStats(student) };
+    await student.click("#leave");
+    result.classOk = true;
+  } else {
+    result.classOk = true;
+  }
+  result.ok = result.whepOk && result.roomOk && result.classOk && result.deleteStatus === 200;
 } catch (e) {
   result.error = String(e && e.stack || e);
 } finally {

@@ -28,7 +28,9 @@
 //! - Forwarding works on depacketized frames (str0m's frame API): str0m answers NACKs with RTX
 //!   and paces; the shard copies each frame (an `Arc<[u8]>`, not the bytes) to every subscriber
 //!   of the track, choosing the simulcast layer per subscriber with [`layer::select_layer`]
-//!   and switching only on a keyframe of the new layer.
+//!   and switching only on a keyframe of the new layer. A subscriber held below the layer it
+//!   wants by its bandwidth estimate gets periodic BWE probes (backing off from 4 s to 32 s), so
+//!   that it moves up again when its link recovers.
 //! - Keyframe requests (PLI/FIR) from subscribers and from layer switches go to the publisher
 //!   at most once per [`ShardConfig::keyframe_interval`] per track and layer.
 //! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),

@@ -31,6 +31,11 @@ const SPEAKER_TICK: Duration = Duration::from_millis(200);
 const TOP_LAYER_HEIGHT: u32 = 720;
 /// Bandwidth BWE probes toward for a subscriber (enough for the top layer of a 720p camera).
 const DESIRED_SUBSCRIBER_BITRATE_KBPS: u64 = 2_500;
+/// First wait before probing for a subscriber held below the layer it asked for; doubled after
+/// every probe that does not lead to an upgrade, up to [`MAX_UPGRADE_PROBE_INTERVAL`].
+const UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(4);
+/// Longest wait between two upgrade probes toward one subscriber.
+const MAX_UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(32);
 
 /// Settings of one shard.
 #[derive(Debug, Clone)]
@@ -288,6 +293,8 @@ struct Peer {
     queued_stops: Vec<Mid>,
     sources: BTreeMap<String, TrackSource>,
     bwe_bps: Option<u64>,
+    /// When to probe next for a subscriber held below its wanted layer, and the wait after it.
+    upgrade_probe: Option<(Instant, Duration)>,
     nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
 }
 
@@ -916,6 +923,7 @@ impl Shard {
             queued_stops: Vec::new(),
             sources: BTreeMap::new(),
             bwe_bps: None,
+            upgrade_probe: None,
             nacks_seen: HashMap::new(),
         })
     }
@@ -1827,9 +1835,10 @@ impl Shard {
         if kind == MediaKind::Audio && self.next_speaker_tick.is_none() {
             self.next_speaker_tick = Some(now + SPEAKER_TICK);
         }
+        // The publisher too: it learns its track ids (for `mute`).
         self.broadcast(
             &room_id,
-            Some(from),
+            None,
             ServerMessage::TrackPublished { track: info },
         );
         let auto: Vec<ParticipantId> = self.room_members(&room_id, |m| {
@@ -2057,13 +2066,24 @@ impl Shard {
                 let current = slot
                     .current_rid
                     .and_then(|r| order.iter().position(|x| *x == r));
-                let target = select_layer(&layers, peer.bwe_bps, slot.max_height, current)
-                    .and_then(|i| order.get(i).copied());
+                let target_index = select_layer(&layers, peer.bwe_bps, slot.max_height, current);
+                let wanted_index = select_layer(&layers, None, slot.max_height, current);
+                if wanted_index > target_index && current == target_index {
+                    probe_for_upgrade(&mut peer.rtc, &mut peer.upgrade_probe, peer.bwe_bps, now);
+                }
+                let target = target_index.and_then(|i| order.get(i).copied());
                 if data.rid != slot.current_rid {
                     // Switch only on a keyframe of the target layer.
                     if data.rid == target && is_keyframe {
                         if slot.current_rid.is_some() {
                             self.stats.layer_switches += 1;
+                        }
+                        if current.is_some_and(|c| target_index > Some(c)) {
+                            // Upgraded: probe again soon if it still wants more.
+                            peer.upgrade_probe = None;
+                        } else if let Some((_, wait)) = peer.upgrade_probe {
+                            // Downgraded: no probe while the link is congested.
+                            peer.upgrade_probe = Some((now + wait, wait));
                         }
                         slot.current_rid = target;
                     } else {
@@ -2255,6 +2275,32 @@ fn on_event(
         }
         _ => None,
     }
+}
+
+/// Called when bandwidth (not size) holds a subscriber below the layer it wants.
+///
+/// str0m's BWE probes for capacity at start, in the application-limited region, or after 15 s
+/// of a stagnant estimate. A subscriber held on a low layer sends too little for the estimate to
+/// grow (it is capped at 1.5x the observed rate) but often too much for ALR, so after its link
+/// recovers it could stay low for a long time. Restarting the estimator from the current
+/// estimate triggers its initial probes (3x and 6x the estimate); a failed probe leaves the
+/// estimate where it was, and the wait until the next one doubles.
+fn probe_for_upgrade(
+    rtc: &mut Rtc,
+    schedule: &mut Option<(Instant, Duration)>,
+    estimate: Option<u64>,
+    now: Instant,
+) {
+    let (due, wait) =
+        *schedule.get_or_insert((now + UPGRADE_PROBE_INTERVAL, UPGRADE_PROBE_INTERVAL));
+    let Some(estimate) = estimate.filter(|_| now >= due) else {
+        return;
+    };
+    let mut bwe = rtc.bwe();
+    bwe.reset(Bitrate::bps(estimate));
+    bwe.set_desired_bitrate(Bitrate::kbps(DESIRED_SUBSCRIBER_BITRATE_KBPS));
+    let wait = (wait * 2).min(MAX_UPGRADE_PROBE_INTERVAL);
+    *schedule = Some((now + wait, wait));
 }
 
 fn track_kind(kind: MediaKind) -> TrackKind {

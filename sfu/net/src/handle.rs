@@ -35,11 +35,21 @@ pub struct SfuStats {
     pub shards: Vec<(ShardStats, u64)>,
 }
 
+/// One exported series of [`SfuStats::rows`]: the name after `nexus_sfu_`, the Prometheus type
+/// (`gauge` or `counter`), the value and the help text.
+pub type MetricRow = (&'static str, &'static str, u64, &'static str);
+
+/// Name (after `nexus_sfu_`) and help of the per-shard loop time counter, labelled `shard`.
+pub const SHARD_BUSY_METRIC: (&str, &str) = (
+    "shard_busy_seconds_total",
+    "Time each shard loop spent handling input",
+);
+
 impl SfuStats {
-    /// The counters in Prometheus text format (`nexus_sfu_*`), for `/metrics`.
-    pub fn prometheus(&self) -> String {
+    /// The totals as `nexus_sfu_*` series (the names dashboards and alerts rely on).
+    pub fn rows(&self) -> [MetricRow; 15] {
         let t = &self.total;
-        let rows: [(&str, &str, u64, &str); 15] = [
+        [
             ("rooms", "gauge", t.rooms, "Open SFU rooms"),
             ("participants", "gauge", t.participants, "SFU participants"),
             ("tracks", "gauge", t.tracks, "Published tracks"),
@@ -110,19 +120,31 @@ impl SfuStats {
                 t.loss_permille,
                 "Worst ingress loss, per mille",
             ),
-        ];
+        ]
+    }
+
+    /// Per shard: its index and loop time in seconds ([`SHARD_BUSY_METRIC`]).
+    pub fn shard_busy_seconds(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, (_, busy))| (i, *busy as f64 / 1e9))
+    }
+
+    /// The counters in Prometheus text format (`nexus_sfu_*`), for `/metrics/sfu`.
+    pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        for (name, kind, value, help) in rows {
+        for (name, kind, value, help) in self.rows() {
             out.push_str(&format!(
                 "# HELP nexus_sfu_{name} {help}\n# TYPE nexus_sfu_{name} {kind}\nnexus_sfu_{name} {value}\n"
             ));
         }
-        out.push_str("# HELP nexus_sfu_shard_busy_seconds_total Time each shard loop spent handling input\n# TYPE nexus_sfu_shard_busy_seconds_total counter\n");
-        for (i, (_, busy)) in self.shards.iter().enumerate() {
-            out.push_str(&format!(
-                "nexus_sfu_shard_busy_seconds_total{{shard=\"{i}\"}} {:.6}\n",
-                *busy as f64 / 1e9
-            ));
+        let (busy, help) = SHARD_BUSY_METRIC;
+        out.push_str(&format!(
+            "# HELP nexus_sfu_{busy} {help}\n# TYPE nexus_sfu_{busy} counter\n"
+        ));
+        for (i, secs) in self.shard_busy_seconds() {
+            out.push_str(&format!("nexus_sfu_{busy}{{shard=\"{i}\"}} {secs:.6}\n"));
         }
         out
     }

@@ -43,8 +43,8 @@ pub mod handle;
 mod task;
 
 pub use config::SfuConfig;
-pub use handle::{ParticipantHandle, SfuHandle, SfuStats, identity};
+pub use handle::{MetricRow, ParticipantHandle, SHARD_BUSY_METRIC, SfuHandle, SfuStats, identity};
 pub use nexus_sfu_core::{
-    ClientMessage, JoinOptions, LeaveReason, ParticipantId, RoomId, ServerMessage, SessionId,
-    SfuError, ShardStats,
+    ClientMessage, JoinOptions, LeaveReason, ParticipantId, RoomId, RoomKind, ServerMessage,
+    SessionId, SfuError, ShardStats,
 };

@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid, Rid, Simulcast};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc};
+use str0m_netem::{Netem, NetemConfig};
 
 /// The shard's (simulated) socket address.
 pub const SFU_ADDR: &str = "10.0.0.1:5000";
@@ -27,7 +28,11 @@ pub struct Client {
     pub mids: Vec<(Mid, MediaKind)>,
     pub received: Vec<MediaData>,
     pub keyframe_requests: usize,
+    /// The layer (rid) of every keyframe request received, in order.
+    pub keyframe_rids: Vec<Option<Rid>>,
     pub connected: bool,
+    /// An emulated bottleneck on the path from the SFU to this client (str0m-netem).
+    pub downlink: Option<Netem<Vec<u8>>>,
 }
 
 /// The network: a shard, clients, datagrams in flight, the forced clock.
@@ -96,7 +101,9 @@ impl Net {
             mids: vec![],
             received: vec![],
             keyframe_requests: 0,
+            keyframe_rids: vec![],
             connected: false,
+            downlink: None,
         });
         self.clients.len() - 1
     }
@@ -134,6 +141,84 @@ impl Net {
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         i
+    }
+
+    /// A WHIP client publishing one video track as simulcast layers `rids`.
+    pub fn connect_simulcast(&mut self, identity: Identity, rids: &[&str]) -> usize {
+        let i = self.new_client();
+        let c = &mut self.clients[i];
+        let mut simulcast = Simulcast::new();
+        for rid in rids {
+            simulcast.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
+        let mut api = c.rtc.sdp_api();
+        let v = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        let (offer, pending) = api.apply().unwrap();
+        c.mids = vec![(v, MediaKind::Video)];
+        let reply = self
+            .shard
+            .handle_command(
+                self.now,
+                Command::WhipOffer {
+                    identity,
+                    offer: offer.to_sdp_string(),
+                },
+            )
+            .unwrap();
+        let Reply::Session { id, answer } = reply else {
+            panic!("unexpected {reply:?}")
+        };
+        let c = &mut self.clients[i];
+        c.session = Some(id);
+        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+        c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        i
+    }
+
+    /// Puts an emulated bottleneck (or none) on the path from the SFU to client `i`.
+    pub fn set_downlink(&mut self, i: usize, config: NetemConfig) {
+        let c = &mut self.clients[i];
+        match c.downlink.as_mut() {
+            Some(netem) => netem.set_config(config),
+            None => c.downlink = Some(Netem::new(config)),
+        }
+    }
+
+    /// Writes one VP8 frame of `len` bytes on simulcast layer `rid` of publisher `i`; the
+    /// payload carries `marker` in byte 1 and `n` in bytes 2..10, so receivers can tell which
+    /// layer a frame came from.
+    pub fn publish_layer(
+        &mut self,
+        i: usize,
+        rid: &str,
+        n: u64,
+        key: bool,
+        marker: u8,
+        len: usize,
+    ) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let (mid, _) = c.mids[0];
+        let writer = c.rtc.writer(mid).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+            .unwrap();
+        let mut d = vec![0x42u8; len.max(10)];
+        d[0] = if key { 0x10 } else { 0x11 };
+        d[1] = marker;
+        d[2..10].copy_from_slice(&n.to_be_bytes());
+        writer
+            .rid(Rid::from(rid))
+            .write(pt, now, MediaTime::from_90khz(n * 3000), d)
+            .unwrap();
     }
 
     /// Writes one frame of each kind from publisher `i` (video: a keyframe when `key`).
@@ -201,6 +286,16 @@ impl Net {
         self.shard.handle_input(now, Input::Timeout);
         self.poll_shard();
         for c in &mut self.clients {
+            if let Some(netem) = c.downlink.as_mut() {
+                netem.handle_input(str0m_netem::Input::Timeout(now));
+                while let Some(out) = netem.poll_output() {
+                    if let str0m_netem::Output::Packet(bytes) = out {
+                        self.wire.push_back((now + self.delay, sfu, c.addr, bytes));
+                    }
+                }
+            }
+        }
+        for c in &mut self.clients {
             let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
             loop {
                 match c.rtc.poll_output().unwrap() {
@@ -216,7 +311,10 @@ impl Net {
                     str0m::Output::Event(e) => match e {
                         Event::Connected => c.connected = true,
                         Event::MediaData(d) => c.received.push(d),
-                        Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                        Event::KeyframeRequest(r) => {
+                            c.keyframe_requests += 1;
+                            c.keyframe_rids.push(r.rid);
+                        }
                         _ => {}
                     },
                 }
@@ -241,8 +339,20 @@ impl Net {
                     {
                         continue;
                     }
-                    self.wire
-                        .push_back((self.now + self.delay, sfu, destination, contents));
+                    let now = self.now;
+                    let downlink = self
+                        .clients
+                        .iter_mut()
+                        .find(|c| c.addr == destination)
+                        .and_then(|c| c.downlink.as_mut());
+                    match downlink {
+                        Some(netem) => {
+                            netem.handle_input(str0m_netem::Input::Packet(now, contents));
+                        }
+                        None => self
+                            .wire
+                            .push_back((now + self.delay, sfu, destination, contents)),
+                    }
                 }
                 Output::Signal { .. } => {}
             }
