@@ -1,6 +1,6 @@
 //! Telemedicine and live classes through the real `nexus` binary, on SQLite and PostgreSQL:
 //! the flow of INTERFACES.md "Healthcare and education" — a provider publishes slots, a
-//! patient books, a second booking and 19 of 20 concurrent ones are refused, both parties get
+//! patient books, a second booking and 49 of 50 concurrent ones are refused, both parties get
 //! consultation tokens (nobody else does), the patient waits in the SFU waiting room over the
 //! `/rtc` room protocol until the provider admits them through the API, the provider writes
 //! an Observation, ends the consultation, and the appointment's events are in the outbox in
@@ -192,8 +192,8 @@ async fn consultation_journey(s: &Server, db_url: &str) {
     .await
     .assert_problem(403, "forbidden");
 
-    // 20 patients at once on the other slot: exactly one 201, every other a 409.
-    let tokens: Vec<String> = (0..20)
+    // 50 patients at once on the other slot: exactly one 201, every other a 409.
+    let tokens: Vec<String> = (0..50)
         .map(|i| s.token(&format!("crowd-{i}"), &[Role::Patient], 300))
         .collect();
     let answers = futures_util::future::join_all(tokens.iter().map(|t| {
@@ -213,7 +213,7 @@ async fn consultation_journey(s: &Server, db_url: &str) {
     );
     assert_eq!(
         statuses.iter().filter(|&&c| c == 409).count(),
-        19,
+        49,
         "{statuses:?}"
     );
 
