@@ -89,8 +89,8 @@ fn kafka_bus(_brokers: &str, _prefix: &str, _store: &Store) -> Result<Arc<dyn Ev
     anyhow::bail!("kafka.brokers is set but this nexus was built without the `kafka` feature")
 }
 
-/// The real-time core's consumer of domain events: incidents (`incident.*`) go to the
-/// gateway's `incidents` channel, located, so geo-filtered crisis-map subscribers get exactly
+/// The real-time core's consumer of domain events: incidents (`incident.*`) and outbreaks
+/// (`epidemic.detected`) go to the gateway's `incidents` channel, located, so geo-filtered crisis-map subscribers get exactly
 /// the ones inside their box. Delivery is at least once; the consumer remembers processed event
 /// ids, so a redelivered event is not published twice.
 struct RealtimeCore {
@@ -100,16 +100,21 @@ struct RealtimeCore {
 /// The gateway channel of the live crisis map.
 const INCIDENTS_CHANNEL: &str = "incidents";
 
-/// The public map payload of an incident event: its data without the reporter, plus the event
-/// type.
+/// The public map payload of an incident (`incident.*`) or outbreak (`epidemic.detected`)
+/// event: its data without the reporter, plus the event type.
 fn incident_publication(event: &CloudEvent) -> Option<serde_json::Value> {
-    if !event.event_type.starts_with("incident.") {
+    let epidemic = event.event_type == "epidemic.detected";
+    if !epidemic && !event.event_type.starts_with("incident.") {
         return None;
     }
     let mut data = event.data.clone();
     let obj = data.as_object_mut()?;
     obj.remove("reporter_id");
     obj.insert("event".into(), event.event_type.clone().into());
+    if epidemic {
+        // Map clients tell outbreaks from incidents by `type`.
+        obj.insert("type".into(), "epidemic.detected".into());
+    }
     Some(data)
 }
 

@@ -129,3 +129,61 @@ async fn responder_receives_an_incident_published_with_a_platform_api_key() {
         assert!(metrics.contains(line), "{line} missing in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_detected_epidemic_reaches_the_crisis_map_through_the_event_bus() {
+    let s = Server::start(&[
+        ("NEXUS_RATE_LIMIT_PER_IP", "0"),
+        ("NEXUS_RATE_LIMIT_PER_USER", "0"),
+    ]);
+    let responder = s.token("watcher", &[nexus_auth::Role::Responder], 300);
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/realtime/token",
+            Some(&responder),
+            json!(null),
+        )
+        .await;
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let url = s.base.replace("http://", "ws://") + "/connection/websocket";
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::Text(
+        json!({"id": 1, "connect": {"token": token}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    next_json(&mut ws).await;
+
+    let doc = s.token("doc-e", &[nexus_auth::Role::Provider], 300);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for i in 0..10 {
+        let body = json!({"syndrome": "cholera", "location": {"lat": -1.28 + f64::from(i) * 0.001, "lon": 36.82}, "date": today});
+        let r = s
+            .req(
+                "POST",
+                "/api/v1/healthcare/data-collection",
+                Some(&doc),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let push = loop {
+        let frames = next_json(&mut ws).await;
+        if let Some(p) = frames
+            .into_iter()
+            .find(|f| f["push"]["pub"]["data"]["event"] == "epidemic.detected")
+        {
+            break p;
+        }
+    };
+    let data = &push["push"]["pub"]["data"];
+    assert_eq!(push["push"]["channel"], "incidents");
+    assert_eq!(data["type"], "epidemic.detected");
+    assert_eq!(data["syndrome"], "cholera");
+    assert_eq!(data["cases"], 10);
+    assert!(data["location"]["lat"].is_number());
+}

@@ -1260,18 +1260,8 @@ async fn report_case(
             },
         )
         .await?;
-    if out.epidemic_detected {
-        // Shown on the crisis map, located by `location` like incidents.
-        state
-            .realtime
-            .publish(
-                crate::crisis::INCIDENTS_CHANNEL,
-                json!({"type": "epidemic.detected", "syndrome": syndrome, "region": region,
-                       "cases": out.cases_in_window,
-                       "location": {"lat": req.location.lat, "lon": req.location.lon}}),
-            )
-            .await;
-    }
+    // A detected epidemic reaches the crisis map through the event bus: the real-time core
+    // consumes `epidemic.detected` from the outbox and publishes it, located, on `incidents`.
     Ok((
         StatusCode::CREATED,
         Json(CaseReportView {
