@@ -191,6 +191,12 @@ pub async fn observe(State(edge): State<Edge>, req: Request, next: Next) -> Resp
     if resp.status().as_u16() >= 400 && !own_error_format(&path) {
         resp = ensure_problem(resp).await;
     }
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was not read, so the connection cannot carry another request: say so, or a
+        // client may reuse it and lose its next request to the close.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = resp.status();
     let elapsed = started.elapsed();
     let labels = [method.as_str(), route.as_str(), status.as_str()];

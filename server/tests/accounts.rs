@@ -290,6 +290,10 @@ async fn bad_requests_get_precise_problems() {
             .await
         {
             r.assert_problem(413, "payload-too-large");
+            assert_eq!(
+                r.headers["connection"], "close",
+                "an unread body ends the connection"
+            );
             answered = true;
             break;
         }
