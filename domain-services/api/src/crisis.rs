@@ -22,6 +22,7 @@ use crate::geo_service::{FenceNotice, GeoService, GeoServiceError};
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::rbac::{Action, Principal, allowed};
 use crate::state::ApiState;
+use crate::time::rfc3339;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -1338,12 +1339,6 @@ pub(crate) fn geo_problem(e: GeoServiceError) -> Problem {
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn geometry_text(g: &Geometry) -> String {

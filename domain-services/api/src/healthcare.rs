@@ -18,6 +18,7 @@ use crate::extract::ApiJson;
 use crate::problem::{FieldError, Problem};
 use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
+pub(crate) use crate::time::rfc3339;
 use crate::validate::Checks;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -406,12 +407,6 @@ pub struct CaseReportView {
     pub cases_in_window: i64,
     /// Whether this report crossed the threshold (`epidemic.detected` was published).
     pub epidemic_detected: bool,
-}
-
-pub(crate) fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Parses RFC 3339 into Unix ms, recording a failure at `pointer`.

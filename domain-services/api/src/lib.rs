@@ -27,7 +27,7 @@
 //!   waiting queue, disease surveillance; [`fhir`] — FHIR R4 health records
 //!   (`OperationOutcome` errors); [`education`] — courses, enrollments, live classes;
 //! - [`rooms`] — the [`Rooms`] port to the SFU;
-//! - [`events`], [`mail`], [`validate`], [`state`] — the
+//! - [`events`], [`mail`], [`validate`], [`state`], [`time`] — the
 //!   pieces handlers share.
 //!
 //! # Example
@@ -54,6 +54,7 @@ pub mod rbac;
 pub mod realtime;
 pub mod rooms;
 pub mod state;
+pub mod time;
 pub mod users;
 pub mod validate;
 

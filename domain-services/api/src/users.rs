@@ -6,6 +6,7 @@ use crate::extract::ApiJson;
 use crate::problem::Problem;
 use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
+use crate::time::rfc3339;
 use crate::validate::Checks;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -64,12 +65,6 @@ impl From<&UserRecord> for UserView {
             created_at: rfc3339(u.created_at),
         }
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Profile changes; absent fields stay as they are, `phone: null` clears the phone.
