@@ -192,6 +192,8 @@ pub struct KafkaConfig {
     pub brokers: Option<String>,
     /// Topic name prefix.
     pub topic_prefix: String,
+    /// CloudEvents Kafka binding mode of published events; consumers read both.
+    pub content_mode: ContentMode,
 }
 
 impl Default for KafkaConfig {
@@ -199,8 +201,19 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: None,
             topic_prefix: "nexus.".into(),
+            content_mode: ContentMode::Binary,
         }
     }
+}
+
+/// `kafka.content_mode`: how events are laid out in Kafka messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    /// Attributes in `ce_*` headers, the data as the value (the default).
+    Binary,
+    /// The whole event as JSON (`application/cloudevents+json`) in the value.
+    Structured,
 }
 
 /// `[rate_limit]`: requests per second and bursts; 0 disables a limit.
@@ -601,6 +614,28 @@ mod tests {
         assert_eq!(c.rate_limit.per_ip, 50);
         assert_eq!(c.sfu.udp_addr.to_string(), "127.0.0.1:7882");
         assert_eq!(c.kafka.topic_prefix, "nexus.");
+        assert_eq!(c.kafka.content_mode, ContentMode::Binary);
+    }
+
+    #[test]
+    fn kafka_structured_mode_is_selectable_and_typos_are_named() {
+        let c = Config::load(
+            None,
+            env(&[("NEXUS_KAFKA_CONTENT_MODE", "structured")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.content_mode, ContentMode::Structured);
+        let err = Config::load(
+            None,
+            env(&[("NEXUS_KAFKA_CONTENT_MODE", "xml")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("NEXUS_KAFKA_CONTENT_MODE"),
+            "{err:#}"
+        );
     }
 
     #[test]

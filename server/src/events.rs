@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use anyhow::{Context, Result};
+use nexus_api::index_sync::{GEO_INDEX_SYNC, GeoIndexSync};
 use nexus_events::{
     CloudEvent, Consumer, Domain, EventBus, Handler, HandlerError, InProcessBus, Relay, Topics,
     spawn_consumer,
@@ -22,14 +23,31 @@ use tokio_util::task::TaskTracker;
 /// Consumer name (and Kafka group) of the real-time core.
 pub const REALTIME_CORE: &str = "realtime-core";
 
-/// Starts the relay, the lag gauge and the real-time core's consumer on `tasks`.
+/// How far back, before this node rebuilt its geo index, the index consumer starts reading:
+/// covers clock skew between the nodes' producers and this node (re-applying an event is
+/// harmless).
+const INDEX_SKEW_MARGIN_MS: i64 = 30_000;
+
+/// What the real-time core's consumers feed.
+pub struct Core {
+    /// The gateway (incidents on the map channel).
+    pub gateway: nexus_gateway::Gateway,
+    /// This node's geo index.
+    pub geo: nexus_api::geo_service::GeoService,
+    /// When the geo index rebuild from the store began (Unix ms).
+    pub index_since: i64,
+}
+
+/// Starts the relay, the lag gauge and the real-time core's consumers on `tasks`: the
+/// `realtime-core` group (once per cluster: map publications) and, on every node, the geo
+/// index consumer (other nodes' crisis writes into this node's index).
 pub async fn start(
     config: &Config,
     store: &Store,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-    gateway: nexus_gateway::Gateway,
+    core: Core,
 ) -> Result<()> {
     let bus = bus(config, store).await?;
     tracing::info!(bus = bus.name(), "event bus ready");
@@ -49,18 +67,32 @@ pub async fn start(
             }
         });
     }
-    // The real-time core's view of the domains. For now it records what it receives;
-    // `incident.reported` → geo index and gateway, `alert.issued` → alerting and
-    // `epidemic.detected` → crisis map are wired here as those components land.
-    let core = Consumer::new(
+    let map = Consumer::new(
         REALTIME_CORE,
         [Domain::Crisis, Domain::Healthcare].map(Topics::logical),
-        Arc::new(RealtimeCore { gateway }),
+        Arc::new(RealtimeCore {
+            gateway: core.gateway,
+        }),
     );
-    let consumer = spawn_consumer(bus, core, shutdown.clone());
-    tasks.spawn(async move {
-        let _ = consumer.await;
-    });
+    let mut consumers = vec![map];
+    // On the in-process bus every write was taken by this node, which indexed it in the
+    // request; across nodes each one applies the others' writes.
+    if bus.reaches_other_nodes() {
+        consumers.push(
+            Consumer::new(
+                GEO_INDEX_SYNC,
+                [Topics::logical(Domain::Crisis)],
+                Arc::new(GeoIndexSync::new(store.clone(), core.geo)),
+            )
+            .on_every_node(core.index_since - INDEX_SKEW_MARGIN_MS),
+        );
+    }
+    for consumer in consumers {
+        let consumer = spawn_consumer(bus.clone(), consumer, shutdown.clone());
+        tasks.spawn(async move {
+            let _ = consumer.await;
+        });
+    }
     Ok(())
 }
 
@@ -72,12 +104,18 @@ async fn bus(config: &Config, store: &Store) -> Result<Arc<dyn EventBus>> {
                 .context("cannot start the in-process event bus")?,
         ));
     };
-    kafka_bus(brokers, &config.kafka.topic_prefix, store)
+    kafka_bus(brokers, config, store)
 }
 
 #[cfg(feature = "kafka")]
-fn kafka_bus(brokers: &str, prefix: &str, store: &Store) -> Result<Arc<dyn EventBus>> {
-    let settings = nexus_kafka::KafkaSettings::new(brokers).with_prefix(prefix);
+fn kafka_bus(brokers: &str, config: &Config, store: &Store) -> Result<Arc<dyn EventBus>> {
+    let mode = match config.kafka.content_mode {
+        crate::config::ContentMode::Binary => nexus_kafka::ContentMode::Binary,
+        crate::config::ContentMode::Structured => nexus_kafka::ContentMode::Structured,
+    };
+    let settings = nexus_kafka::KafkaSettings::new(brokers)
+        .with_prefix(&config.kafka.topic_prefix)
+        .with_mode(mode);
     Ok(Arc::new(
         nexus_kafka::KafkaBus::new(settings, store.clone())
             .context("cannot set up the Kafka event bus")?,
@@ -85,7 +123,7 @@ fn kafka_bus(brokers: &str, prefix: &str, store: &Store) -> Result<Arc<dyn Event
 }
 
 #[cfg(not(feature = "kafka"))]
-fn kafka_bus(_brokers: &str, _prefix: &str, _store: &Store) -> Result<Arc<dyn EventBus>> {
+fn kafka_bus(_brokers: &str, _config: &Config, _store: &Store) -> Result<Arc<dyn EventBus>> {
     anyhow::bail!("kafka.brokers is set but this nexus was built without the `kafka` feature")
 }
 

@@ -103,6 +103,9 @@ pub async fn run(config: Config) -> Result<()> {
     let store = open_store(&config).await?;
     let keys = token_keys(&config)?;
     let gateway = crate::realtime::start(&config, keys.clone(), store.clone()).await?;
+    // Other nodes' writes after this instant reach the index through the bus (see
+    // `events::start`); earlier ones are in the store the index is built from.
+    let index_since = nexus_store::now_ms();
     let geo = nexus_api::crisis::start_geo_service(&store)
         .await
         .context("cannot rebuild the geo index from the store")?;
@@ -121,7 +124,7 @@ pub async fn run(config: Config) -> Result<()> {
             ..AuthSettings::default()
         }),
         mailer: Arc::new(DirMailer::new(config.data_dir.join("mail"))),
-        geo,
+        geo: geo.clone(),
         realtime: Arc::new(crate::realtime::GatewayRealtime(gateway.clone())),
         rooms: Arc::new(crate::rooms::SfuRooms(sfu.clone())),
     };
@@ -163,7 +166,11 @@ pub async fn run(config: Config) -> Result<()> {
         &metrics,
         &shutdown,
         &background,
-        gateway.clone(),
+        crate::events::Core {
+            gateway: gateway.clone(),
+            geo: geo.clone(),
+            index_since,
+        },
     )
     .await?;
     crate::alerting::start(&config, &store, &shutdown, &background)?;

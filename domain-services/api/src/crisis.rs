@@ -701,9 +701,12 @@ async fn move_volunteer(
     };
     let now = now_ms().max(rec.updated_at + 1);
     let geometry = geometry_text(&Geometry::Point(at));
+    // The position is personal data: the event names the volunteer only; other nodes'
+    // indexes read the position from the store.
+    let moved = event(EventType::VolunteerMoved, &id, json!({"id": id}));
     if !state
         .store
-        .move_crisis_object(&id, at.lat(), at.lon(), &geometry, now, &[])
+        .move_crisis_object(&id, at.lat(), at.lon(), &geometry, now, &[moved])
         .await?
     {
         return Err(Problem::not_found("no such volunteer"));
@@ -980,8 +983,18 @@ async fn create_object(
     state: &ApiState,
     rec: CrisisObjectRecord,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    // The event catalogue has no types for these yet; nothing goes to the outbox.
-    state.store.insert_crisis_object(&rec, &[]).await?;
+    let kind = match rec.kind.as_str() {
+        "shelter" => EventType::ShelterOpened,
+        "hazard" => EventType::HazardDeclared,
+        _ => EventType::ResourceRegistered,
+    };
+    // Who registered it is not the consumers' business.
+    let ev = event(
+        kind,
+        &rec.id,
+        json!({"id": rec.id, "kind": rec.kind, "type": rec.object_type, "severity": rec.severity}),
+    );
+    state.store.insert_crisis_object(&rec, &[ev]).await?;
     let notices = index_record(state, &rec).await;
     after_fences(state, notices).await;
     Ok((StatusCode::CREATED, Json(feature_view(&rec)?)))
@@ -1294,7 +1307,7 @@ fn incident_event(kind: EventType, rec: &CrisisObjectRecord) -> NewEvent {
 }
 
 /// A catalogued event for the outbox.
-fn event(kind: EventType, subject: &str, data: impl Serialize) -> NewEvent {
+pub(crate) fn event(kind: EventType, subject: &str, data: impl Serialize) -> NewEvent {
     match record(kind, subject, data) {
         Ok(row) => row,
         // Only a value that cannot become JSON fails; ours are plain JSON already.

@@ -12,7 +12,9 @@
 //! recorded as `geofence.triggered` events and published on the gateway's `geofences`
 //! channel (ids only, no positions).
 
-use crate::crisis::{Input, geo_problem, kind_str, parse_geometry, parse_kind, parse_transition};
+use crate::crisis::{
+    Input, event, geo_problem, kind_str, parse_geometry, parse_kind, parse_transition,
+};
 use crate::extract::ApiJson;
 use crate::geo_service::{FenceRegion, FenceSpec};
 use crate::problem::{FieldError, Problem};
@@ -21,12 +23,11 @@ use crate::state::ApiState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use nexus_events::EventType;
 use nexus_geo::{Geometry, KindSet, Position, Transition, TransitionSet};
 use nexus_store::{GeofenceRecord, now_ms};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-#[cfg(test)]
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -152,8 +153,12 @@ async fn create_geofence(
         created_by: who.user_id().map(str::to_string),
         created_at: now_ms(),
     };
-    // The event catalogue has no geofence.created type; only transitions are events.
-    state.store.insert_geofence(&rec, &[]).await?;
+    let created = event(
+        EventType::GeofenceCreated,
+        &rec.id,
+        json!({"id": rec.id, "name": rec.name}),
+    );
+    state.store.insert_geofence(&rec, &[created]).await?;
     state
         .geo
         .add_fence(&rec.id, fence)
@@ -218,7 +223,8 @@ async fn delete_geofence(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     who.authorize(Action::ManageGeofences, None)?;
-    if !state.store.delete_geofence(&id, &[]).await? {
+    let deleted = event(EventType::GeofenceDeleted, &id, json!({"id": id}));
+    if !state.store.delete_geofence(&id, &[deleted]).await? {
         return Err(Problem::not_found("no such geofence"));
     }
     if let Err(e) = state.geo.remove_fence(&id).await {

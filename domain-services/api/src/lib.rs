@@ -22,6 +22,8 @@
 //! - [`crisis`] — incidents, verification, resources, volunteers, reports, shelters, hazards
 //!   and the clustered map; [`geofences`] — geofence CRUD;
 //! - [`geo_service`] — the task that owns the geo index, and its handle [`GeoService`];
+//!   [`index_sync`] — the per-node event consumer that applies other nodes' crisis writes to
+//!   it;
 //! - [`realtime`] — the [`Realtime`] port to the gateway;
 //! - [`healthcare`] — providers, slots, appointments, consultations in SFU rooms, the
 //!   waiting queue, disease surveillance; [`fhir`] — FHIR R4 health records
@@ -48,6 +50,7 @@ pub mod fhir;
 pub mod geo_service;
 pub mod geofences;
 pub mod healthcare;
+pub mod index_sync;
 pub mod mail;
 pub mod problem;
 pub mod rbac;

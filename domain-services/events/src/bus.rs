@@ -16,6 +16,10 @@ pub trait EventBus: Send + Sync + 'static {
     /// A short name for logs and metrics (`in-process`, `kafka`).
     fn name(&self) -> &'static str;
 
+    /// Whether events published here reach consumers in other processes (Kafka) or only
+    /// this one (the in-process bus).
+    fn reaches_other_nodes(&self) -> bool;
+
     /// Publishes outbox rows, in the given order, and returns once the bus holds them
     /// durably (Kafka: acknowledged by all in-sync replicas). On error nothing is assumed
     /// published: the relay retries the whole batch, so consumers may see duplicates.
@@ -78,8 +82,36 @@ impl RetryPolicy {
     }
 }
 
-/// A named, durable consumer: its name keys its cursor, its processed ids and its dead
-/// letters (and is its Kafka consumer group).
+/// Which nodes of a cluster handle an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// One member of the consumer group, on whichever node, handles each event, once: the
+    /// group's progress and handled ids are durable in the store (and, on Kafka, in the
+    /// group's committed offsets). For effects that must happen once per cluster:
+    /// publishing to the gateway, enqueuing deliveries.
+    #[default]
+    Group,
+    /// Every node handles every event published from `since_ms` (Unix milliseconds) on, and
+    /// records nothing: no cursor, no handled ids, no committed offsets. For node-local state
+    /// that the node rebuilds from the store when it starts (the geo index): pass the time the
+    /// rebuild began, less a margin for clock skew between nodes, and make the handler
+    /// idempotent — it may see an event whose effect the rebuild already contains.
+    ///
+    /// On Kafka the consumer reads every partition of its topics from the first offset at or
+    /// after `since_ms`, outside any consumer group. The in-process bus reaches this process
+    /// only, so it starts at its current high-water mark: what was published before came from
+    /// this node, whose own writes the rebuild or the writing request already applied.
+    /// Failures are retried in place and then dead-lettered in the store, like a group's.
+    Node {
+        /// Handle events published at or after this instant.
+        since_ms: i64,
+    },
+}
+
+/// A named consumer: its name keys its cursor, its processed ids and its dead letters (and
+/// is its Kafka consumer group); its [`Scope`] says whether the cluster handles an event
+/// once or every node does.
 #[derive(Clone)]
 pub struct Consumer {
     /// Stable name (`realtime-core`, `alerting`, …): progress is kept under it.
@@ -88,6 +120,8 @@ pub struct Consumer {
     pub topics: Vec<String>,
     /// Failure handling.
     pub retry: RetryPolicy,
+    /// Once per cluster, or on every node.
+    pub scope: Scope,
     /// The handler.
     pub handler: Arc<dyn Handler>,
 }
@@ -103,8 +137,15 @@ impl Consumer {
             name: name.into(),
             topics: topics.into_iter().map(Into::into).collect(),
             retry: RetryPolicy::default(),
+            scope: Scope::Group,
             handler,
         }
+    }
+
+    /// The same consumer running on every node from `since_ms` on ([`Scope::Node`]).
+    pub fn on_every_node(mut self, since_ms: i64) -> Consumer {
+        self.scope = Scope::Node { since_ms };
+        self
     }
 
     /// The same consumer with another retry policy.
@@ -120,6 +161,7 @@ impl std::fmt::Debug for Consumer {
             .field("name", &self.name)
             .field("topics", &self.topics)
             .field("retry", &self.retry)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }

@@ -121,7 +121,13 @@ catalogue! {
     IncidentUpdated => "incident.updated", Crisis;
     IncidentResolved => "incident.resolved", Crisis;
     ResourceRequested => "resource.requested", Crisis;
+    ResourceRegistered => "resource.registered", Crisis;
+    ShelterOpened => "shelter.opened", Crisis;
+    HazardDeclared => "hazard.declared", Crisis;
     VolunteerRegistered => "volunteer.registered", Crisis;
+    VolunteerMoved => "volunteer.moved", Crisis;
+    GeofenceCreated => "geofence.created", Crisis;
+    GeofenceDeleted => "geofence.deleted", Crisis;
     GeofenceTriggered => "geofence.triggered", Crisis;
     AlertIssued => "alert.issued", Crisis;
     AlertUpdated => "alert.updated", Crisis;

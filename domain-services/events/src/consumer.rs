@@ -1,7 +1,7 @@
 //! The delivery steps every bus shares: skip what was handled, call the handler, record the
 //! id (and position), or dead-letter with the error.
 
-use crate::bus::Consumer;
+use crate::bus::{Consumer, Scope};
 use crate::envelope::CloudEvent;
 use crate::error::{EventError, HandlerError};
 use nexus_store::{NewEvent, Store};
@@ -22,13 +22,20 @@ pub enum Outcome {
 }
 
 /// One attempt: skips a duplicate, otherwise calls the handler and records the id (and the
-/// position, for the in-process bus's cursor) on success.
+/// position, for the in-process bus's cursor) on success. A [`Scope::Node`] consumer records
+/// nothing and skips nothing: its handler is idempotent by contract.
 pub async fn attempt(
     store: &Store,
     consumer: &Consumer,
     event: &CloudEvent,
     position: Option<i64>,
 ) -> Result<Outcome, EventError> {
+    if let Scope::Node { .. } = consumer.scope {
+        return Ok(match consumer.handler.handle(event).await {
+            Ok(()) => Outcome::Handled,
+            Err(e) => Outcome::Failed(e),
+        });
+    }
     if store
         .consumer_is_processed(&consumer.name, &event.id)
         .await?

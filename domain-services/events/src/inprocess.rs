@@ -1,6 +1,6 @@
 //! The in-process bus: the outbox table is the log.
 
-use crate::bus::{Consumer, EventBus};
+use crate::bus::{Consumer, EventBus, Scope};
 use crate::consumer::{Outcome, deliver};
 use crate::envelope::CloudEvent;
 use crate::error::EventError;
@@ -49,6 +49,10 @@ impl EventBus for InProcessBus {
         "in-process"
     }
 
+    fn reaches_other_nodes(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, rows: &[OutboxRow]) -> Result<(), EventError> {
         if let Some(max) = rows.iter().map(|r| r.seq).max() {
             self.published.send_if_modified(|v| {
@@ -72,8 +76,15 @@ impl EventBus for InProcessBus {
         shutdown: CancellationToken,
     ) -> Result<(), EventError> {
         let mut rx = self.published.subscribe();
-        let mut cursor = self.store.consumer_position(&consumer.name).await?;
-        tracing::info!(consumer = %consumer.name, cursor, "in-process consumer started");
+        // A node-scope consumer keeps no cursor: it starts at the current mark (see
+        // `Scope::Node` for why that is enough in one process).
+        let durable = consumer.scope == Scope::Group;
+        let mut cursor = if durable {
+            self.store.consumer_position(&consumer.name).await?
+        } else {
+            *rx.borrow()
+        };
+        tracing::info!(consumer = %consumer.name, cursor, durable, "in-process consumer started");
         loop {
             let high = *rx.borrow_and_update();
             if cursor < high {
@@ -92,7 +103,7 @@ impl EventBus for InProcessBus {
                         &consumer,
                         &row.event,
                         event,
-                        Some(row.seq),
+                        durable.then_some(row.seq),
                         &shutdown,
                     )
                     .await?;
@@ -103,7 +114,9 @@ impl EventBus for InProcessBus {
                 }
                 if !full && cursor < high {
                     // Rows of other topics up to `high`: move the cursor past them.
-                    self.store.consumer_seek(&consumer.name, high).await?;
+                    if durable {
+                        self.store.consumer_seek(&consumer.name, high).await?;
+                    }
                     cursor = high;
                 }
                 continue;

@@ -98,7 +98,7 @@ pub mod relay;
 pub mod testing;
 pub mod topics;
 
-pub use bus::{Consumer, EventBus, Handler, RetryPolicy, spawn_consumer};
+pub use bus::{Consumer, EventBus, Handler, RetryPolicy, Scope, spawn_consumer};
 pub use catalogue::{Domain, EventType, UnknownEventType};
 pub use envelope::{CloudEvent, record};
 pub use error::{EventError, HandlerError};

@@ -369,3 +369,64 @@ pub async fn dead_letters_poison(store: Store, bus: Arc<dyn EventBus>) {
     consumer.stop().await;
     relay.stop().await;
 }
+
+/// Two nodes running the same [`Scope::Node`](crate::Scope::Node) consumer each get every
+/// event published after they started, and none of those published before `since_ms`.
+pub async fn every_node_sees_events_since(store: Store, bus: Arc<dyn EventBus>) {
+    let relay = Running::relay(&store, bus.clone());
+    let key = unique("agg");
+    let old: Vec<NewEvent> = (0..5).map(|n| numbered(&key, n)).collect();
+    store.append_events(&old).await.unwrap();
+    // The old events reach the bus before the nodes start.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.outbox_lag().await.unwrap().0 > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "relay stuck");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bus.flush(Duration::from_secs(10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = nexus_store::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let name = unique("node");
+    let nodes: Vec<Arc<Recorder>> = (0..2).map(|_| Recorder::new()).collect();
+    let running: Vec<Running> = nodes
+        .iter()
+        .map(|rec| {
+            Running::consumer(
+                bus.clone(),
+                Consumer::new(&name, users(), rec.clone()).on_every_node(since),
+            )
+        })
+        .collect();
+    // Kafka: the consumers look their start offsets up before anything new is written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new: Vec<NewEvent> = (5..25).map(|n| numbered(&key, n)).collect();
+    let new_ids: HashSet<String> = new.iter().map(|e| e.id.clone()).collect();
+    for e in &new {
+        store.append_events(std::slice::from_ref(e)).await.unwrap();
+    }
+    for (i, rec) in nodes.iter().enumerate() {
+        let ok = rec
+            .wait_until(WAIT, |s| {
+                let got: HashSet<&String> = s.iter().map(|e| &e.id).collect();
+                new_ids.iter().all(|id| got.contains(id))
+            })
+            .await;
+        assert!(ok, "node {i} got {} of {}", rec.seen().len(), new.len());
+        let seen = rec.seen();
+        assert_per_key_order(&seen);
+        for e in &old {
+            assert!(
+                !seen.iter().any(|s| s.id == e.id),
+                "node {i} got an event published before it started"
+            );
+        }
+    }
+    // Nothing is recorded for a node-scope consumer.
+    assert_eq!(store.consumer_processed_count(&name).await.unwrap(), 0);
+    for r in running {
+        r.stop().await;
+    }
+    relay.stop().await;
+}

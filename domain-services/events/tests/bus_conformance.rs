@@ -39,3 +39,7 @@ on_every_backend!(
     in_process_dead_letters_a_poison_event,
     testing::dead_letters_poison
 );
+on_every_backend!(
+    in_process_node_consumers_each_see_events_since_their_start,
+    testing::every_node_sees_events_since
+);

@@ -4,15 +4,16 @@ use crate::error::KafkaBusError;
 use crate::settings::{ContentMode, KafkaSettings};
 use nexus_events::consumer::{Outcome, attempt};
 use nexus_events::envelope::{STRUCTURED_CONTENT_TYPE, headers as ce};
-use nexus_events::{CloudEvent, Consumer, EventBus, EventError, HandlerError, Topics};
+use nexus_events::{CloudEvent, Consumer, EventBus, EventError, HandlerError, Scope, Topics};
 use nexus_store::{NewEvent, OutboxRow, Store};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -182,14 +183,7 @@ impl KafkaBus {
             Some(o) => (o.to_string(), true),
             None => (topic.to_string(), false),
         };
-        let headers: Vec<(&str, &[u8])> = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = header_pairs(msg);
         let header = |name: &str| {
             headers
                 .iter()
@@ -206,18 +200,7 @@ impl KafkaBus {
         let event = match CloudEvent::from_kafka(headers.iter().copied(), value) {
             Ok(e) => e,
             Err(e) => {
-                let raw = NewEvent {
-                    id: header(ce::ID)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    topic: origin.clone(),
-                    key: msg
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .unwrap_or_default(),
-                    event_type: header(ce::TYPE).unwrap_or("unknown").to_string(),
-                    payload: String::from_utf8_lossy(value).into_owned(),
-                };
+                let raw = undecodable(msg, &origin, &headers);
                 let err = HandlerError::Permanent(e.to_string());
                 return self
                     .dead_letter(consumer, &origin, &raw, &err, attempt_no, msg)
@@ -257,6 +240,71 @@ impl KafkaBus {
         }
     }
 
+    /// A [`Scope::Node`] consumer: every partition of its topics, outside any group, from
+    /// the first offset at or after `since_ms`; failures retried in place, then dead-lettered
+    /// in the store (a retry topic is shared by the nodes, so it cannot serve one node).
+    async fn consume_on_node(
+        &self,
+        consumer: Consumer,
+        since_ms: i64,
+        shutdown: CancellationToken,
+    ) -> Result<(), EventError> {
+        let topics: Vec<String> = consumer
+            .topics
+            .iter()
+            .map(|t| self.settings.topics.physical(t))
+            .collect();
+        self.ensure_topics(&topics).await;
+        let config = self.client_config();
+        let start = {
+            let topics = topics.clone();
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || start_offsets(&config, &topics, since_ms))
+                .await
+                .map_err(|e| EventError::Unavailable(e.to_string()))??
+        };
+        let mut config = config;
+        config
+            // Required by librdkafka, never joined: the consumer assigns its partitions
+            // itself and commits nothing.
+            .set(
+                "group.id",
+                format!("{}{}", self.settings.group_prefix, consumer.name),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "20");
+        let kafka: StreamConsumer = config.create().map_err(KafkaBusError::from)?;
+        kafka.assign(&start).map_err(KafkaBusError::from)?;
+        tracing::info!(consumer = %consumer.name, topics = ?topics, since_ms, "kafka node consumer started");
+        while let Some(msg) = next_message(&kafka, &consumer.name, &shutdown).await {
+            // `offsets_for_times` may fall back to the beginning; skip what is older.
+            if msg.timestamp().to_millis().is_some_and(|t| t < since_ms) {
+                continue;
+            }
+            let headers = header_pairs(&msg);
+            let event =
+                CloudEvent::from_kafka(headers.iter().copied(), msg.payload().unwrap_or_default());
+            let raw = match &event {
+                Ok(e) => e.to_outbox(),
+                Err(_) => undecodable(&msg, msg.topic(), &headers),
+            };
+            let outcome = nexus_events::consumer::deliver(
+                &self.store,
+                &consumer,
+                &raw,
+                event,
+                None,
+                &shutdown,
+            )
+            .await?;
+            if outcome == Outcome::Interrupted {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     async fn dead_letter(
         &self,
         consumer: &Consumer,
@@ -277,6 +325,123 @@ impl KafkaBus {
         )
         .await?;
         nexus_events::consumer::dead_letter(&self.store, consumer, raw, err, attempts, None).await
+    }
+}
+
+/// The message's headers as (name, value) pairs.
+fn header_pairs<'m>(msg: &'m BorrowedMessage<'_>) -> Vec<(&'m str, &'m [u8])> {
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A message that is not a CloudEvent, as a dead-letter row for topic `origin`: its id and
+/// type from the `ce_` headers where present, its value kept as it came.
+fn undecodable(msg: &BorrowedMessage<'_>, origin: &str, headers: &[(&str, &[u8])]) -> NewEvent {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    NewEvent {
+        id: header(ce::ID)
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        topic: origin.to_string(),
+        key: msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        event_type: header(ce::TYPE).unwrap_or("unknown").to_string(),
+        payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+    }
+}
+
+/// The next message, or `None` once `shutdown` fires; transient consumer errors are logged
+/// and waited out.
+async fn next_message<'c>(
+    kafka: &'c StreamConsumer,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Option<BorrowedMessage<'c>> {
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            m = kafka.recv() => m,
+        };
+        match msg {
+            Ok(m) => return Some(m),
+            Err(e) => {
+                tracing::debug!(consumer = %name, error = %e, "kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Every partition of `topics` at its first offset at or after `since_ms` (the end where
+/// nothing is that new; the beginning when the broker cannot look offsets up by time).
+fn start_offsets(
+    config: &ClientConfig,
+    topics: &[String],
+    since_ms: i64,
+) -> Result<TopicPartitionList, EventError> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let client: BaseConsumer = config.create().map_err(KafkaBusError::from)?;
+    let mut wanted = TopicPartitionList::new();
+    for topic in topics {
+        let meta = client
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(KafkaBusError::from)?;
+        for t in meta.topics() {
+            for p in t.partitions() {
+                wanted
+                    .add_partition_offset(t.name(), p.id(), Offset::Offset(since_ms))
+                    .map_err(KafkaBusError::from)?;
+            }
+        }
+    }
+    if wanted.count() == 0 {
+        return Err(EventError::Unavailable(format!(
+            "no partitions found for {topics:?}"
+        )));
+    }
+    match client.offsets_for_times(wanted.clone(), TIMEOUT) {
+        Ok(found) => {
+            // "Nothing that new" comes back as the logical end, which the fetcher would
+            // resolve later, skipping whatever arrives in between: pin it to the current
+            // high watermark instead.
+            let mut pinned = TopicPartitionList::new();
+            for e in found.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => {
+                        let (_, high) = client
+                            .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)
+                            .map_err(KafkaBusError::from)?;
+                        Offset::Offset(high)
+                    }
+                };
+                pinned
+                    .add_partition_offset(e.topic(), e.partition(), offset)
+                    .map_err(KafkaBusError::from)?;
+            }
+            Ok(pinned)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka cannot look offsets up by time; reading from the beginning");
+            let mut all = TopicPartitionList::new();
+            for e in wanted.elements() {
+                all.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)
+                    .map_err(KafkaBusError::from)?;
+            }
+            Ok(all)
+        }
     }
 }
 
@@ -342,6 +507,10 @@ impl EventBus for KafkaBus {
         "kafka"
     }
 
+    fn reaches_other_nodes(&self) -> bool {
+        true
+    }
+
     async fn publish(&self, rows: &[OutboxRow]) -> Result<(), EventError> {
         let producer = self.producer();
         let topics = &self.settings.topics;
@@ -377,6 +546,9 @@ impl EventBus for KafkaBus {
         consumer: Consumer,
         shutdown: CancellationToken,
     ) -> Result<(), EventError> {
+        if let Scope::Node { since_ms } = consumer.scope {
+            return self.consume_on_node(consumer, since_ms, shutdown).await;
+        }
         let topics = &self.settings.topics;
         let main: Vec<String> = consumer.topics.iter().map(|t| topics.physical(t)).collect();
         let mut all = main.clone();
@@ -412,17 +584,8 @@ impl EventBus for KafkaBus {
         kafka.subscribe(&names).map_err(KafkaBusError::from)?;
         tracing::info!(consumer = %consumer.name, topics = ?all, "kafka consumer started");
         let result = loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
-                m = kafka.recv() => m,
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(consumer = %consumer.name, error = %e, "kafka consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some(msg) = next_message(&kafka, &consumer.name, &shutdown).await else {
+                break Ok(());
             };
             if let Err(e) = self.handle_message(&consumer, &msg).await {
                 // Not committed: the message comes again after the restart.

@@ -51,3 +51,8 @@ on_kafka!(
     testing::dead_letters_poison,
     ContentMode::Binary
 );
+on_kafka!(
+    kafka_node_consumers_each_see_events_since_their_start,
+    testing::every_node_sees_events_since,
+    ContentMode::Binary
+);

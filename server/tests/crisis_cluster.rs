@@ -1,0 +1,264 @@
+//! Two `nexus` nodes sharing one PostgreSQL database and one Kafka broker (issue 3: the
+//! real-time core consumes `incident.*` into the geo index on every node). A write taken by
+//! one node reaches the other node's geo index through the bus, without a restart: incidents
+//! appear in its geo queries, geofences made on one node fire on the other, and a volunteer's
+//! moves on either node leave both indexes agreeing on where the volunteer is.
+//!
+//! Needs `NEXUS_TEST_DATABASE_URL` and `NEXUS_TEST_KAFKA_BROKERS`
+//! (`eval "$(scripts/services.sh env)"`); without them the test is skipped, or fails when
+//! `NEXUS_TEST_REQUIRE_ENGINES=1`. Topics get a prefix of their own, so parallel tests and
+//! earlier runs on the same broker never meet.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Server;
+use nexus_auth::Role;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn brokers() -> Option<String> {
+    match std::env::var("NEXUS_TEST_KAFKA_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var("NEXUS_TEST_REQUIRE_ENGINES").as_deref() == Ok("1") => {
+            panic!("NEXUS_TEST_KAFKA_BROKERS is not set (NEXUS_TEST_REQUIRE_ENGINES=1)")
+        }
+        _ => {
+            eprintln!("SKIPPED crisis cluster test: NEXUS_TEST_KAFKA_BROKERS is not set");
+            None
+        }
+    }
+}
+
+fn ids(fc: &Value) -> Vec<String> {
+    fc["features"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `get` until `done` holds for its JSON; panics with `what` after 30 s.
+async fn eventually(
+    what: &str,
+    mut get: impl AsyncFnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get().await;
+        if done(&v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `node`'s map shows `volunteer` near longitude `lon`.
+async fn volunteer_at(node: &str, s: &Server, who: &str, volunteer: &str, lon: f64) {
+    let path = format!(
+        "/api/v1/crisis/map?bbox={},0.04,{},0.06&zoom=18&kinds=responder",
+        lon - 0.01,
+        lon + 0.01
+    );
+    eventually(
+        &format!("the volunteer at lon {lon} on node {node}"),
+        async || s.req("GET", &path, Some(who), Value::Null).await.json,
+        |fc| ids(fc).iter().any(|id| id == volunteer),
+    )
+    .await;
+}
+
+fn transitions(reply: &Value) -> Vec<(String, String)> {
+    reply["geofence_events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no geofence_events in {reply}"))
+        .iter()
+        .map(|e| {
+            (
+                e["fence_id"].as_str().unwrap().to_string(),
+                e["transition"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_reaches_the_other_nodes_geo_index_through_kafka() {
+    let Some(brokers) = brokers() else { return };
+    let Some(db) = nexus_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("NEXUS_DATABASE_URL", db.as_str()),
+        ("NEXUS_KAFKA_BROKERS", brokers.as_str()),
+        ("NEXUS_KAFKA_TOPIC_PREFIX", prefix.as_str()),
+        ("NEXUS_RATE_LIMIT_PER_IP", "0"),
+        ("NEXUS_RATE_LIMIT_PER_USER", "0"),
+    ];
+    let a = Server::start(&env);
+    let b = Server::start(&env);
+    let coordinator = a.token("coord", &[Role::Coordinator], 600);
+    let citizen = a.token("citizen", &[Role::Patient], 600);
+    let medic = a.token("medic", &[Role::Responder], 600);
+
+    // A geofence made on A.
+    let zone = json!({"type": "Polygon", "coordinates": [[[30.0, 0.0], [30.1, 0.0], [30.1, 0.1], [30.0, 0.1], [30.0, 0.0]]]});
+    let r = a
+        .req(
+            "POST",
+            "/api/v1/geofences",
+            Some(&coordinator),
+            json!({"name": "Flood zone", "geometry": zone, "watch": ["responder"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let fence = r.json["id"].as_str().unwrap().to_string();
+
+    // An incident reported on A shows up in B's geo queries.
+    let r = a
+        .req(
+            "POST",
+            "/api/v1/crisis/incidents",
+            Some(&citizen),
+            json!({"type": "flood", "severity": 4, "lat": 0.05, "lon": 30.05}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let incident = r.json["id"].as_str().unwrap().to_string();
+    eventually(
+        "the incident reported on A in B's bbox query",
+        async || {
+            b.req(
+                "GET",
+                "/api/v1/crisis/incidents?bbox=29.9,-0.1,30.2,0.2",
+                Some(&citizen),
+                Value::Null,
+            )
+            .await
+            .json
+        },
+        |fc| ids(fc).contains(&incident),
+    )
+    .await;
+
+    // It is resolved on B; A's status-filtered query follows.
+    let r = b
+        .req(
+            "PATCH",
+            &format!("/api/v1/crisis/incidents/{incident}"),
+            Some(&coordinator),
+            json!({"status": "resolved"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    eventually(
+        "the resolution on B in A's index",
+        async || {
+            a.req(
+                "GET",
+                "/api/v1/crisis/incidents?bbox=29.9,-0.1,30.2,0.2&status=resolved",
+                Some(&citizen),
+                Value::Null,
+            )
+            .await
+            .json
+        },
+        |fc| ids(fc).contains(&incident),
+    )
+    .await;
+
+    // A volunteer registered on A, west of the zone; B learns of them.
+    let r = a
+        .req(
+            "POST",
+            "/api/v1/crisis/volunteers",
+            Some(&medic),
+            json!({"lat": 0.05, "lon": 29.95}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let volunteer = r.json["id"].as_str().unwrap().to_string();
+    volunteer_at("B", &b, &coordinator, &volunteer, 29.95).await;
+
+    // Walking into the zone through B: B knows both the fence made on A and the volunteer.
+    let path = format!("/api/v1/crisis/volunteers/{volunteer}/location");
+    let r = b
+        .req(
+            "PUT",
+            &path,
+            Some(&medic),
+            json!({"lat": 0.05, "lon": 30.05}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(transitions(&r.json), [(fence.clone(), "enter".to_string())]);
+    volunteer_at("A", &a, &coordinator, &volunteer, 30.05).await;
+
+    // Walking out through A: A applied B's move, so it sees an exit, not a walk outside.
+    let r = a
+        .req(
+            "PUT",
+            &path,
+            Some(&medic),
+            json!({"lat": 0.05, "lon": 30.2}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(transitions(&r.json), [(fence.clone(), "exit".to_string())]);
+    volunteer_at("B", &b, &coordinator, &volunteer, 30.2).await;
+
+    // The fence deleted on B stops firing on A.
+    let r = b
+        .req(
+            "DELETE",
+            &format!("/api/v1/geofences/{fence}"),
+            Some(&coordinator),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Out and back in: once A has dropped the fence, neither move reports anything.
+        let back_in = a
+            .req(
+                "PUT",
+                &path,
+                Some(&medic),
+                json!({"lat": 0.05, "lon": 30.05}),
+            )
+            .await;
+        let out = a
+            .req(
+                "PUT",
+                &path,
+                Some(&medic),
+                json!({"lat": 0.05, "lon": 30.2}),
+            )
+            .await;
+        if transitions(&back_in.json).is_empty() && transitions(&out.json).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fence deleted on B still fires on A: {} / {}",
+            back_in.json,
+            out.json
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Positions never travel in events: nothing in either log names the coordinates.
+    for (node, s) in [("A", &a), ("B", &b)] {
+        assert!(
+            !s.logs().contains("30.05"),
+            "node {node} logged a volunteer's position"
+        );
+    }
+}
