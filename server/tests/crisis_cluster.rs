@@ -42,9 +42,11 @@ fn ids(fc: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Polls `get` until `done` holds for its JSON; panics with `what` after 30 s.
+/// Polls `get` until `done` holds for its JSON; panics with `what` and the node's event-bus
+/// log lines after 30 s.
 async fn eventually(
     what: &str,
+    node: &Server,
     mut get: impl AsyncFnMut() -> Value,
     done: impl Fn(&Value) -> bool,
 ) {
@@ -54,7 +56,14 @@ async fn eventually(
         if done(&v) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: last answer {v}");
+        if Instant::now() > deadline {
+            let all = node.logs();
+            let log: Vec<&str> = all
+                .lines()
+                .filter(|l| l.contains("consumer") || l.contains("kafka") || l.contains("WARN"))
+                .collect();
+            panic!("{what}: last answer {v}\nnode log:\n{}", log.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -68,6 +77,7 @@ async fn volunteer_at(node: &str, s: &Server, who: &str, volunteer: &str, lon: f
     );
     eventually(
         &format!("the volunteer at lon {lon} on node {node}"),
+        s,
         async || s.req("GET", &path, Some(who), Value::Null).await.json,
         |fc| ids(fc).iter().any(|id| id == volunteer),
     )
@@ -134,6 +144,7 @@ async fn a_write_on_one_node_reaches_the_other_nodes_geo_index_through_kafka() {
     let incident = r.json["id"].as_str().unwrap().to_string();
     eventually(
         "the incident reported on A in B's bbox query",
+        &b,
         async || {
             b.req(
                 "GET",
@@ -160,6 +171,7 @@ async fn a_write_on_one_node_reaches_the_other_nodes_geo_index_through_kafka() {
     assert_eq!(r.status, 200, "{}", r.json);
     eventually(
         "the resolution on B in A's index",
+        &a,
         async || {
             a.req(
                 "GET",
