@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 /// Consumer name (and Kafka group) of the real-time core.
 pub const REALTIME_CORE: &str = "realtime-core";
 
-/// Starts the relay, the lag gauge and the real-time core's consumer on `tasks`.
+/// Starts the relay, the lag gauge and the real-time core's consumer on `tasks`; returns
+/// the bus for the other consumers (alerting).
 pub async fn start(
     config: &Config,
     store: &Store,
@@ -30,7 +31,7 @@ pub async fn start(
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
     gateway: nexus_gateway::Gateway,
-) -> Result<()> {
+) -> Result<Arc<dyn EventBus>> {
     let bus = bus(config, store).await?;
     tracing::info!(bus = bus.name(), "event bus ready");
     let relay = Relay::new(store.clone(), bus.clone());
@@ -49,19 +50,18 @@ pub async fn start(
             }
         });
     }
-    // The real-time core's view of the domains. For now it records what it receives;
-    // `incident.reported` → geo index and gateway, `alert.issued` → alerting and
-    // `epidemic.detected` → crisis map are wired here as those components land.
+    // The real-time core's view of the domains: `incident.*` and `epidemic.detected` → the
+    // crisis map. `alert.*` → alerting is its own consumer (`crate::alerting`).
     let core = Consumer::new(
         REALTIME_CORE,
         [Domain::Crisis, Domain::Healthcare].map(Topics::logical),
         Arc::new(RealtimeCore { gateway }),
     );
-    let consumer = spawn_consumer(bus, core, shutdown.clone());
+    let consumer = spawn_consumer(bus.clone(), core, shutdown.clone());
     tasks.spawn(async move {
         let _ = consumer.await;
     });
-    Ok(())
+    Ok(bus)
 }
 
 async fn bus(config: &Config, store: &Store) -> Result<Arc<dyn EventBus>> {
@@ -77,7 +77,10 @@ async fn bus(config: &Config, store: &Store) -> Result<Arc<dyn EventBus>> {
 
 #[cfg(feature = "kafka")]
 fn kafka_bus(brokers: &str, prefix: &str, store: &Store) -> Result<Arc<dyn EventBus>> {
-    let settings = nexus_kafka::KafkaSettings::new(brokers).with_prefix(prefix);
+    let mut settings = nexus_kafka::KafkaSettings::new(brokers).with_prefix(prefix);
+    // Consumer groups live in the same namespace as the topics, so that deployments (or
+    // test runs) sharing a broker under different prefixes do not share groups.
+    settings.group_prefix = prefix.to_string();
     Ok(Arc::new(
         nexus_kafka::KafkaBus::new(settings, store.clone())
             .context("cannot set up the Kafka event bus")?,
