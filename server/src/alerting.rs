@@ -12,7 +12,9 @@ use nexus_alert_delivery::{
 };
 use nexus_api::ApiState;
 use nexus_api::alerts::{AlertSettings, Dispatched};
-use nexus_events::{CloudEvent, Consumer, Domain, EventBus, EventType, Handler, HandlerError, Topics};
+use nexus_events::{
+    CloudEvent, Consumer, Domain, EventBus, EventType, Handler, HandlerError, Topics,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +145,9 @@ pub fn start(
         worker = worker.with_channel(Arc::new(sms), SMS_RATE);
     }
     let subject = config.vapid.subject.clone().unwrap_or_else(|| {
-        tracing::warn!("vapid.subject (NEXUS_VAPID_SUBJECT) unset; push services may refuse Web Push");
+        tracing::warn!(
+            "vapid.subject (NEXUS_VAPID_SUBJECT) unset; push services may refuse Web Push"
+        );
         DEFAULT_VAPID_SUBJECT.to_string()
     });
     let push = PushChannel::new(PushSettings {
@@ -174,7 +178,9 @@ impl Handler for AlertingConsumer {
             return Ok(());
         }
         let Some(id) = event.data.get("id").and_then(|v| v.as_str()) else {
-            return Err(HandlerError::Permanent("alert event without data.id".into()));
+            return Err(HandlerError::Permanent(
+                "alert event without data.id".into(),
+            ));
         };
         let supersedes: Vec<String> = event
             .data

@@ -441,7 +441,9 @@ impl Config {
         if let Some(u) = &self.alerts.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            bail!("alerts.public_url (NEXUS_ALERTS_PUBLIC_URL) must start with http:// or https://");
+            bail!(
+                "alerts.public_url (NEXUS_ALERTS_PUBLIC_URL) must start with http:// or https://"
+            );
         }
         if let Some(s) = &self.vapid.subject
             && !(s.starts_with("mailto:") || s.starts_with("https://"))
@@ -508,7 +510,9 @@ fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         BoolOrStr::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" | "" => Ok(false),
-            _ => Err(serde::de::Error::custom(format!("`{s}` is not true or false"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not true or false"
+            ))),
         },
     }
 }
@@ -748,7 +752,10 @@ mod tests {
             None,
             env(&[
                 ("NEXUS_ALERTS_APPROVAL", "true"),
-                ("NEXUS_ALERTS_TEST_ALLOWLIST", "user-1, +447700900123,ops@example.org"),
+                (
+                    "NEXUS_ALERTS_TEST_ALLOWLIST",
+                    "user-1, +447700900123,ops@example.org",
+                ),
                 ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "1"),
                 ("NEXUS_ALERTS_PUBLIC_URL", "https://alerts.example.org"),
                 ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
@@ -762,7 +769,10 @@ mod tests {
             ["user-1", "+447700900123", "ops@example.org"]
         );
         let defaults = Config::load(None, env(&[]), &Overrides::default()).unwrap();
-        assert!(!defaults.alerts.approval, "the approval step is off by default");
+        assert!(
+            !defaults.alerts.approval,
+            "the approval step is off by default"
+        );
         for bad in [
             ("NEXUS_ALERTS_APPROVAL", "maybe"),
             ("NEXUS_ALERTS_PUBLIC_URL", "alerts.example.org"),

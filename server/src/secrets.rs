@@ -43,13 +43,17 @@ pub fn vapid_key(configured: Option<&str>, data_dir: &Path) -> Result<VapidKey> 
     let path = data_dir.join("vapid-private-key.pem");
     if let Ok(text) = std::fs::read_to_string(&path) {
         return VapidKey::parse(&text).with_context(|| {
-            format!("{} is unusable; delete it to generate a new one", path.display())
+            format!(
+                "{} is unusable; delete it to generate a new one",
+                path.display()
+            )
         });
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let key = VapidKey::generate()?;
-    write_private(&path, &key.to_pem()).with_context(|| format!("cannot write {}", path.display()))?;
+    write_private(&path, &key.to_pem())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!("generated a new VAPID key in the data dir");
     Ok(key)
 }

@@ -199,7 +199,11 @@ mod tests {
         a.status = Status::Exercise;
         a.msg_type = MsgType::Update;
         assert!(sms_text(&a, None).starts_with("EXERCISE: UPDATE: Flood warning."));
-        assert!(email_text(&a, None, "k").0.starts_with("EXERCISE: UPDATE: [Severe]"));
+        assert!(
+            email_text(&a, None, "k")
+                .0
+                .starts_with("EXERCISE: UPDATE: [Severe]")
+        );
     }
 
     #[test]

@@ -221,12 +221,9 @@ impl VapidKey {
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<VapidKey, ConfigError> {
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            der,
-            &SystemRandom::new(),
-        )
-        .map_err(|e| ConfigError::Push(format!("not a P-256 PKCS#8 private key: {e}")))?;
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+                .map_err(|e| ConfigError::Push(format!("not a P-256 PKCS#8 private key: {e}")))?;
         Ok(VapidKey {
             pair,
             pkcs8: der.to_vec(),
@@ -255,9 +252,8 @@ impl VapidKey {
     /// `exp` (Unix seconds), naming the operator contact `subject`.
     pub fn jwt(&self, audience: &str, exp: i64, subject: &str) -> Result<String, SendError> {
         let header = B64.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
-        let claims = B64.encode(
-            serde_json::json!({"aud": audience, "exp": exp, "sub": subject}).to_string(),
-        );
+        let claims = B64
+            .encode(serde_json::json!({"aud": audience, "exp": exp, "sub": subject}).to_string());
         let input = format!("{header}.{claims}");
         let sig = self
             .pair
@@ -338,9 +334,7 @@ pub fn seal(
 
 /// Encrypts `plaintext` for `subscription` with a fresh ephemeral key and salt.
 pub fn encrypt(plaintext: &[u8], subscription: &PushSubscription) -> Result<Vec<u8>, SendError> {
-    let (ua_public, auth) = subscription
-        .decoded_keys()
-        .map_err(SendError::Permanent)?;
+    let (ua_public, auth) = subscription.decoded_keys().map_err(SendError::Permanent)?;
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     ring::rand::SecureRandom::fill(&rng, &mut salt)
@@ -452,8 +446,7 @@ pub struct PushChannel {
 impl PushChannel {
     /// A channel with a 10-second request timeout and no redirects.
     pub fn new(settings: PushSettings) -> Result<PushChannel, ConfigError> {
-        if !(settings.subject.starts_with("mailto:") || settings.subject.starts_with("https://"))
-        {
+        if !(settings.subject.starts_with("mailto:") || settings.subject.starts_with("https://")) {
             return Err(ConfigError::Push(
                 "the VAPID subject must be a mailto: or https: URI".into(),
             ));
@@ -496,7 +489,12 @@ impl Channel for PushChannel {
             )?;
             // Topic (RFC 8030 §5.4): a newer message of the same alert replaces an undelivered
             // older one; ≤ 32 base64url characters.
-            let topic: String = m.alert_id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+            let topic: String = m
+                .alert_id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect();
             let resp = self
                 .client
                 .post(url)
@@ -559,7 +557,11 @@ mod tests {
         ] {
             assert!(subscription(bad).check(false).is_err(), "{bad}");
         }
-        assert!(subscription("https://push.example.com/x").check(false).is_ok());
+        assert!(
+            subscription("https://push.example.com/x")
+                .check(false)
+                .is_ok()
+        );
         assert!(subscription("https://8.8.8.8/x").check(false).is_ok());
         assert!(subscription("http://127.0.0.1:9/x").check(true).is_ok());
     }
@@ -580,7 +582,12 @@ mod tests {
     fn sealed_records_open_with_the_rfc_8291_derivation() {
         let rng = SystemRandom::new();
         let ua = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng).unwrap();
-        let ua_public: [u8; 65] = ua.compute_public_key().unwrap().as_ref().try_into().unwrap();
+        let ua_public: [u8; 65] = ua
+            .compute_public_key()
+            .unwrap()
+            .as_ref()
+            .try_into()
+            .unwrap();
         let sub = PushSubscription {
             endpoint: "https://push.example.com/x".into(),
             keys: PushKeys {
@@ -597,8 +604,12 @@ mod tests {
         let plain = agreement::agree_ephemeral(ua, &peer, |secret| {
             let prk_key = hkdf::Salt::new(hkdf::HKDF_SHA256, &[7u8; 16]).extract(secret);
             let mut ikm = [0u8; 32];
-            hkdf_expand(&prk_key, &[b"WebPush: info\0", &ua_public, &as_public], &mut ikm)
-                .unwrap();
+            hkdf_expand(
+                &prk_key,
+                &[b"WebPush: info\0", &ua_public, &as_public],
+                &mut ikm,
+            )
+            .unwrap();
             let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt).extract(&ikm);
             let mut cek = [0u8; 16];
             hkdf_expand(&prk, &[b"Content-Encoding: aes128gcm\0"], &mut cek).unwrap();
@@ -630,7 +641,11 @@ mod tests {
         let again = VapidKey::parse(&key.to_pem()).unwrap();
         assert_eq!(again.public_key(), key.public_key());
         let jwt = key
-            .jwt("https://push.example.com", 2_000_000_000, "mailto:ops@example.org")
+            .jwt(
+                "https://push.example.com",
+                2_000_000_000,
+                "mailto:ops@example.org",
+            )
             .unwrap();
         let (input, sig) = jwt.rsplit_once('.').unwrap();
         let public = B64.decode(key.public_key()).unwrap();

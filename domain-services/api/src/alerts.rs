@@ -34,13 +34,13 @@ use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
 use crate::validate::Checks;
 use axum::Json;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nexus_cap::{Alert, Diagnostic, Limits, Scope, Severity, Status};
 use nexus_events::{EventType, record};
 use nexus_geo::Position;
@@ -434,7 +434,10 @@ fn needs_approval(settings: &AlertSettings, alert: &Alert) -> bool {
 /// The CloudEvent of an alert that comes into force: `alert.issued`, `alert.updated` or
 /// `alert.cancelled` by msgType. Its data names the alert; the alerting consumer reads the
 /// rest from the store.
-fn alert_event(rec: &AlertRecord, supersedes: &[String]) -> Result<nexus_store::outbox::NewEvent, Problem> {
+fn alert_event(
+    rec: &AlertRecord,
+    supersedes: &[String],
+) -> Result<nexus_store::outbox::NewEvent, Problem> {
     let event_type = match rec.msg_type.as_str() {
         "Update" => EventType::AlertUpdated,
         "Cancel" => EventType::AlertCancelled,
@@ -470,7 +473,9 @@ async fn approve_alert(
 ) -> Result<Json<AlertIssued>, Problem> {
     who.authorize(Action::ApproveAlert, None)?;
     let Some(approver) = who.user_id().map(str::to_string) else {
-        return Err(Problem::forbidden("approvals are made by a person, not an API key"));
+        return Err(Problem::forbidden(
+            "approvals are made by a person, not an API key",
+        ));
     };
     let Some(rec) = state.store.alert(&id).await? else {
         return Err(Problem::not_found("no such alert"));
@@ -488,7 +493,9 @@ async fn approve_alert(
     }
     let now = now_ms();
     if rec.expires_at.is_some_and(|e| e <= now) {
-        return Err(Problem::conflict("the alert expired before it was approved"));
+        return Err(Problem::conflict(
+            "the alert expired before it was approved",
+        ));
     }
     let alert = stored_alert(&rec)?;
     let supersedes = referenced_alerts(&state, &alert).await?;
@@ -748,7 +755,11 @@ async fn create_subscription(
                 "sms" => req.phone.is_some(),
                 "push" => req.push.is_some(),
                 _ => {
-                    checks.check(false, &format!("/channels/{i}"), "must be email, sms or push");
+                    checks.check(
+                        false,
+                        &format!("/channels/{i}"),
+                        "must be email, sms or push",
+                    );
                     continue;
                 }
             };
@@ -1218,7 +1229,9 @@ async fn target(
         settings.test_allowlist.iter().any(|a| {
             Some(a.as_str()) == s.user_id.as_deref()
                 || Some(a.as_str()) == s.phone.as_deref()
-                || s.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(a))
+                || s.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(a))
         })
     };
     let mut out = Vec::new();
@@ -1410,7 +1423,7 @@ async fn list(
         Some(s) => Some(AlertStatus::parse(s).ok_or_else(|| {
             Problem::validation(vec![FieldError {
                 pointer: "/status".into(),
-                detail: "must be active, superseded, cancelled or expired".into(),
+                detail: "must be pending, active, superseded, cancelled or expired".into(),
             }])
         })?),
     };

@@ -805,13 +805,15 @@ impl Store {
     /// Ends every active subscription registered with `phone` (an SMS reply STOP from it);
     /// returns how many ended.
     pub async fn deactivate_subscriptions_by_phone(&self, phone: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE alert_subscriptions SET active = 0 WHERE phone = $1 AND active = 1",
+        Ok(
+            sqlx::query(
+                "UPDATE alert_subscriptions SET active = 0 WHERE phone = $1 AND active = 1",
+            )
+            .bind(phone)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
         )
-        .bind(phone)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
     }
 
     /// A subscription and whether it is still active.

@@ -346,16 +346,31 @@ async fn enqueue_is_idempotent_and_only_for_alerts_in_force(store: Store) {
         .await
         .unwrap();
     let batch = [to("r1", "email"), to("r1", "sms"), to("r2", "push")];
-    assert_eq!(store.enqueue_deliveries("a1", &batch, 2_000).await.unwrap(), 3);
+    assert_eq!(
+        store.enqueue_deliveries("a1", &batch, 2_000).await.unwrap(),
+        3
+    );
     assert_eq!(
         store.enqueue_deliveries("a1", &batch, 3_000).await.unwrap(),
         0,
         "the same event handled again queues nothing new"
     );
     let more = [to("r1", "email"), to("r3", "email")];
-    assert_eq!(store.enqueue_deliveries("a1", &more, 3_000).await.unwrap(), 1);
-    assert_eq!(store.deliveries_page("a1", None, 10).await.unwrap().len(), 4);
-    assert_eq!(store.enqueue_deliveries("nope", &batch, 3_000).await.unwrap(), 0);
+    assert_eq!(
+        store.enqueue_deliveries("a1", &more, 3_000).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.deliveries_page("a1", None, 10).await.unwrap().len(),
+        4
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries("nope", &batch, 3_000)
+            .await
+            .unwrap(),
+        0
+    );
 
     // Cancelled before its event was handled (a lagging consumer): nothing is queued.
     store
@@ -368,13 +383,19 @@ async fn enqueue_is_idempotent_and_only_for_alerts_in_force(store: Store) {
         .issue_alert(&cancel, &["a2".into()], &[], &[])
         .await
         .unwrap();
-    assert_eq!(store.enqueue_deliveries("a2", &batch, 5_000).await.unwrap(), 0);
+    assert_eq!(
+        store.enqueue_deliveries("a2", &batch, 5_000).await.unwrap(),
+        0
+    );
     // Expired: nothing either.
     store
         .issue_alert(&alert("a4", "FLOOD-4", "Alert", Some(6_000)), &[], &[], &[])
         .await
         .unwrap();
-    assert_eq!(store.enqueue_deliveries("a4", &batch, 6_000).await.unwrap(), 0);
+    assert_eq!(
+        store.enqueue_deliveries("a4", &batch, 6_000).await.unwrap(),
+        0
+    );
 }
 on_every_backend!(
     enqueue_is_idempotent_and_only_for_alerts_in_force_on_every_backend,
@@ -401,7 +422,10 @@ async fn approval_activates_a_pending_alert_once(store: Store) {
         "a pending Cancel cancels nothing"
     );
     assert_eq!(
-        store.enqueue_deliveries("a2", &[to("r1", "sms")], 2_500).await.unwrap(),
+        store
+            .enqueue_deliveries("a2", &[to("r1", "sms")], 2_500)
+            .await
+            .unwrap(),
         0,
         "a pending alert gets no deliveries"
     );
@@ -449,7 +473,11 @@ on_every_backend!(
 
 /// An SMS reply STOP ends every subscription registered with that number.
 async fn stop_by_phone_ends_that_numbers_subscriptions(store: Store) {
-    for (id, phone) in [("s1", "+447700900001"), ("s2", "+447700900001"), ("s3", "+447700900002")] {
+    for (id, phone) in [
+        ("s1", "+447700900001"),
+        ("s2", "+447700900001"),
+        ("s3", "+447700900002"),
+    ] {
         store
             .insert_subscription(&SubscriptionRecord {
                 id: id.into(),
