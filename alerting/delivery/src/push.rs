@@ -510,7 +510,10 @@ impl Channel for PushChannel {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| SendError::Transient(format!("push service unreachable: {e}")))?;
+                // The endpoint is the subscriber's capability: keep it out of errors and logs.
+                .map_err(|e| {
+                    SendError::Transient(format!("push service unreachable: {}", e.without_url()))
+                })?;
             let status = resp.status();
             match status.as_u16() {
                 200..=299 => Ok(()),

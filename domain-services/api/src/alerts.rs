@@ -14,19 +14,38 @@
 //! An `Update` or `Cancel` must reference alerts this server knows (by CAP
 //! sender/identifier/sent); an unknown reference is `409 /problems/conflict`. The referenced
 //! active alerts become `superseded` (Update) or `cancelled` (Cancel, which also stops their
-//! queued deliveries), in the transaction that stores the new alert, its CloudEvent
-//! (`alert.issued`, `alert.updated`, `alert.cancelled`) and its deliveries.
+//! queued deliveries), in the transaction that stores the new alert and its CloudEvent
+//! (`alert.issued`, `alert.updated`, `alert.cancelled`). Nothing is targeted in the request:
+//! the alerting consumer of the event bus calls [`dispatch`], which targets subscribers,
+//! enqueues their deliveries idempotently and publishes public alerts on the gateway.
+//!
+//! With the approval step on ([`AlertSettings::approval`]), an `Actual` alert is stored
+//! `pending`: it supersedes nothing, has no event and reaches nobody until a second, different
+//! `alert_authority` approves it (`POST /api/v1/alerts/{id}/approve`). `POST
+//! /api/v1/alerts/preview` counts the recipients per channel of the same body, storing
+//! nothing.
 //!
 //! # Who hears it
 //!
-//! Only `Actual` alerts with scope `Public` reach the public: the `alerts` gateway channel
-//! (with `geometry`, a GeoJSON MultiPolygon of the areas, so geo-filtered subscribers get
-//! only alerts whose area meets their box), the ATOM feed, and subscribers. `Test`,
-//! `Exercise`, `Draft` and `System` alerts are stored and listed to authorities only.
-//! Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of the
-//! alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
+//! [`Audience`]: only `Actual` alerts with scope `Public` reach the public: the `alerts`
+//! gateway channel (with `geometry`, a GeoJSON MultiPolygon of the areas, so geo-filtered
+//! subscribers get only alerts whose area meets their box), the ATOM feed, and every
+//! subscriber in the area. `Test`, `Exercise` and `Draft` alerts reach only subscribers on
+//! the allowlist ([`AlertSettings::test_allowlist`]: user ids, e-mail addresses, phone
+//! numbers) and never the public channel or feed; `System` and non-public scopes reach
+//! nobody. Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of
+//! the alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
 //! exact test), whose minimum severity the alert reaches, get one delivery per channel they
-//! registered an address for.
+//! registered an address for (`email`, `sms`, `push`).
+//!
+//! # Ending a subscription
+//!
+//! Every e-mail carries a signed unsubscribe link ([`unsubscribe_url`]; `GET` ends the
+//! subscription and confirms it, `POST` is RFC 8058 one-click); an SMS reply `STOP` reaches
+//! `POST /api/v1/alerts/sms/inbound` (Twilio's webhook, signature checked) and ends every
+//! subscription of that number; a push service's 404/410 ends a push subscription (the
+//! delivery worker). Push endpoints on private or loopback addresses are refused unless
+//! [`AlertSettings::allow_private_push`].
 
 use crate::extract::ApiJson;
 use crate::problem::{FieldError, Problem, ProblemKind};

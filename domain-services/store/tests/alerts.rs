@@ -432,7 +432,7 @@ async fn approval_activates_a_pending_alert_once(store: Store) {
     let before = store.outbox_pending(100).await.unwrap().len();
     let ev = NewEvent::new("nexus.crisis", "a2", "alert.cancelled", "{}");
     let approved = store
-        .approve_alert("a2", "u2", &["a1".into()], &[ev.clone()], 3_000)
+        .approve_alert("a2", "u2", &["a1".into()], std::slice::from_ref(&ev), 3_000)
         .await
         .unwrap()
         .unwrap();
