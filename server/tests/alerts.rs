@@ -809,6 +809,23 @@ async fn hostile_or_invalid_cap_is_refused_and_only_authorities_issue() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
 
+    // The OpenAPI document lists the alerting endpoints.
+    let doc = s
+        .req("GET", "/api/v1/openapi.json", None, Value::Null)
+        .await;
+    for path in [
+        "/api/v1/alerts/preview",
+        "/api/v1/alerts/{id}/approve",
+        "/api/v1/alerts/unsubscribe",
+        "/api/v1/alerts/sms/inbound",
+        "/api/v1/alerts/push/key",
+    ] {
+        assert!(
+            doc.json["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+
     // Not JSON, not XML: 415.
     let r = s
         .raw(

@@ -115,7 +115,7 @@ pub struct AlertView {
     pub sender: String,
     /// CAP sent.
     pub sent: String,
-    /// Lifecycle: `active`, `superseded`, `cancelled`, `expired`.
+    /// Lifecycle: `pending` (approval), `active`, `superseded`, `cancelled`, `expired`.
     pub status: String,
     /// CAP status (`Actual`, `Exercise`, `System`, `Test`, `Draft`).
     pub cap_status: String,
