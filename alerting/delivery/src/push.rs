@@ -390,8 +390,28 @@ fn cut(text: &str, max: usize) -> String {
 }
 
 /// What the user agent decrypts: JSON with the delivery's idempotency key (`key`), the
-/// alert's ids and a summary of its first info, cut to fit one record.
+/// alert's ids and a summary of its first info. Long texts are cut (instruction first, then
+/// the area and the headline) so that it always fits one record ([`MAX_PAYLOAD`] bytes).
 pub fn payload(message: &Outgoing<'_>) -> Vec<u8> {
+    // (headline, area, instruction) character budgets, tried in order until one fits.
+    const BUDGETS: [(usize, usize, usize); 4] =
+        [(300, 500, 1500), (200, 300, 400), (120, 120, 0), (60, 0, 0)];
+    let mut out = Vec::new();
+    for (headline, area, instruction) in BUDGETS {
+        out = payload_within(message, headline, area, instruction);
+        if out.len() <= MAX_PAYLOAD {
+            break;
+        }
+    }
+    out
+}
+
+fn payload_within(
+    message: &Outgoing<'_>,
+    headline: usize,
+    area: usize,
+    instruction: usize,
+) -> Vec<u8> {
     let alert = message.alert;
     let info = alert.info.first();
     let areas = info
@@ -403,19 +423,21 @@ pub fn payload(message: &Outgoing<'_>) -> Vec<u8> {
                 .join("; ")
         })
         .unwrap_or_default();
+    let short = |text: &str, max: usize| (max > 0).then(|| cut(text, max));
     serde_json::json!({
         "key": message.key,
         "alert_id": message.alert_id,
-        "identifier": alert.identifier,
-        "sender": alert.sender,
+        "identifier": cut(&alert.identifier, 200),
+        "sender": cut(&alert.sender, 200),
         "sent": alert.sent.to_string(),
         "msg_type": alert.msg_type.as_str(),
-        "event": info.map(|i| cut(&i.event, 200)),
-        "headline": info.and_then(|i| i.headline.as_deref()).map(|h| cut(h, 300)),
+        "status": alert.status.as_str(),
+        "event": info.map(|i| cut(&i.event, 100)),
+        "headline": info.and_then(|i| i.headline.as_deref()).and_then(|h| short(h, headline)),
         "severity": info.map(|i| i.severity.as_str()),
         "urgency": info.map(|i| i.urgency.as_str()),
-        "area": cut(&areas, 500),
-        "instruction": info.and_then(|i| i.instruction.as_deref()).map(|t| cut(t, 1500)),
+        "area": short(&areas, area),
+        "instruction": info.and_then(|i| i.instruction.as_deref()).and_then(|t| short(t, instruction)),
         "expires": alert.expires_at().map(|e| e.to_string()),
     })
     .to_string()
@@ -636,6 +658,56 @@ mod tests {
             &plain[..plain.len() - 1],
             b"When I grow up, I want to be a watermelon"
         );
+    }
+
+    fn flood(urgency: &str, severity: &str, instruction: &str) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "identifier": "F1", "sender": "a@b", "sent": "2024-06-12T14:57:00-07:00",
+            "status": "Actual", "msg_type": "Alert", "scope": "Public",
+            "info": [{"category": ["Met"], "event": "Flood", "urgency": urgency,
+                      "severity": severity, "certainty": "Observed",
+                      "expires": "2024-06-13T14:57:00-07:00",
+                      "headline": "Flood warning", "instruction": instruction,
+                      "area": [{"area_desc": "Riverside"}]}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn urgency_follows_cap_urgency_and_severity_and_ttl_the_expiry() {
+        assert_eq!(urgency(&flood("Immediate", "Minor", "")), "high");
+        assert_eq!(urgency(&flood("Future", "Extreme", "")), "high");
+        assert_eq!(urgency(&flood("Expected", "Minor", "")), "normal");
+        assert_eq!(urgency(&flood("Future", "Minor", "")), "low");
+        assert_eq!(urgency(&flood("Past", "Unknown", "")), "very-low");
+        let a = flood("Immediate", "Severe", "");
+        let expires = a.expires_at().unwrap().to_utc().timestamp_millis();
+        assert_eq!(ttl(&a, expires - 3_600_000), 3600);
+        assert_eq!(ttl(&a, expires + 1), 0, "nothing to keep once expired");
+        assert_eq!(ttl(&a, expires - 100 * 86_400_000), MAX_TTL_SECS);
+    }
+
+    #[test]
+    fn the_payload_always_fits_one_record() {
+        let long = "Évacuez immédiatement vers les hauteurs. ".repeat(200);
+        let alert = flood("Immediate", "Severe", &long);
+        let m = Outgoing {
+            key: "k-1",
+            address: "",
+            alert: &alert,
+            alert_id: "a-1",
+            recipient_id: "r-1",
+            unsubscribe_url: None,
+        };
+        let p = payload(&m);
+        assert!(p.len() <= MAX_PAYLOAD, "{}", p.len());
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["key"], "k-1");
+        assert_eq!(v["headline"], "Flood warning");
+        assert!(v["instruction"].as_str().unwrap().ends_with('…'));
+        let short = flood("Immediate", "Severe", "Go up.");
+        let v: serde_json::Value =
+            serde_json::from_slice(&payload(&Outgoing { alert: &short, ..m })).unwrap();
+        assert_eq!(v["instruction"], "Go up.");
     }
 
     #[test]
