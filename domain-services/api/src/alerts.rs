@@ -551,20 +551,27 @@ async fn preview_alert(
     let (alert, _) = decode(&headers, &body)?;
     let audience = Audience::of(&alert);
     let shapes = Shapes::of(&alert);
-    let deliveries = target(&state.store, &state.alerting, &alert, &shapes, audience).await?;
     let mut channels: BTreeMap<String, usize> = ["email", "sms", "push"]
         .into_iter()
         .map(|c| (c.to_string(), 0))
         .collect();
-    let mut people = std::collections::HashSet::new();
-    for d in &deliveries {
-        *channels.entry(d.channel.clone()).or_default() += 1;
-        people.insert(d.recipient_id.as_str());
+    let mut subscribers = 0;
+    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    while let Some(page) = targeting.next_page().await? {
+        // A page holds a subscription's deliveries together, in subscription order.
+        let mut last: Option<&str> = None;
+        for d in &page {
+            *channels.entry(d.channel.clone()).or_default() += 1;
+            if last != Some(d.recipient_id.as_str()) {
+                subscribers += 1;
+                last = Some(d.recipient_id.as_str());
+            }
+        }
     }
     Ok(Json(AlertPreview {
         audience: audience.as_str().to_string(),
         channels,
-        subscribers: people.len(),
+        subscribers,
         websocket: audience == Audience::Public,
         approval_required: needs_approval(&state.alerting, &alert),
     }))
@@ -1223,58 +1230,77 @@ fn severity_rank(s: &str) -> Option<u8> {
     })
 }
 
-/// Deliveries for every subscription of `audience` inside the alert's areas whose minimum
-/// severity the alert reaches: one per channel with an address.
-async fn target(
-    store: &nexus_store::Store,
-    settings: &AlertSettings,
-    alert: &Alert,
-    shapes: &Shapes,
+/// The deliveries of an alert, a page of candidate subscriptions at a time: every
+/// subscription of the audience inside the alert's areas whose minimum severity the alert
+/// reaches gets one per channel it has an address for. Paging keeps memory and (in
+/// [`dispatch`]) each queue transaction bounded, however many people live in the area.
+struct Targeting<'a> {
+    store: &'a nexus_store::Store,
+    settings: &'a AlertSettings,
+    shapes: &'a Shapes,
     audience: Audience,
-) -> Result<Vec<NewDelivery>, Problem> {
-    let Some(bbox) = shapes.bbox else {
-        return Ok(Vec::new());
-    };
-    if audience == Audience::Nobody {
-        return Ok(Vec::new());
+    severity: u8,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> Targeting<'a> {
+    fn new(
+        store: &'a nexus_store::Store,
+        settings: &'a AlertSettings,
+        alert: &Alert,
+        shapes: &'a Shapes,
+        audience: Audience,
+    ) -> Self {
+        let severity = alert
+            .info
+            .iter()
+            .map(|i| severity_rank(severity_name(i.severity)).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        Targeting {
+            store,
+            settings,
+            shapes,
+            audience,
+            severity,
+            after: None,
+            done: shapes.bbox.is_none() || audience == Audience::Nobody,
+        }
     }
-    let severity = alert
-        .info
-        .iter()
-        .map(|i| severity_rank(severity_name(i.severity)).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let listed = |s: &SubscriptionRecord| {
-        settings.test_allowlist.iter().any(|a| {
+
+    fn listed(&self, s: &SubscriptionRecord) -> bool {
+        self.settings.test_allowlist.iter().any(|a| {
             Some(a.as_str()) == s.user_id.as_deref()
                 || Some(a.as_str()) == s.phone.as_deref()
                 || s.email
                     .as_deref()
                     .is_some_and(|e| e.eq_ignore_ascii_case(a))
         })
-    };
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .subscriptions_in_bbox(bbox, after.as_deref(), TARGET_PAGE)
+    }
+
+    /// The deliveries of the next page of candidates (possibly none); `None` when done.
+    async fn next_page(&mut self) -> Result<Option<Vec<NewDelivery>>, Problem> {
+        let Some(bbox) = self.shapes.bbox.filter(|_| !self.done) else {
+            return Ok(None);
+        };
+        let page = self
+            .store
+            .subscriptions_in_bbox(bbox, self.after.as_deref(), TARGET_PAGE)
             .await?;
-        let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == TARGET_PAGE;
-        after = page.last().map(|s| s.id.clone());
+        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < TARGET_PAGE;
+        self.after = page.last().map(|s| s.id.clone());
+        let mut out = Vec::new();
         for s in page {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
             };
-            if !shapes.covers(at) {
-                continue;
-            }
-            if audience == Audience::Allowlist && !listed(&s) {
-                continue;
-            }
-            if s.min_severity
-                .as_deref()
-                .and_then(severity_rank)
-                .is_some_and(|min| severity < min)
+            if !self.shapes.covers(at)
+                || (self.audience == Audience::Allowlist && !self.listed(&s))
+                || s.min_severity
+                    .as_deref()
+                    .and_then(severity_rank)
+                    .is_some_and(|min| self.severity < min)
             {
                 continue;
             }
@@ -1288,11 +1314,8 @@ async fn target(
                 }
             }
         }
-        if !full {
-            break;
-        }
+        Ok(Some(out))
     }
-    Ok(out)
 }
 
 /// What the alerting consumer did with one alert event.
@@ -1330,11 +1353,18 @@ pub async fn dispatch(
     let alert = stored_alert(&rec)?;
     let audience = Audience::of(&alert);
     let shapes = Shapes::of(&alert);
-    let deliveries = target(&state.store, &state.alerting, &alert, &shapes, audience).await?;
-    let added = state
-        .store
-        .enqueue_deliveries(alert_id, &deliveries, now_ms())
-        .await?;
+    let mut targeted = 0;
+    let mut added = 0;
+    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    while let Some(page) = targeting.next_page().await? {
+        targeted += page.len();
+        // One transaction per page: a crash in between leaves a prefix queued, and handling
+        // the event again queues the rest (the unique index skips what is there).
+        added += state
+            .store
+            .enqueue_deliveries(alert_id, &page, now_ms())
+            .await?;
+    }
     let published = audience == Audience::Public;
     if published {
         state
@@ -1345,7 +1375,7 @@ pub async fn dispatch(
             )
             .await;
     }
-    tracing::info!(alert = %alert_id, targeted = deliveries.len(), added, published, "alert dispatched");
+    tracing::info!(alert = %alert_id, targeted, added, published, "alert dispatched");
     Ok(Dispatched::Queued { added, published })
 }
 
