@@ -1251,6 +1251,10 @@ async fn the_email_link_and_an_sms_stop_end_subscriptions() {
         .map(|m| m.to)
         .collect();
     assert_eq!(second, [cyd]);
+    let logs = s.logs();
+    for leak in [phone_of("bob").as_str(), "ann@example.org", "token="] {
+        assert!(!logs.contains(leak), "{leak} leaked into the logs");
+    }
 }
 
 /// Sends a signed STOP from `phone` to the inbound webhook.
@@ -1796,4 +1800,10 @@ async fn web_push_is_signed_encrypted_retried_and_a_gone_subscription_ends() {
         report.json
     );
     assert_eq!(service.to("/push/gone").len(), 1);
+    // Endpoints are capabilities: they stay out of the logs.
+    let logs = s.logs();
+    assert!(
+        !logs.contains("/push/"),
+        "a push endpoint leaked into the logs"
+    );
 }
