@@ -1,15 +1,28 @@
-//! Alert delivery wiring: the queue worker with the channels `config.smtp` and `config.sms`
-//! configure. Web Push (`config.vapid`) is not implemented yet: a push key is accepted and
-//! ignored, with a log line.
+//! Alerting inside `nexus serve`: the API's alerting policy from the configuration, the
+//! alerting consumer of the event bus (`alert.issued` / `alert.updated` /
+//! `alert.cancelled` → targeting → durable per-recipient deliveries, and the gateway's
+//! `alerts` channel), and the delivery worker with the channels `config.smtp`,
+//! `config.sms` and Web Push (`config.vapid`) configure.
 
 use crate::config::Config;
 use anyhow::{Context, Result};
-use nexus_alert_delivery::{RateLimit, SmsChannel, SmsSettings, SmtpChannel, Worker, WorkerConfig};
-use nexus_store::Store;
+use nexus_alert_delivery::{
+    PushChannel, PushSettings, RateLimit, SmsChannel, SmsSettings, SmtpChannel, VapidKey, Worker,
+    WorkerConfig,
+};
+use nexus_api::ApiState;
+use nexus_api::alerts::{AlertSettings, Dispatched};
+use nexus_events::{
+    CloudEvent, Consumer, Domain, EventBus, EventType, Handler, HandlerError, Topics,
+};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Consumer name (and Kafka group) of alerting.
+pub const ALERTING: &str = "alerting";
 
 /// E-mail: sustained messages per second and burst.
 const EMAIL_RATE: RateLimit = RateLimit {
@@ -21,15 +34,85 @@ const SMS_RATE: RateLimit = RateLimit {
     per_sec: 30.0,
     burst: 30,
 };
+/// Web Push: push services take far more; this keeps one node's bursts polite.
+const PUSH_RATE: RateLimit = RateLimit {
+    per_sec: 200.0,
+    burst: 100,
+};
+/// The VAPID contact when none is configured (push services may refuse it; set
+/// `NEXUS_VAPID_SUBJECT`).
+const DEFAULT_VAPID_SUBJECT: &str = "mailto:alerts@nexus.invalid";
 
-/// Starts the delivery worker on `background`; it stops claiming on `shutdown` and
-/// finishes the batch in hand (the server waits for `background` within its grace).
+/// What alerting needs beyond the configuration: the VAPID key and the link key.
+pub struct AlertingKeys {
+    /// Web Push signing key.
+    pub vapid: Arc<VapidKey>,
+    /// HMAC key of unsubscribe links.
+    pub link_key: Vec<u8>,
+}
+
+/// Loads (or generates) the VAPID key and derives the link key from the JWT secret.
+pub fn keys(config: &Config, jwt_secret: &[u8]) -> Result<AlertingKeys> {
+    let vapid = crate::secrets::vapid_key(
+        config.vapid.private_key.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+    )?;
+    // A key of its own (not the JWT secret itself), stable as long as the JWT secret is.
+    let link_key = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwt_secret),
+        b"nexus alert unsubscribe links",
+    )
+    .as_ref()
+    .to_vec();
+    Ok(AlertingKeys {
+        vapid: Arc::new(vapid),
+        link_key,
+    })
+}
+
+/// The API's alerting policy; `local` is the listener's address (the default base of links).
+pub fn settings(
+    config: &Config,
+    keys: &AlertingKeys,
+    local: SocketAddr,
+    tls: bool,
+) -> AlertSettings {
+    let public_url = config
+        .alerts
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{local}", if tls { "https" } else { "http" }));
+    AlertSettings {
+        approval: config.alerts.approval,
+        test_allowlist: config.alerts.test_allowlist.clone(),
+        allow_private_push: config.alerts.allow_private_push,
+        link_key: keys.link_key.clone(),
+        public_url: public_url.trim_end_matches('/').to_string(),
+        sms_auth_token: config.sms.token.as_ref().map(|t| t.expose().to_string()),
+        vapid_public_key: Some(keys.vapid.public_key()),
+    }
+}
+
+/// Starts the alerting consumer on `bus` and the delivery worker, both on `background`;
+/// they stop on `shutdown` (the worker finishes the batch in hand first).
 pub fn start(
     config: &Config,
-    store: &Store,
+    api: &ApiState,
+    keys: &AlertingKeys,
+    bus: Arc<dyn EventBus>,
     shutdown: &CancellationToken,
     background: &TaskTracker,
 ) -> Result<()> {
+    let consumer = Consumer::new(
+        ALERTING,
+        [Topics::logical(Domain::Crisis)],
+        Arc::new(AlertingConsumer { api: api.clone() }),
+    );
+    let consumer = nexus_events::spawn_consumer(bus, consumer, shutdown.clone());
+    background.spawn(async move {
+        let _ = consumer.await;
+    });
+
     let worker_config = WorkerConfig {
         // Short enough that a crashed node's leased deliveries are resumed soon after a
         // restart, long enough for a batch at the channels' rates.
@@ -37,7 +120,10 @@ pub fn start(
         batch: 100,
         ..WorkerConfig::default()
     };
-    let mut worker = Worker::new(store.clone(), worker_config);
+    let settings = api.alerting.clone();
+    let mut worker = Worker::new(api.store.clone(), worker_config).with_unsubscribe_links(
+        Arc::new(move |recipient: &str| nexus_api::alerts::unsubscribe_url(&settings, recipient)),
+    );
     if let Some(url) = &config.smtp.url {
         let email =
             SmtpChannel::from_url(url.expose(), None).context("smtp.url (NEXUS_SMTP_URL)")?;
@@ -58,9 +144,64 @@ pub fn start(
         .context("sms (NEXUS_SMS_URL, NEXUS_SMS_ACCOUNT, NEXUS_SMS_TOKEN, NEXUS_SMS_FROM)")?;
         worker = worker.with_channel(Arc::new(sms), SMS_RATE);
     }
-    if config.vapid.private_key.is_some() {
-        tracing::warn!("vapid is configured but Web Push delivery is not implemented yet");
-    }
+    let subject = config.vapid.subject.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "vapid.subject (NEXUS_VAPID_SUBJECT) unset; push services may refuse Web Push"
+        );
+        DEFAULT_VAPID_SUBJECT.to_string()
+    });
+    let push = PushChannel::new(PushSettings {
+        vapid: keys.vapid.clone(),
+        subject,
+        allow_private: config.alerts.allow_private_push,
+    })
+    .context("Web Push (NEXUS_VAPID_SUBJECT)")?;
+    worker = worker.with_channel(Arc::new(push), PUSH_RATE);
     background.spawn(worker.run(shutdown.clone()));
     Ok(())
+}
+
+/// The alerting consumer: an alert that comes into force (issued, or approved) is targeted
+/// and its deliveries queued. Idempotent twice over: the bus skips event ids it has seen,
+/// and the queue's unique (alert, recipient, channel) makes a redelivered event add nothing.
+struct AlertingConsumer {
+    api: ApiState,
+}
+
+#[async_trait::async_trait]
+impl Handler for AlertingConsumer {
+    async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError> {
+        if !matches!(
+            event.kind(),
+            Some(EventType::AlertIssued | EventType::AlertUpdated | EventType::AlertCancelled)
+        ) {
+            return Ok(());
+        }
+        let Some(id) = event.data.get("id").and_then(|v| v.as_str()) else {
+            return Err(HandlerError::Permanent(
+                "alert event without data.id".into(),
+            ));
+        };
+        let supersedes: Vec<String> = event
+            .data
+            .get("supersedes")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match nexus_api::alerts::dispatch(&self.api, id, &supersedes).await {
+            Ok(Dispatched::Unknown) => Err(HandlerError::Permanent(format!(
+                "alert {id} is not in this store"
+            ))),
+            Ok(_) => Ok(()),
+            Err(p) => Err(HandlerError::Transient(format!(
+                "{}: {}",
+                p.title,
+                p.detail.unwrap_or_default()
+            ))),
+        }
+    }
 }

@@ -57,6 +57,7 @@ const SECTIONS: &[&str] = &[
     "smtp",
     "sms",
     "vapid",
+    "alerts",
 ];
 
 /// The whole configuration.
@@ -115,6 +116,8 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Web Push signing.
     pub vapid: VapidConfig,
+    /// Alerting policy.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -142,6 +145,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             sms: SmsConfig::default(),
             vapid: VapidConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -313,10 +317,30 @@ pub struct SmsConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VapidConfig {
-    /// Web Push signing key (PEM or base64url); generated when absent.
+    /// Web Push signing key: P-256 PKCS#8, PEM or base64url of the DER; generated into
+    /// `<data dir>/vapid-private-key.pem` when absent.
     pub private_key: Option<Secret>,
     /// `mailto:` or `https:` contact.
     pub subject: Option<String>,
+}
+
+/// `[alerts]`: who hears what, and how.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// The approval step: an `Actual` alert waits for a second `alert_authority`.
+    #[serde(deserialize_with = "de_bool")]
+    pub approval: bool,
+    /// Who hears `Test`, `Exercise` and `Draft` alerts: user ids, e-mail addresses or
+    /// phone numbers of subscriptions.
+    #[serde(deserialize_with = "de_list")]
+    pub test_allowlist: Vec<String>,
+    /// Accept Web Push endpoints on private and loopback addresses (and `http://`).
+    #[serde(deserialize_with = "de_bool")]
+    pub allow_private_push: bool,
+    /// Base URL of links in messages (unsubscribe) and of the inbound SMS webhook's
+    /// signature; default: `http(s)://` + the listener's address.
+    pub public_url: Option<String>,
 }
 
 /// Flag overrides (`nexus serve --http-addr …`), applied last.
@@ -427,6 +451,18 @@ impl Config {
                 nexus_auth::token::MIN_SECRET_LEN
             );
         }
+        if let Some(u) = &self.alerts.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!(
+                "alerts.public_url (NEXUS_ALERTS_PUBLIC_URL) must start with http:// or https://"
+            );
+        }
+        if let Some(s) = &self.vapid.subject
+            && !(s.starts_with("mailto:") || s.starts_with("https://"))
+        {
+            bail!("vapid.subject (NEXUS_VAPID_SUBJECT) must be a mailto: or https: URI");
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| anyhow!("log (NEXUS_LOG) `{}`: {e}", self.log))?;
         Ok(())
@@ -471,6 +507,26 @@ where
             .trim()
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid number"))),
+    }
+}
+
+/// Accepts a TOML boolean or `true`/`false`/`1`/`0`/`yes`/`no` (environment values).
+fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrStr {
+        Bool(bool),
+        Str(String),
+    }
+    match BoolOrStr::deserialize(d)? {
+        BoolOrStr::Bool(b) => Ok(b),
+        BoolOrStr::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not true or false"
+            ))),
+        },
     }
 }
 
@@ -723,6 +779,45 @@ mod tests {
         assert!(printed.contains("<redacted>"));
         let back: toml::Table = printed.parse().unwrap();
         assert_eq!(back["body_limit"].as_str(), Some("4MiB"));
+    }
+
+    #[test]
+    fn alerting_policy_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("NEXUS_ALERTS_APPROVAL", "true"),
+                (
+                    "NEXUS_ALERTS_TEST_ALLOWLIST",
+                    "user-1, +447700900123,ops@example.org",
+                ),
+                ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "1"),
+                ("NEXUS_ALERTS_PUBLIC_URL", "https://alerts.example.org"),
+                ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.alerts.approval && c.alerts.allow_private_push);
+        assert_eq!(
+            c.alerts.test_allowlist,
+            ["user-1", "+447700900123", "ops@example.org"]
+        );
+        let defaults = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(
+            !defaults.alerts.approval,
+            "the approval step is off by default"
+        );
+        for bad in [
+            ("NEXUS_ALERTS_APPROVAL", "maybe"),
+            ("NEXUS_ALERTS_PUBLIC_URL", "alerts.example.org"),
+            ("NEXUS_VAPID_SUBJECT", "ops@example.org"),
+        ] {
+            assert!(
+                Config::load(None, env(&[bad]), &Overrides::default()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

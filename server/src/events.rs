@@ -40,7 +40,8 @@ pub struct Core {
 
 /// Starts the relay, the lag gauge and the real-time core's consumers on `tasks`: the
 /// `realtime-core` group (once per cluster: map publications) and, on every node, the geo
-/// index consumer (other nodes' crisis writes into this node's index).
+/// index consumer (other nodes' crisis writes into this node's index); returns the bus for
+/// the other consumers (alerting).
 pub async fn start(
     config: &Config,
     store: &Store,
@@ -48,7 +49,7 @@ pub async fn start(
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
     core: Core,
-) -> Result<()> {
+) -> Result<Arc<dyn EventBus>> {
     let bus = bus(config, store).await?;
     tracing::info!(bus = bus.name(), "event bus ready");
     let relay = Relay::new(store.clone(), bus.clone());
@@ -67,6 +68,8 @@ pub async fn start(
             }
         });
     }
+    // `incident.*` and `epidemic.detected` → the crisis map; `alert.*` → alerting is its own
+    // consumer (`crate::alerting`).
     let map = Consumer::new(
         REALTIME_CORE,
         [Domain::Crisis, Domain::Healthcare].map(Topics::logical),
@@ -93,7 +96,7 @@ pub async fn start(
             let _ = consumer.await;
         });
     }
-    Ok(())
+    Ok(bus)
 }
 
 async fn bus(config: &Config, store: &Store) -> Result<Arc<dyn EventBus>> {
@@ -113,9 +116,12 @@ fn kafka_bus(brokers: &str, config: &Config, store: &Store) -> Result<Arc<dyn Ev
         crate::config::ContentMode::Binary => nexus_kafka::ContentMode::Binary,
         crate::config::ContentMode::Structured => nexus_kafka::ContentMode::Structured,
     };
-    let settings = nexus_kafka::KafkaSettings::new(brokers)
+    let mut settings = nexus_kafka::KafkaSettings::new(brokers)
         .with_prefix(&config.kafka.topic_prefix)
         .with_mode(mode);
+    // Consumer groups live in the same namespace as the topics, so that deployments (or
+    // test runs) sharing a broker under different prefixes do not share groups.
+    settings.group_prefix = config.kafka.topic_prefix.clone();
     Ok(Arc::new(
         nexus_kafka::KafkaBus::new(settings, store.clone())
             .context("cannot set up the Kafka event bus")?,

@@ -1,6 +1,7 @@
 //! Secrets generated once and kept in the data directory.
 
 use anyhow::{Context, Result};
+use nexus_alert_delivery::VapidKey;
 use rand::RngCore;
 use std::path::Path;
 
@@ -30,6 +31,31 @@ pub fn jwt_secret(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>> 
     write_private(&path, &hex).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!("generated a new JWT signing secret in the data dir");
     Ok(hex.into_bytes())
+}
+
+/// The VAPID key of Web Push: from config (PEM or base64url PKCS#8), or generated into
+/// `<data dir>/vapid-private-key.pem` on first use (mode 0600), so that browsers' push
+/// subscriptions (made for its public key) survive restarts.
+pub fn vapid_key(configured: Option<&str>, data_dir: &Path) -> Result<VapidKey> {
+    if let Some(text) = configured {
+        return VapidKey::parse(text).context("vapid.private_key (NEXUS_VAPID_PRIVATE_KEY)");
+    }
+    let path = data_dir.join("vapid-private-key.pem");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return VapidKey::parse(&text).with_context(|| {
+            format!(
+                "{} is unusable; delete it to generate a new one",
+                path.display()
+            )
+        });
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let key = VapidKey::generate()?;
+    write_private(&path, &key.to_pem())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!("generated a new VAPID key in the data dir");
+    Ok(key)
 }
 
 #[cfg(unix)]
@@ -64,5 +90,17 @@ mod tests {
             jwt_secret(Some("configured-secret-configured-secret"), dir.path()).unwrap(),
             b"configured-secret-configured-secret"
         );
+    }
+
+    #[test]
+    fn generated_vapid_key_is_kept_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = vapid_key(None, dir.path()).unwrap();
+        let b = vapid_key(None, dir.path()).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        let pem = std::fs::read_to_string(dir.path().join("vapid-private-key.pem")).unwrap();
+        let c = vapid_key(Some(&pem), tempfile::tempdir().unwrap().path()).unwrap();
+        assert_eq!(c.public_key(), a.public_key());
+        assert!(vapid_key(Some("not a key"), dir.path()).is_err());
     }
 }

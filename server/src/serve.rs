@@ -115,6 +115,16 @@ pub async fn run(config: Config) -> Result<()> {
     let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
         .await
         .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;
+    let tls = tls_acceptor(&config)?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP listener on {}", config.http_addr))?;
+    let local = listener.local_addr()?;
+    let jwt_secret = crate::secrets::jwt_secret(
+        config.jwt.secret.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+    )?;
+    let alerting_keys = crate::alerting::keys(&config, &jwt_secret)?;
     let api = ApiState {
         store: store.clone(),
         keys: keys.clone(),
@@ -127,6 +137,12 @@ pub async fn run(config: Config) -> Result<()> {
         geo: geo.clone(),
         realtime: Arc::new(crate::realtime::GatewayRealtime(gateway.clone())),
         rooms: Arc::new(crate::rooms::SfuRooms(sfu.clone())),
+        alerting: Arc::new(crate::alerting::settings(
+            &config,
+            &alerting_keys,
+            local,
+            tls.is_some(),
+        )),
     };
     let metrics = Metrics::new();
     let turn = crate::turn::Turn::from_config(&config.turn);
@@ -147,12 +163,8 @@ pub async fn run(config: Config) -> Result<()> {
         config.request_timeout,
     );
     let reminders = api.clone();
+    let alerting_api = api.clone();
     let app = crate::http::app(api, edge.clone(), &config, rtc);
-    let tls = tls_acceptor(&config)?;
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot bind HTTP listener on {}", config.http_addr))?;
-    let local = listener.local_addr()?;
     tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
     for addr in sfu.local_addrs() {
         tracing::info!(addr = %addr, scheme = "udp", "listening");
@@ -160,7 +172,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let background = tokio_util::task::TaskTracker::new();
-    crate::events::start(
+    let bus = crate::events::start(
         &config,
         &store,
         &metrics,
@@ -173,7 +185,14 @@ pub async fn run(config: Config) -> Result<()> {
         },
     )
     .await?;
-    crate::alerting::start(&config, &store, &shutdown, &background)?;
+    crate::alerting::start(
+        &config,
+        &alerting_api,
+        &alerting_keys,
+        bus,
+        &shutdown,
+        &background,
+    )?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

@@ -328,9 +328,13 @@ fn cap(identifier: &str, sent: &str, msg_type: &str, references: Option<&str>) -
 }
 
 async fn post_cap(s: &Server, token: &str, xml: &str) -> common::Resp {
+    post_cap_to(s, "/api/v1/alerts", token, xml).await
+}
+
+async fn post_cap_to(s: &Server, path: &str, token: &str, xml: &str) -> common::Resp {
     s.raw(
         "POST",
-        "/api/v1/alerts",
+        path,
         &[
             ("authorization".into(), format!("Bearer {token}")),
             ("content-type".into(), "application/cap+xml".into()),
@@ -401,13 +405,53 @@ fn server_env<'a>(
 
 /// Must show: flood warning for a polygon → the subscriber whose box intersects receives it
 /// over WebSocket and the other does not; e-mail and SMS arrive; Update supersedes; Cancel
-/// cancels; the ATOM feed lists only active alerts.
+/// cancels; the ATOM feed lists only active alerts. Alerting is a consumer of the event bus
+/// (in-process here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_warning_reaches_people_in_the_area_on_every_channel_then_update_and_cancel() {
+    flood_warning_flow(&[], "in-process").await;
+}
+
+/// The same flow with the event bus on Kafka (the tansu test broker): `alert.issued`,
+/// `alert.updated` and `alert.cancelled` travel through Kafka to the alerting consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_warning_travels_through_kafka_to_the_alerting_consumer() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    flood_warning_flow(
+        &[
+            ("NEXUS_KAFKA_BROKERS", brokers.as_str()),
+            ("NEXUS_KAFKA_TOPIC_PREFIX", prefix.as_str()),
+        ],
+        "kafka",
+    )
+    .await;
+}
+
+/// The shared test broker, or `None` (after a note) when the environment has none.
+fn kafka_brokers() -> Option<String> {
+    match std::env::var("NEXUS_TEST_KAFKA_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(
+                !nexus_store::testing::engines_required(),
+                "NEXUS_TEST_KAFKA_BROKERS is unset but NEXUS_TEST_REQUIRE_ENGINES=1"
+            );
+            eprintln!("note: NEXUS_TEST_KAFKA_BROKERS unset; skipping the Kafka flow");
+            None
+        }
+    }
+}
+
+async fn flood_warning_flow(bus_env: &[(&str, &str)], bus: &str) {
     let smtp = Smtp::start();
     let smtp_url = smtp.as_ref().map(Smtp::url).unwrap_or_default();
     let (sms_url, provider) = Provider::default().start().await;
-    let s = Server::start(&server_env(&smtp, &smtp_url, &sms_url));
+    let mut env = server_env(&smtp, &smtp_url, &sms_url);
+    env.extend_from_slice(bus_env);
+    let s = Server::start(&env);
     let authority = s.token("authority-1", &[Role::AlertAuthority], 600);
 
     subscribe_people(
@@ -424,15 +468,39 @@ async fn flood_warning_reaches_people_in_the_area_on_every_channel_then_update_a
     let mut outside = watch_alerts(&s, "watcher-out", [10.0, 40.0, 11.0, 41.0]).await;
 
     let sent1 = "2024-06-12T14:57:00-07:00";
+    // The issuer previews the recipients first: nothing is stored or sent.
+    let preview = post_cap_to(
+        &s,
+        "/api/v1/alerts/preview",
+        &authority,
+        &cap("FLOOD-1", sent1, "Alert", None),
+    )
+    .await;
+    assert_eq!(preview.status, 200, "{}", preview.json);
+    assert_eq!(
+        preview.json,
+        json!({"audience": "public", "channels": {"email": 3, "sms": 3, "push": 0},
+               "subscribers": 3, "websocket": true, "approval_required": false})
+    );
+    let nothing = s
+        .req(
+            "GET",
+            "/api/v1/alerts?identifier=FLOOD-1",
+            Some(&authority),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(nothing.json["items"], json!([]), "a preview stores nothing");
+
     let r = post_cap(&s, &authority, &cap("FLOOD-1", sent1, "Alert", None)).await;
     assert_eq!(r.status, 201, "{}", r.json);
     let id1 = r.json["id"].as_str().unwrap().to_string();
     assert_eq!(r.headers["location"], format!("/api/v1/alerts/{id1}"));
     assert_eq!(r.json["status"], "active");
-    assert_eq!(r.json["recipients"], json!({"email": 3, "sms": 3}));
 
-    // WebSocket: inside yes, outside no.
-    let got = wait_for(&mut inside, Duration::from_secs(10), |v| {
+    // WebSocket: inside yes, outside no. (The first event over Kafka waits for the
+    // consumer group to form.)
+    let got = wait_for(&mut inside, Duration::from_secs(60), |v| {
         v["push"]["channel"] == "alerts" && v["push"]["pub"]["data"]["id"] == id1.as_str()
     })
     .await
@@ -457,10 +525,16 @@ async fn flood_warning_reaches_people_in_the_area_on_every_channel_then_update_a
     );
 
     // SMS at the provider: Twilio's path, basic auth, the idempotency key, the text.
-    eventually("3 SMS", Duration::from_secs(20), || {
+    eventually("3 SMS", Duration::from_secs(60), || {
         provider.received().len() >= 3
     })
     .await;
+    // The events went through the bus under test.
+    assert!(
+        s.logs().contains(&format!(r#""bus":"{bus}""#)),
+        "{}",
+        s.logs()
+    );
     let sms = provider.received();
     assert_eq!(sms.len(), 3, "{sms:?}");
     for m in &sms {
@@ -560,7 +634,7 @@ async fn flood_warning_reaches_people_in_the_area_on_every_channel_then_update_a
         f.contains(&format!("/api/v1/alerts/{id2}")) && !f.contains(&id1),
         "{f}"
     );
-    wait_for(&mut inside, Duration::from_secs(10), |v| {
+    wait_for(&mut inside, Duration::from_secs(30), |v| {
         v["push"]["pub"]["data"]["id"] == id2.as_str()
             && v["push"]["pub"]["data"]["msg_type"] == "Update"
     })
@@ -582,6 +656,42 @@ async fn flood_warning_reaches_people_in_the_area_on_every_channel_then_update_a
     .await;
     assert_eq!(r.status, 201, "{}", r.json);
     let id3 = r.json["id"].as_str().unwrap().to_string();
+    wait_for(&mut inside, Duration::from_secs(30), |v| {
+        v["push"]["pub"]["data"]["id"] == id3.as_str()
+            && v["push"]["pub"]["data"]["msg_type"] == "Cancel"
+    })
+    .await
+    .expect("the cancellation is published");
+    // Every message went to the three inside once per channel: one queue row per
+    // (alert, recipient, channel), whatever the bus redelivered.
+    for id in [&id1, &id2, &id3] {
+        let rows = loop {
+            let r = s
+                .req(
+                    "GET",
+                    &format!("/api/v1/alerts/{id}/deliveries?limit=100"),
+                    Some(&authority),
+                    Value::Null,
+                )
+                .await;
+            let rows = r.json["items"].as_array().unwrap().clone();
+            if rows.len() >= 3 {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut per: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for row in &rows {
+            *per.entry((
+                row["recipient_id"].as_str().unwrap().to_string(),
+                row["channel"].as_str().unwrap().to_string(),
+            ))
+            .or_default() += 1;
+        }
+        assert!(per.values().all(|n| *n == 1), "{per:?}");
+        let people: BTreeSet<_> = per.keys().map(|k| k.0.clone()).collect();
+        assert_eq!(people.len(), 3, "{per:?}");
+    }
     let cancelled = s
         .req("GET", "/api/v1/alerts?status=cancelled", None, Value::Null)
         .await;
@@ -699,6 +809,23 @@ async fn hostile_or_invalid_cap_is_refused_and_only_authorities_issue() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
 
+    // The OpenAPI document lists the alerting endpoints.
+    let doc = s
+        .req("GET", "/api/v1/openapi.json", None, Value::Null)
+        .await;
+    for path in [
+        "/api/v1/alerts/preview",
+        "/api/v1/alerts/{id}/approve",
+        "/api/v1/alerts/unsubscribe",
+        "/api/v1/alerts/sms/inbound",
+        "/api/v1/alerts/push/key",
+    ] {
+        assert!(
+            doc.json["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+
     // Not JSON, not XML: 415.
     let r = s
         .raw(
@@ -794,7 +921,6 @@ async fn a_server_killed_mid_delivery_resumes_and_every_recipient_gets_one_messa
     .await;
     assert_eq!(r.status, 201, "{}", r.json);
     let id = r.json["id"].as_str().unwrap().to_string();
-    assert_eq!(r.json["recipients"]["sms"], PEOPLE);
 
     eventually("some SMS", Duration::from_secs(30), || {
         provider.received().len() >= 10
@@ -870,5 +996,814 @@ async fn a_server_killed_mid_delivery_resumes_and_every_recipient_gets_one_messa
         r.json["items"].as_array().unwrap().len(),
         PEOPLE * 2,
         "one row per recipient and channel"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Unsubscribing: the link in every e-mail, and an SMS reply STOP.
+
+/// Twilio's webhook signature (base64 HMAC-SHA1 of the URL and the sorted form fields),
+/// computed here with OpenSSL.
+fn twilio_signature(token: &str, url: &str, form: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let mut fields = form.to_vec();
+    fields.sort();
+    let mut data = url.to_string();
+    for (k, v) in fields {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let key = openssl::pkey::PKey::hmac(token.as_bytes()).unwrap();
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha1(), &key).unwrap();
+    signer.update(data.as_bytes()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(signer.sign_to_vec().unwrap())
+}
+
+fn form_encode(form: &[(&str, &str)]) -> String {
+    fn esc(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    form.iter()
+        .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Decodes a quoted-printable body (RFC 2045 §6.7): soft line breaks and `=XX`.
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The phone number `subscribe_people` gives `name`.
+fn phone_of(name: &str) -> String {
+    let phone: String = name.bytes().map(|b| b.to_string()).collect();
+    format!("+{:0<12}", &phone[..phone.len().min(15)])
+}
+
+/// Must show: the unsubscribe link in an e-mail and an SMS reply STOP end the subscription;
+/// the next alert reaches only who is left. Push endpoints on loopback or private
+/// addresses are refused when not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_email_link_and_an_sms_stop_end_subscriptions() {
+    let smtp = Smtp::start();
+    let smtp_url = smtp.as_ref().map(Smtp::url).unwrap_or_default();
+    let (sms_url, provider) = Provider::default().start().await;
+    let s = Server::start(&server_env(&smtp, &smtp_url, &sms_url));
+    let authority = s.token("authority-1", &[Role::AlertAuthority], 600);
+
+    // Push endpoints pointing inside are refused (this server does not allow them).
+    let someone = s.token("user-eve", &[Role::Patient], 600);
+    for endpoint in [
+        "http://127.0.0.1:9/push",
+        "https://127.0.0.1/push",
+        "https://10.0.0.7/push",
+        "https://[::1]/push",
+        "https://localhost/push",
+    ] {
+        let r = s
+            .req(
+                "POST",
+                "/api/v1/alerts/subscriptions",
+                Some(&someone),
+                json!({"location": {"lat": 51.1, "lon": -1.1}, "push": {"endpoint": endpoint,
+                       "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+                                "auth": "tBHItJI5svbpez7KI4CCXg"}}}),
+            )
+            .await;
+        r.assert_problem(400, "validation");
+        assert_eq!(
+            r.json["errors"][0]["pointer"], "/push",
+            "{endpoint}: {}",
+            r.json
+        );
+    }
+
+    subscribe_people(
+        &s,
+        &[
+            ("ann", 51.1, -1.1),
+            ("bob", 51.05, -1.15),
+            ("cyd", 51.15, -1.05),
+        ],
+    )
+    .await;
+    let r = post_cap(
+        &s,
+        &authority,
+        &cap("UNSUB-1", "2024-06-12T14:57:00-07:00", "Alert", None),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    eventually("3 SMS", Duration::from_secs(30), || {
+        provider.received().len() >= 3
+    })
+    .await;
+
+    // Ann follows the link in her e-mail.
+    if let Some(smtp) = &smtp {
+        eventually("3 e-mails", Duration::from_secs(30), || {
+            smtp.messages().len() >= 3
+        })
+        .await;
+        let mails = smtp.messages();
+        let (_, _, raw) = mails
+            .iter()
+            .find(|m| m.0 == "ann@example.org")
+            .expect("ann's e-mail");
+        let (head, body) = raw.split_once("\n\n").unwrap();
+        let head = head.replace("\n ", " ").replace("\n\t", " ");
+        assert!(
+            head.lines().any(|l| l.starts_with("List-Unsubscribe: <")
+                && l.contains("/api/v1/alerts/unsubscribe?token=")),
+            "{head}"
+        );
+        let text = if head.contains("quoted-printable") {
+            quoted_printable(body)
+        } else {
+            body.to_string()
+        };
+        let url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("To stop receiving these alerts: "))
+            .expect("an unsubscribe link in the body")
+            .trim()
+            .to_string();
+        let path = url
+            .strip_prefix(&s.base)
+            .unwrap_or_else(|| panic!("{url} is not on {}", s.base))
+            .to_string();
+        let tampered = format!("{}x", &path[..path.len() - 1]);
+        s.req("GET", &tampered, None, Value::Null)
+            .await
+            .assert_problem(400, "validation");
+        let page = s.req("GET", &path, None, Value::Null).await;
+        assert_eq!(page.status, 200);
+        assert!(page.content_type().starts_with("text/html"));
+        assert!(String::from_utf8_lossy(&page.body).contains("You are unsubscribed"));
+        let again = s.req("GET", &path, None, Value::Null).await;
+        assert!(String::from_utf8_lossy(&again.body).contains("already ended"));
+    } else {
+        // Without an SMTP server, end ann's subscription by STOP as well.
+        provider_stop(&s, &phone_of("ann")).await;
+    }
+
+    // Bob replies STOP (any case, with spaces); an unsigned webhook is refused.
+    let url = format!("{}/api/v1/alerts/sms/inbound", s.base);
+    let bob = phone_of("bob");
+    let form = [
+        ("From", bob.as_str()),
+        ("To", "+15550000000"),
+        ("Body", " Stop "),
+    ];
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/sms/inbound",
+            &[(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            Some(form_encode(&form).into_bytes()),
+        )
+        .await;
+    r.assert_problem(403, "forbidden");
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/sms/inbound",
+            &[
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                (
+                    "x-twilio-signature".into(),
+                    twilio_signature("sms-secret", &url, &form),
+                ),
+            ],
+            Some(form_encode(&form).into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.content_type().starts_with("text/xml"));
+    assert!(String::from_utf8_lossy(&r.body).contains("<Message>"));
+
+    // The next alert reaches cyd only.
+    let r = post_cap(
+        &s,
+        &authority,
+        &cap("UNSUB-2", "2024-06-12T15:57:00-07:00", "Alert", None),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    let report = loop {
+        let r = s
+            .req(
+                "GET",
+                &format!("/api/v1/alerts/{id2}/deliveries"),
+                Some(&authority),
+                Value::Null,
+            )
+            .await;
+        if r.json["counts"]["sms"]["delivered"] == 1 {
+            break r.json;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let people: BTreeSet<_> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["recipient_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(people.len(), 1, "{report}");
+    let cyd = phone_of("cyd");
+    let second: Vec<_> = provider
+        .received()
+        .into_iter()
+        .skip(3)
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(second, [cyd]);
+    let logs = s.logs();
+    for leak in [phone_of("bob").as_str(), "ann@example.org", "token="] {
+        assert!(!logs.contains(leak), "{leak} leaked into the logs");
+    }
+}
+
+/// Sends a signed STOP from `phone` to the inbound webhook.
+async fn provider_stop(s: &Server, phone: &str) {
+    let url = format!("{}/api/v1/alerts/sms/inbound", s.base);
+    let form = [("From", phone), ("Body", "STOP")];
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/sms/inbound",
+            &[
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                (
+                    "x-twilio-signature".into(),
+                    twilio_signature("sms-secret", &url, &form),
+                ),
+            ],
+            Some(form_encode(&form).into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------
+// The approval step, and Test/Exercise/Draft alerts for the allowlist only.
+
+fn exercise(identifier: &str, sent: &str) -> String {
+    cap(identifier, sent, "Alert", None)
+        .replace("<status>Actual</status>", "<status>Exercise</status>")
+}
+
+/// Must show: with the approval step on, an Actual alert from one authority is delivered
+/// to nobody until a second, different authority approves it; an Exercise reaches only
+/// the allowlisted subscriber, never the public channel or feed.
+async fn approval_and_allowlist(s: Server, provider: Provider) {
+    let issuer = s.token("authority-1", &[Role::AlertAuthority], 600);
+    let second = s.token("authority-2", &[Role::AlertAuthority], 600);
+    subscribe_people(&s, &[("ann", 51.1, -1.1), ("bob", 51.05, -1.15)]).await;
+    let mut inside = watch_alerts(&s, "watcher-in", [-1.3, 50.9, -0.9, 51.3]).await;
+
+    let doc = cap("GATE-1", "2024-06-12T14:57:00-07:00", "Alert", None);
+    let preview = post_cap_to(&s, "/api/v1/alerts/preview", &issuer, &doc).await;
+    assert_eq!(preview.json["approval_required"], true, "{}", preview.json);
+    assert_eq!(preview.json["channels"]["sms"], 2);
+    let r = post_cap(&s, &issuer, &doc).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["status"], "pending");
+    let id = r.json["id"].as_str().unwrap().to_string();
+    // Not public, not queued, not published.
+    s.req("GET", &format!("/api/v1/alerts/{id}"), None, Value::Null)
+        .await
+        .assert_problem(404, "not-found");
+    let public = s.req("GET", "/api/v1/alerts", None, Value::Null).await;
+    assert_eq!(public.json["items"], json!([]));
+    assert!(!feed(&s).await.contains(&id));
+    let listed = s
+        .req(
+            "GET",
+            "/api/v1/alerts?status=pending",
+            Some(&issuer),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        listed.json["items"][0]["id"],
+        id.as_str(),
+        "{}",
+        listed.json
+    );
+    assert!(
+        wait_for(
+            &mut inside,
+            Duration::from_secs(2),
+            |v| v["push"]["channel"] == "alerts"
+        )
+        .await
+        .is_none(),
+        "nothing is published before the approval"
+    );
+    let report = s
+        .req(
+            "GET",
+            &format!("/api/v1/alerts/{id}/deliveries"),
+            Some(&issuer),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        report.json["counts"],
+        json!({}),
+        "nothing is queued before the approval"
+    );
+    assert!(provider.received().is_empty());
+
+    // Not by the issuer, not by other roles.
+    let approve = format!("/api/v1/alerts/{id}/approve");
+    s.req("POST", &approve, Some(&issuer), Value::Null)
+        .await
+        .assert_problem(403, "forbidden");
+    for roles in [&[Role::Admin][..], &[Role::Coordinator], &[Role::Patient]] {
+        let t = s.token("someone-else", roles, 600);
+        s.req("POST", &approve, Some(&t), Value::Null)
+            .await
+            .assert_problem(403, "forbidden");
+    }
+    let r = s.req("POST", &approve, Some(&second), Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["status"], "active");
+    s.req("POST", &approve, Some(&second), Value::Null)
+        .await
+        .assert_problem(409, "conflict");
+    wait_for(&mut inside, Duration::from_secs(30), |v| {
+        v["push"]["pub"]["data"]["id"] == id.as_str()
+    })
+    .await
+    .expect("published once approved");
+    eventually("2 SMS", Duration::from_secs(30), || {
+        provider.received().len() >= 2
+    })
+    .await;
+
+    // An Exercise needs no approval and reaches the allowlisted ann only.
+    let doc = exercise("EX-1", "2024-06-12T15:57:00-07:00");
+    let preview = post_cap_to(&s, "/api/v1/alerts/preview", &issuer, &doc).await;
+    assert_eq!(
+        preview.json,
+        json!({"audience": "allowlist", "channels": {"email": 1, "sms": 1, "push": 0},
+               "subscribers": 1, "websocket": false, "approval_required": false})
+    );
+    let r = post_cap(&s, &issuer, &doc).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["status"], "active");
+    let ex = r.json["id"].as_str().unwrap().to_string();
+    eventually("the exercise SMS", Duration::from_secs(30), || {
+        provider.received().len() >= 3
+    })
+    .await;
+    let last = provider.received().pop().unwrap();
+    assert_eq!(last.to, phone_of("ann"));
+    assert!(
+        last.body.starts_with("EXERCISE: Flood warning"),
+        "{}",
+        last.body
+    );
+    assert!(
+        wait_for(&mut inside, Duration::from_secs(2), |v| {
+            v["push"]["pub"]["data"]["id"] == ex.as_str()
+        })
+        .await
+        .is_none(),
+        "an exercise never reaches the public channel"
+    );
+    assert!(!feed(&s).await.contains(&ex));
+    let public = s.req("GET", "/api/v1/alerts", None, Value::Null).await;
+    assert!(!public.json.to_string().contains(&ex));
+    assert_eq!(provider.received().len(), 3, "bob got no exercise");
+}
+
+fn gate_env(sms_url: &str) -> Vec<(&str, &str)> {
+    let mut env = server_env(&None, "", sms_url);
+    env.push(("NEXUS_ALERTS_APPROVAL", "true"));
+    env.push(("NEXUS_ALERTS_TEST_ALLOWLIST", "user-ann"));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actual_alert_waits_for_a_second_authority_and_exercises_reach_the_allowlist() {
+    let (sms_url, provider) = Provider::default().start().await;
+    let s = Server::start(&gate_env(&sms_url));
+    approval_and_allowlist(s, provider).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actual_alert_waits_for_a_second_authority_on_postgres() {
+    let (sms_url, provider) = Provider::default().start().await;
+    let Some(s) = Server::start_postgres(&gate_env(&sms_url)).await else {
+        return;
+    };
+    approval_and_allowlist(s, provider).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Web Push: a local HTTP server is both the push service (it checks the VAPID token) and
+// the browser (it decrypts the message with the subscription's private key). Its crypto is
+// OpenSSL's, independent of the server's (ring).
+
+mod webpush {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::derive::Deriver;
+    use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::sign::Signer;
+    use serde_json::{Value, json};
+
+    fn group() -> EcGroup {
+        EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()
+    }
+
+    fn hmac(key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+        let key = PKey::hmac(key).unwrap();
+        let mut s = Signer::new(MessageDigest::sha256(), &key).unwrap();
+        for d in data {
+            s.update(d).unwrap();
+        }
+        s.sign_to_vec().unwrap()
+    }
+
+    /// A browser's push subscription keys.
+    pub struct Browser {
+        key: EcKey<Private>,
+        public: Vec<u8>,
+        auth: [u8; 16],
+    }
+
+    impl Browser {
+        pub fn new() -> Browser {
+            let key = EcKey::generate(&group()).unwrap();
+            let mut ctx = BigNumContext::new().unwrap();
+            let public = key
+                .public_key()
+                .to_bytes(&group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
+                .unwrap();
+            let mut auth = [0u8; 16];
+            openssl::rand::rand_bytes(&mut auth).unwrap();
+            Browser { key, public, auth }
+        }
+
+        /// `PushSubscription.toJSON()` for `endpoint`.
+        pub fn subscription(&self, endpoint: &str) -> Value {
+            json!({"endpoint": endpoint,
+                   "keys": {"p256dh": B64.encode(&self.public), "auth": B64.encode(self.auth)}})
+        }
+
+        /// RFC 8291 / RFC 8188 `aes128gcm`, the user agent's side.
+        pub fn decrypt(&self, body: &[u8]) -> Vec<u8> {
+            let salt = &body[..16];
+            let rs = u32::from_be_bytes(body[16..20].try_into().unwrap());
+            assert!(rs >= 18);
+            let idlen = body[20] as usize;
+            assert_eq!(idlen, 65, "the key id is the sender's public key");
+            let as_public = &body[21..21 + idlen];
+            let ciphertext = &body[21 + idlen..];
+            assert!(ciphertext.len() <= rs as usize, "one record");
+            let mut ctx = BigNumContext::new().unwrap();
+            let point = EcPoint::from_bytes(&group(), as_public, &mut ctx).unwrap();
+            let peer =
+                PKey::from_ec_key(EcKey::from_public_key(&group(), &point).unwrap()).unwrap();
+            let mine = PKey::from_ec_key(self.key.clone()).unwrap();
+            let mut deriver = Deriver::new(&mine).unwrap();
+            deriver.set_peer(&peer).unwrap();
+            let ecdh = deriver.derive_to_vec().unwrap();
+            // HKDF-SHA-256 with one output block (L ≤ 32): T(1) = HMAC(PRK, info ‖ 0x01).
+            let prk_key = hmac(&self.auth, &[&ecdh]);
+            let ikm = hmac(
+                &prk_key,
+                &[b"WebPush: info\0", &self.public, as_public, &[1]],
+            );
+            let prk = hmac(salt, &[&ikm]);
+            let cek = &hmac(&prk, &[b"Content-Encoding: aes128gcm\0", &[1]])[..16];
+            let nonce = &hmac(&prk, &[b"Content-Encoding: nonce\0", &[1]])[..12];
+            let (ct, tag) = ciphertext.split_at(ciphertext.len() - 16);
+            let mut plain = openssl::symm::decrypt_aead(
+                openssl::symm::Cipher::aes_128_gcm(),
+                cek,
+                Some(nonce),
+                &[],
+                ct,
+                tag,
+            )
+            .expect("the payload decrypts with the subscription's key");
+            while plain.last() == Some(&0) {
+                plain.pop();
+            }
+            assert_eq!(plain.pop(), Some(2), "last-record delimiter");
+            plain
+        }
+    }
+
+    /// Checks `Authorization: vapid t=JWT, k=KEY` (RFC 8292): ES256 under `k`, `aud` the
+    /// endpoint's origin, `exp` in the future and within 24 hours; returns (claims, k).
+    pub fn verify_vapid(authorization: &str, origin: &str) -> (Value, String) {
+        let rest = authorization.strip_prefix("vapid ").expect("vapid scheme");
+        let mut t = None;
+        let mut k = None;
+        for part in rest.split(',') {
+            let part = part.trim();
+            if let Some(v) = part.strip_prefix("t=") {
+                t = Some(v.to_string());
+            } else if let Some(v) = part.strip_prefix("k=") {
+                k = Some(v.to_string());
+            }
+        }
+        let (t, k) = (t.expect("t="), k.expect("k="));
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let (header, claims) = input.split_once('.').unwrap();
+        let header: Value = serde_json::from_slice(&B64.decode(header).unwrap()).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        let sig = B64.decode(sig).unwrap();
+        assert_eq!(sig.len(), 64);
+        let sig = EcdsaSig::from_private_components(
+            BigNum::from_slice(&sig[..32]).unwrap(),
+            BigNum::from_slice(&sig[32..]).unwrap(),
+        )
+        .unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let point = EcPoint::from_bytes(&group(), &B64.decode(&k).unwrap(), &mut ctx).unwrap();
+        let public = EcKey::from_public_key(&group(), &point).unwrap();
+        let digest = openssl::sha::sha256(input.as_bytes());
+        assert!(sig.verify(&digest, &public).unwrap(), "VAPID signature");
+        let claims: Value = serde_json::from_slice(&B64.decode(claims).unwrap()).unwrap();
+        assert_eq!(claims["aud"], origin);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let exp = claims["exp"].as_i64().unwrap();
+        assert!(exp > now && exp <= now + 24 * 3600, "exp {exp}, now {now}");
+        (claims, k)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PushRequest {
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// The push service stand-in: `/push/gone*` answers 410, `/push/flaky*` first answers 429
+/// then 503 then accepts, anything else 201 Created.
+#[derive(Clone, Default)]
+struct PushService {
+    received: Arc<Mutex<Vec<PushRequest>>>,
+    flaky_failures: Arc<Mutex<usize>>,
+}
+
+impl PushService {
+    async fn start(self) -> (String, PushService) {
+        *self.flaky_failures.lock().unwrap() = 2;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = self.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let me = me.clone();
+                async move {
+                    let path = uri.path().to_string();
+                    me.received.lock().unwrap().push(PushRequest {
+                        path: path.clone(),
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    if path.starts_with("/push/gone") {
+                        return axum::http::StatusCode::GONE;
+                    }
+                    if path.starts_with("/push/flaky") {
+                        let mut left = me.flaky_failures.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            return if *left == 1 {
+                                axum::http::StatusCode::TOO_MANY_REQUESTS
+                            } else {
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE
+                            };
+                        }
+                    }
+                    axum::http::StatusCode::CREATED
+                }
+            },
+        );
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (format!("http://{addr}"), self)
+    }
+
+    fn to(&self, prefix: &str) -> Vec<PushRequest> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Must show: a Web Push receiver decrypts the payload. The push service sees a VAPID token
+/// for its origin, TTL, Urgency and an `aes128gcm` body; the browser decrypts the alert
+/// with its idempotency key; 429/5xx are retried; 410 ends the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_is_signed_encrypted_retried_and_a_gone_subscription_ends() {
+    let (origin, service) = PushService::default().start().await;
+    let s = Server::start(&[
+        ("NEXUS_RATE_LIMIT_PER_IP", "0"),
+        ("NEXUS_RATE_LIMIT_PER_USER", "0"),
+        ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "true"),
+        ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
+    ]);
+    let authority = s.token("authority-1", &[Role::AlertAuthority], 600);
+    let key = s
+        .req("GET", "/api/v1/alerts/push/key", None, Value::Null)
+        .await;
+    assert_eq!(key.status, 200, "{}", key.json);
+    let server_key = key.json["public_key"].as_str().unwrap().to_string();
+
+    let browsers: Vec<(&str, webpush::Browser)> = ["ok", "flaky", "gone"]
+        .into_iter()
+        .map(|n| (n, webpush::Browser::new()))
+        .collect();
+    let mut subscription_ids = BTreeMap::new();
+    for (name, browser) in &browsers {
+        let token = s.token(&format!("user-{name}"), &[Role::Patient], 600);
+        let r = s
+            .req(
+                "POST",
+                "/api/v1/alerts/subscriptions",
+                Some(&token),
+                json!({"location": {"lat": 51.1, "lon": -1.1}, "channels": ["push"],
+                       "push": browser.subscription(&format!("{origin}/push/{name}"))}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        assert_eq!(r.json["channels"], json!(["push"]));
+        subscription_ids.insert(*name, r.json["id"].as_str().unwrap().to_string());
+    }
+    // A listed channel needs its address.
+    let t = s.token("user-x", &[Role::Patient], 600);
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/alerts/subscriptions",
+            Some(&t),
+            json!({"location": {"lat": 51.1, "lon": -1.1}, "channels": ["push"], "email": "x@example.org"}),
+        )
+        .await;
+    r.assert_problem(400, "validation");
+
+    let r = post_cap(
+        &s,
+        &authority,
+        &cap("PUSH-1", "2024-06-12T14:57:00-07:00", "Alert", None),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id = r.json["id"].as_str().unwrap().to_string();
+
+    eventually("pushes to every browser", Duration::from_secs(60), || {
+        !service.to("/push/ok").is_empty()
+            && !service.to("/push/gone").is_empty()
+            && service.to("/push/flaky").len() >= 3
+    })
+    .await;
+    let mut keys = BTreeMap::new();
+    for (name, browser) in &browsers {
+        let requests = service.to(&format!("/push/{name}"));
+        for req in &requests {
+            let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
+            let (claims, k) = webpush::verify_vapid(&h("authorization"), &origin);
+            assert_eq!(claims["sub"], "mailto:ops@example.org");
+            assert_eq!(k, server_key, "the key browsers subscribed with");
+            assert_eq!(h("content-encoding"), "aes128gcm");
+            assert_eq!(h("urgency"), "high", "Immediate and Severe");
+            let ttl: i64 = h("ttl").parse().unwrap();
+            assert!(ttl > 0 && ttl <= 28 * 24 * 3600, "{ttl}");
+            let plain = browser.decrypt(&req.body);
+            let msg: Value = serde_json::from_slice(&plain).unwrap();
+            assert_eq!(msg["alert_id"], id.as_str());
+            assert_eq!(msg["headline"], "Flood warning for Riverside");
+            assert_eq!(msg["instruction"], "Move to higher ground now.");
+            assert_eq!(msg["area"], "Riverside");
+            assert_eq!(msg["severity"], "Severe");
+            keys.entry(*name)
+                .or_insert_with(BTreeSet::new)
+                .insert(msg["key"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        keys.values().all(|k| k.len() == 1),
+        "one idempotency key per delivery, also across retries: {keys:?}"
+    );
+    let report = loop {
+        let r = s
+            .req(
+                "GET",
+                &format!("/api/v1/alerts/{id}/deliveries"),
+                Some(&authority),
+                Value::Null,
+            )
+            .await;
+        if r.json["counts"]["push"]["delivered"] == 2 && r.json["counts"]["push"]["failed"] == 1 {
+            break r.json;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let gone = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["recipient_id"] == subscription_ids["gone"].as_str())
+        .unwrap();
+    assert!(
+        gone["last_error"].as_str().unwrap().contains("410"),
+        "{gone}"
+    );
+
+    // The next alert: the gone subscription has ended and hears nothing more.
+    let r = post_cap(
+        &s,
+        &authority,
+        &cap("PUSH-2", "2024-06-12T15:57:00-07:00", "Alert", None),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    eventually("the second push", Duration::from_secs(30), || {
+        service.to("/push/ok").len() >= 2
+    })
+    .await;
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    let report = s
+        .req(
+            "GET",
+            &format!("/api/v1/alerts/{id2}/deliveries"),
+            Some(&authority),
+            Value::Null,
+        )
+        .await;
+    assert!(
+        report.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["recipient_id"] != subscription_ids["gone"].as_str()),
+        "{}",
+        report.json
+    );
+    assert_eq!(service.to("/push/gone").len(), 1);
+    // Endpoints are capabilities: they stay out of the logs.
+    let logs = s.logs();
+    assert!(
+        !logs.contains("/push/"),
+        "a push endpoint leaked into the logs"
     );
 }

@@ -20,6 +20,10 @@ pub struct Outgoing<'a> {
     pub alert: &'a Alert,
     /// The alert's server id.
     pub alert_id: &'a str,
+    /// The recipient (subscription id).
+    pub recipient_id: &'a str,
+    /// Where the recipient ends the subscription, when the server builds such links.
+    pub unsubscribe_url: Option<&'a str>,
 }
 
 /// A delivery channel. Implementations classify failures as [`SendError::Transient`]

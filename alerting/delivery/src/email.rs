@@ -4,6 +4,7 @@ use crate::channel::{BoxFuture, Channel, Outgoing};
 use crate::error::{ConfigError, SendError};
 use crate::message::email_text;
 use lettre::message::Mailbox;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use std::time::Duration;
 pub const DEFAULT_FROM: &str = "Nexus alerts <alerts@nexus.invalid>";
 
 /// The e-mail channel: one pooled SMTP transport. Every message's `Message-ID` is
-/// `<KEY@nexus-alerts>` (KEY = the delivery's idempotency key), and the body ends with it.
+/// `<KEY@nexus-alerts>` (KEY = the delivery's idempotency key), and the body ends with it;
+/// when the worker has unsubscribe links, the body and a `List-Unsubscribe` header carry
+/// the recipient's.
 #[derive(Clone)]
 pub struct SmtpChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -56,12 +59,26 @@ impl Channel for SmtpChannel {
                 .address
                 .parse()
                 .map_err(|_| SendError::Permanent("invalid e-mail address".into()))?;
-            let (subject, body) = email_text(m.alert, None, m.key);
-            let email = Message::builder()
+            let (subject, mut body) = email_text(m.alert, None, m.key);
+            let mut builder = Message::builder()
                 .from(self.from.clone())
                 .to(to)
                 .subject(subject)
-                .message_id(Some(format!("<{}@nexus-alerts>", m.key)))
+                .message_id(Some(format!("<{}@nexus-alerts>", m.key)));
+            if let Some(url) = m.unsubscribe_url {
+                body.push_str(&format!("\nTo stop receiving these alerts: {url}\n"));
+                // RFC 2369 and RFC 8058 (one-click: mail clients POST to the same URL).
+                builder = builder
+                    .raw_header(HeaderValue::new(
+                        HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                        format!("<{url}>"),
+                    ))
+                    .raw_header(HeaderValue::new(
+                        HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                        "List-Unsubscribe=One-Click".into(),
+                    ));
+            }
+            let email = builder
                 .body(body)
                 .map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))?;
             match self.transport.send(email).await {

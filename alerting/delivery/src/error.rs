@@ -10,6 +10,9 @@ pub enum ConfigError {
     /// The SMS provider settings are incomplete or invalid.
     #[error("invalid SMS provider settings: {0}")]
     Sms(String),
+    /// The VAPID key or the push settings are unusable.
+    #[error("invalid Web Push settings: {0}")]
+    Push(String),
 }
 
 /// Why one send attempt failed; decides between retrying and giving up.
@@ -22,4 +25,8 @@ pub enum SendError {
     /// Retrying cannot help: rejected address, 4xx other than 429, SMTP 5xx.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The address is gone for good (a push service's 404 or 410): the delivery fails and
+    /// the worker ends the subscription.
+    #[error("address gone: {0}")]
+    Gone(String),
 }

@@ -3,8 +3,9 @@
 //!
 //! # Model
 //!
-//! The API enqueues one delivery per (alert, recipient, channel) in the store, in the same
-//! transaction that issues the alert (`nexus_store::Store::issue_alert`). A [`Worker`] claims
+//! The alerting consumer enqueues one delivery per (alert, recipient, channel) in the store
+//! when it handles the alert's event (`nexus_store::Store::enqueue_deliveries`, idempotent:
+//! a redelivered event adds nothing). A [`Worker`] claims
 //! due deliveries in batches with a lease, sends each through its [`Channel`] under that
 //! channel's [`RateLimit`], and records the outcome: delivered, a retry at a time chosen by
 //! [`Backoff`] (exponential with jitter), failed, or expired (the alert expired or was
@@ -19,7 +20,10 @@
 //!   sending and recording leaves a leased row that is claimed again after the lease; the
 //!   message it sends again carries the same idempotency key (the delivery id) — in the
 //!   e-mail's `Message-ID` and body, in the SMS request's `I-Twilio-Idempotency-Token` and
-//!   `Idempotency-Key` headers — so the receiving side drops it.
+//!   `Idempotency-Key` headers, in the Web Push payload's `key` — so the receiving side
+//!   drops it.
+//! - A push service's 404/410 ends the subscription ([`SendError::Gone`]); push endpoints on
+//!   private or loopback addresses are refused unless allowed.
 //! - Nothing is sent after the alert's `expires`, or after a Cancel of it.
 //! - Addresses and message text never reach the logs; delivery ids do.
 //! - The pure parts — [`Backoff`], [`TokenBucket`], [`sms_text`] — take time and
@@ -52,7 +56,8 @@
 //!
 //! - `worker`: [`Worker`], [`WorkerConfig`], [`RateLimit`], [`TickReport`].
 //! - `channel`: the [`Channel`] port and [`Outgoing`] message; `email`: [`SmtpChannel`]
-//!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API).
+//!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API); `push`:
+//!   [`PushChannel`], [`VapidKey`], [`PushSubscription`] (VAPID, RFC 8291 encryption).
 //! - `message`: [`sms_text`], [`email_text`]; `backoff`: [`Backoff`]; `rate`:
 //!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`].
 
@@ -61,6 +66,7 @@ mod channel;
 mod email;
 mod error;
 mod message;
+mod push;
 mod rate;
 mod sms;
 mod worker;
@@ -70,6 +76,10 @@ pub use channel::{BoxFuture, Channel, Outgoing};
 pub use email::{DEFAULT_FROM, SmtpChannel};
 pub use error::{ConfigError, SendError};
 pub use message::{SMS_MAX_CHARS, email_text, sms_text};
+pub use push::{
+    MAX_PAYLOAD, PushChannel, PushKeys, PushSettings, PushSubscription, VapidKey, check_endpoint,
+    is_public,
+};
 pub use rate::TokenBucket;
 pub use sms::{SmsChannel, SmsSettings};
-pub use worker::{RateLimit, TickReport, Worker, WorkerConfig};
+pub use worker::{RateLimit, TickReport, UnsubscribeLinks, Worker, WorkerConfig};

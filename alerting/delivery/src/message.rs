@@ -1,11 +1,11 @@
 //! What a recipient reads: the text of an alert per channel (pure).
 //!
 //! SMS text follows the wireless-emergency-alert budget of [`SMS_MAX_CHARS`] characters:
-//! a prefix for updates and cancellations, the headline (or event), the area, then the
+//! a prefix for tests, exercises, drafts, updates and cancellations, the headline (or event), the area, then the
 //! instruction. When it does not fit, the instruction is cut first, then the area, then the
 //! headline; a cut part ends with `…`. E-mail carries the full text.
 
-use nexus_cap::{Alert, Info, MsgType};
+use nexus_cap::{Alert, Info, MsgType, Status};
 
 /// Longest SMS text, in characters (the 360-character WEA limit).
 pub const SMS_MAX_CHARS: usize = 360;
@@ -22,12 +22,21 @@ fn info<'a>(alert: &'a Alert, language: Option<&str>) -> Option<&'a Info> {
         .or(alert.info.first())
 }
 
-fn prefix(alert: &Alert) -> &'static str {
-    match alert.msg_type {
+/// `TEST: `, `EXERCISE: ` or `DRAFT: ` for alerts that are not real (so an allowlisted
+/// recipient never mistakes one for an emergency), then `UPDATE: ` or `CANCELLED: `.
+fn prefix(alert: &Alert) -> String {
+    let status = match alert.status {
+        Status::Test => "TEST: ",
+        Status::Exercise => "EXERCISE: ",
+        Status::Draft => "DRAFT: ",
+        _ => "",
+    };
+    let kind = match alert.msg_type {
         MsgType::Update => "UPDATE: ",
         MsgType::Cancel => "CANCELLED: ",
         _ => "",
-    }
+    };
+    format!("{status}{kind}")
 }
 
 fn headline(alert: &Alert, info: Option<&Info>) -> String {
@@ -182,6 +191,19 @@ mod tests {
 
         let text = sms_text(&alert(&"Ü".repeat(500), "x", "y"), None);
         assert_eq!(text.chars().count(), SMS_MAX_CHARS, "characters, not bytes");
+    }
+
+    #[test]
+    fn exercises_say_so_before_anything_else() {
+        let mut a = alert("Flood warning", "Riverside", "Go up.");
+        a.status = Status::Exercise;
+        a.msg_type = MsgType::Update;
+        assert!(sms_text(&a, None).starts_with("EXERCISE: UPDATE: Flood warning."));
+        assert!(
+            email_text(&a, None, "k")
+                .0
+                .starts_with("EXERCISE: UPDATE: [Severe]")
+        );
     }
 
     #[test]

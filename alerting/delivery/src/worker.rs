@@ -73,6 +73,30 @@ pub struct TickReport {
     pub failed: usize,
     /// Dropped unsent (expired, cancelled).
     pub expired: usize,
+    /// Subscriptions ended because their address is gone (Web Push 404/410).
+    pub ended: usize,
+}
+
+/// Builds the unsubscribe URL of a recipient (subscription id) for the messages that carry
+/// one (e-mail).
+pub type UnsubscribeLinks = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// A finished delivery attempt: its outcome, and the subscription to end when the
+/// channel said the address is gone.
+struct Done {
+    id: String,
+    outcome: DeliveryOutcome,
+    gone: Option<String>,
+}
+
+impl Done {
+    fn new(id: String, outcome: DeliveryOutcome) -> Done {
+        Done {
+            id,
+            outcome,
+            gone: None,
+        }
+    }
 }
 
 struct ChannelSlot {
@@ -87,6 +111,7 @@ pub struct Worker {
     channels: HashMap<&'static str, ChannelSlot>,
     origin: Instant,
     last_sweep: Option<Instant>,
+    links: Option<UnsubscribeLinks>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -107,7 +132,15 @@ impl Worker {
             channels: HashMap::new(),
             origin: Instant::now(),
             last_sweep: None,
+            links: None,
         }
+    }
+
+    /// Gives every message the unsubscribe URL `links` builds from its recipient id.
+    #[must_use]
+    pub fn with_unsubscribe_links(mut self, links: UnsubscribeLinks) -> Self {
+        self.links = Some(links);
+        self
     }
 
     /// Adds (or replaces) a channel with its rate limit.
@@ -184,19 +217,20 @@ impl Worker {
         for d in batch {
             by_channel.entry(d.channel.clone()).or_default().push(d);
         }
-        let mut outcomes: Vec<(String, DeliveryOutcome)> = Vec::new();
+        let mut outcomes: Vec<Done> = Vec::new();
         {
             let origin = self.origin;
             let config = &self.config;
+            let links = self.links.as_ref();
             let mut lanes = Vec::new();
             for (name, slot) in self.channels.iter_mut() {
                 if let Some(deliveries) = by_channel.remove(*name) {
-                    lanes.push(run_lane(slot, deliveries, &alerts, config, origin));
+                    lanes.push(run_lane(slot, deliveries, &alerts, config, origin, links));
                 }
             }
             for (name, deliveries) in by_channel {
                 outcomes.extend(deliveries.into_iter().map(|d| {
-                    (
+                    Done::new(
                         d.id,
                         DeliveryOutcome::Failed {
                             error: format!("channel '{name}' is not configured"),
@@ -209,7 +243,13 @@ impl Worker {
             }
         }
         let now = nexus_store::now_ms();
-        for (id, outcome) in outcomes {
+        for Done { id, outcome, gone } in outcomes {
+            if let Some(recipient) = gone
+                && self.store.deactivate_subscription(&recipient).await?
+            {
+                report.ended += 1;
+                tracing::info!(delivery = %id, subscription = %recipient, "push subscription gone; subscription ended");
+            }
             match &outcome {
                 DeliveryOutcome::Delivered => report.delivered += 1,
                 DeliveryOutcome::Retry { .. } => report.retried += 1,
@@ -258,14 +298,15 @@ async fn run_lane(
     alerts: &HashMap<String, Option<Arc<Alert>>>,
     config: &WorkerConfig,
     origin: Instant,
-) -> Vec<(String, DeliveryOutcome)> {
+    links: Option<&UnsubscribeLinks>,
+) -> Vec<Done> {
     let mut out = Vec::with_capacity(deliveries.len());
     let mut in_flight = FuturesUnordered::new();
     let channel = slot.channel.clone();
     for d in deliveries {
         let now = nexus_store::now_ms();
         if d.expires_at.is_some_and(|e| e <= now) {
-            out.push((
+            out.push(Done::new(
                 d.id,
                 DeliveryOutcome::Expired {
                     reason: "alert expired".into(),
@@ -274,7 +315,7 @@ async fn run_lane(
             continue;
         }
         let Some(Some(alert)) = alerts.get(&d.alert_id).cloned() else {
-            out.push((
+            out.push(Done::new(
                 d.id,
                 DeliveryOutcome::Expired {
                     reason: "alert cancelled or gone".into(),
@@ -297,24 +338,32 @@ async fn run_lane(
         let channel = channel.clone();
         let backoff = config.backoff;
         let timeout = config.send_timeout;
+        let unsubscribe = links.map(|f| f(&d.recipient_id));
         in_flight.push(async move {
             let message = Outgoing {
                 key: &d.id,
                 address: &d.address,
                 alert: &alert,
                 alert_id: &d.alert_id,
+                recipient_id: &d.recipient_id,
+                unsubscribe_url: unsubscribe.as_deref(),
             };
             let result = match tokio::time::timeout(timeout, channel.send(message)).await {
                 Ok(r) => r,
                 Err(_) => Err(SendError::Transient("send timed out".into())),
             };
+            let gone = matches!(result, Err(SendError::Gone(_)));
             let outcome = verdict(result, d.attempt, &backoff);
             if let DeliveryOutcome::Retry { error, .. } | DeliveryOutcome::Failed { error } =
                 &outcome
             {
                 tracing::info!(delivery = %d.id, channel = channel.name(), attempt = d.attempt, %error, "alert delivery attempt failed");
             }
-            (d.id, outcome)
+            Done {
+                id: d.id,
+                outcome,
+                gone: gone.then_some(d.recipient_id),
+            }
         });
     }
     while let Some(done) = in_flight.next().await {
@@ -327,6 +376,9 @@ fn verdict(result: Result<(), SendError>, attempt: u32, backoff: &Backoff) -> De
     match result {
         Ok(()) => DeliveryOutcome::Delivered,
         Err(SendError::Permanent(error)) => DeliveryOutcome::Failed { error },
+        Err(SendError::Gone(error)) => DeliveryOutcome::Failed {
+            error: format!("subscription gone: {error}"),
+        },
         Err(SendError::Transient(error)) => match backoff.delay(attempt, rand::random::<f64>()) {
             Some(wait) => DeliveryOutcome::Retry {
                 at: nexus_store::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),

@@ -14,19 +14,38 @@
 //! An `Update` or `Cancel` must reference alerts this server knows (by CAP
 //! sender/identifier/sent); an unknown reference is `409 /problems/conflict`. The referenced
 //! active alerts become `superseded` (Update) or `cancelled` (Cancel, which also stops their
-//! queued deliveries), in the transaction that stores the new alert, its CloudEvent
-//! (`alert.issued`, `alert.updated`, `alert.cancelled`) and its deliveries.
+//! queued deliveries), in the transaction that stores the new alert and its CloudEvent
+//! (`alert.issued`, `alert.updated`, `alert.cancelled`). Nothing is targeted in the request:
+//! the alerting consumer of the event bus calls [`dispatch`], which targets subscribers,
+//! enqueues their deliveries idempotently and publishes public alerts on the gateway.
+//!
+//! With the approval step on ([`AlertSettings::approval`]), an `Actual` alert is stored
+//! `pending`: it supersedes nothing, has no event and reaches nobody until a second, different
+//! `alert_authority` approves it (`POST /api/v1/alerts/{id}/approve`). `POST
+//! /api/v1/alerts/preview` counts the recipients per channel of the same body, storing
+//! nothing.
 //!
 //! # Who hears it
 //!
-//! Only `Actual` alerts with scope `Public` reach the public: the `alerts` gateway channel
-//! (with `geometry`, a GeoJSON MultiPolygon of the areas, so geo-filtered subscribers get
-//! only alerts whose area meets their box), the ATOM feed, and subscribers. `Test`,
-//! `Exercise`, `Draft` and `System` alerts are stored and listed to authorities only.
-//! Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of the
-//! alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
+//! [`Audience`]: only `Actual` alerts with scope `Public` reach the public: the `alerts`
+//! gateway channel (with `geometry`, a GeoJSON MultiPolygon of the areas, so geo-filtered
+//! subscribers get only alerts whose area meets their box), the ATOM feed, and every
+//! subscriber in the area. `Test`, `Exercise` and `Draft` alerts reach only subscribers on
+//! the allowlist ([`AlertSettings::test_allowlist`]: user ids, e-mail addresses, phone
+//! numbers) and never the public channel or feed; `System` and non-public scopes reach
+//! nobody. Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of
+//! the alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
 //! exact test), whose minimum severity the alert reaches, get one delivery per channel they
-//! registered an address for.
+//! registered an address for (`email`, `sms`, `push`).
+//!
+//! # Ending a subscription
+//!
+//! Every e-mail carries a signed unsubscribe link ([`unsubscribe_url`]; `GET` ends the
+//! subscription and confirms it, `POST` is RFC 8058 one-click); an SMS reply `STOP` reaches
+//! `POST /api/v1/alerts/sms/inbound` (Twilio's webhook, signature checked) and ends every
+//! subscription of that number; a push service's 404/410 ends a push subscription (the
+//! delivery worker). Push endpoints on private or loopback addresses are refused unless
+//! [`AlertSettings::allow_private_push`].
 
 use crate::extract::ApiJson;
 use crate::problem::{FieldError, Problem, ProblemKind};
@@ -39,7 +58,9 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use nexus_cap::{Alert, Diagnostic, Limits, MsgType, Scope, Severity, Status};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use nexus_cap::{Alert, Diagnostic, Limits, Scope, Severity, Status};
 use nexus_events::{EventType, record};
 use nexus_geo::Position;
 use nexus_store::{AlertFilter, AlertRecord, AlertStatus, NewDelivery, SubscriptionRecord, now_ms};
@@ -66,7 +87,12 @@ const CIRCLE_VERTICES: usize = 32;
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(post_alert, list_alerts))
+        .routes(routes!(preview_alert))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .routes(routes!(approve_alert))
+        .routes(routes!(unsubscribe_link, unsubscribe_one_click))
+        .routes(routes!(sms_inbound))
+        .routes(routes!(push_key))
         .routes(routes!(alert_feed))
         .routes(routes!(get_alert))
         .routes(routes!(alert_deliveries))
@@ -89,7 +115,7 @@ pub struct AlertView {
     pub sender: String,
     /// CAP sent.
     pub sent: String,
-    /// Lifecycle: `active`, `superseded`, `cancelled`, `expired`.
+    /// Lifecycle: `pending` (approval), `active`, `superseded`, `cancelled`, `expired`.
     pub status: String,
     /// CAP status (`Actual`, `Exercise`, `System`, `Test`, `Draft`).
     pub cap_status: String,
@@ -116,11 +142,87 @@ pub struct AlertIssued {
     /// The stored alert.
     #[serde(flatten)]
     pub alert: AlertView,
-    /// Server ids of the alerts it superseded or cancelled.
+    /// Server ids of the alerts it superseded or cancelled (none while pending).
     pub supersedes: Vec<String>,
-    /// Deliveries queued per channel.
+}
+
+/// The answer to `POST /api/v1/alerts/preview`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertPreview {
+    /// `public` (Actual, Public scope), `allowlist` (Test, Exercise, Draft: allowlisted
+    /// subscribers only) or `none`.
+    pub audience: String,
+    /// Deliveries it would queue per channel (`email`, `sms`, `push`).
     #[schema(value_type = Object)]
-    pub recipients: BTreeMap<String, usize>,
+    pub channels: BTreeMap<String, usize>,
+    /// Distinct subscriptions reached.
+    pub subscribers: usize,
+    /// Whether it would be published on the gateway's `alerts` channel.
+    pub websocket: bool,
+    /// Whether it would wait for a second authority's approval.
+    pub approval_required: bool,
+}
+
+/// The alerting policy of the API (the server fills it from its configuration).
+#[derive(Clone, Default)]
+pub struct AlertSettings {
+    /// The approval step: an `Actual` alert waits for a second `alert_authority`.
+    pub approval: bool,
+    /// Who hears `Test`, `Exercise` and `Draft` alerts: subscriptions whose user id,
+    /// e-mail address or phone number is listed.
+    pub test_allowlist: Vec<String>,
+    /// Accept push endpoints on private and loopback addresses (and `http://`).
+    pub allow_private_push: bool,
+    /// HMAC key of unsubscribe links.
+    pub link_key: Vec<u8>,
+    /// Base URL of links in messages (`https://alerts.example.org`), no trailing slash.
+    pub public_url: String,
+    /// The SMS provider's auth token, which signs its inbound webhooks
+    /// (`X-Twilio-Signature`); inbound SMS are refused without it.
+    pub sms_auth_token: Option<String>,
+    /// The VAPID public key browsers subscribe with, when Web Push is on.
+    pub vapid_public_key: Option<String>,
+}
+
+impl std::fmt::Debug for AlertSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertSettings")
+            .field("approval", &self.approval)
+            .field("test_allowlist", &self.test_allowlist.len())
+            .field("allow_private_push", &self.allow_private_push)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who an alert reaches, by its CAP status and scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `Actual` with scope `Public`: the `alerts` channel, the feed, every subscriber.
+    Public,
+    /// `Test`, `Exercise`, `Draft`: allowlisted subscribers only, never the public.
+    Allowlist,
+    /// Anything else (`System`, `Restricted`/`Private` scope): nobody.
+    Nobody,
+}
+
+impl Audience {
+    /// The audience of `alert`.
+    pub fn of(alert: &Alert) -> Audience {
+        match alert.status {
+            Status::Actual if alert.scope == Some(Scope::Public) => Audience::Public,
+            Status::Test | Status::Exercise | Status::Draft => Audience::Allowlist,
+            _ => Audience::Nobody,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Audience::Public => "public",
+            Audience::Allowlist => "allowlist",
+            Audience::Nobody => "none",
+        }
+    }
 }
 
 /// A page of alerts.
@@ -161,6 +263,15 @@ pub struct SubscriptionRequest {
     /// E.164 phone number for the `sms` channel.
     #[serde(default)]
     pub phone: Option<String>,
+    /// Web Push subscription for the `push` channel, as the browser's
+    /// `PushSubscription.toJSON()` gives it: `{endpoint, keys: {p256dh, auth}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub push: Option<nexus_alert_delivery::PushSubscription>,
+    /// Channels to receive on (`email`, `sms`, `push`); default: every channel given an
+    /// address. A listed channel needs its address.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
     /// Preferred language (BCP 47).
     #[serde(default)]
     pub language: Option<String>,
@@ -238,6 +349,8 @@ impl MaybePrincipal {
 // Handlers
 
 /// Issue a CAP alert (XML or JSON); Update and Cancel supersede the alerts they reference.
+/// With the approval step on, an `Actual` alert stays `pending` until another authority
+/// approves it. Deliveries are queued by the alerting consumer of the alert's event.
 #[utoipa::path(post, path = "/alerts", tag = "alerts",
     request_body(content = Object, description = "CAP 1.2 XML (application/cap+xml, application/xml) or its JSON form (docs/cap-json.md)",
         content_type = "application/cap+xml"),
@@ -253,6 +366,61 @@ async fn post_alert(
     who.authorize(Action::IssueAlert, None)?;
     let (alert, xml) = decode(&headers, &body)?;
     let now = now_ms();
+    let supersedes = referenced_alerts(&state, &alert).await?;
+    let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
+    let expired = expires_at.is_some_and(|e| e <= now);
+    let pending = !expired && needs_approval(&state.alerting, &alert);
+    let shapes = Shapes::of(&alert);
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let cap_json = serde_json::to_string(&alert).map_err(|e| Problem::internal(&e))?;
+    let rec = AlertRecord {
+        id: id.clone(),
+        identifier: alert.identifier.clone(),
+        sender: alert.sender.clone(),
+        sent: alert.sent.to_string(),
+        sent_at: alert.sent.to_utc().timestamp_millis(),
+        cap_status: alert.status.as_str().to_string(),
+        msg_type: alert.msg_type.as_str().to_string(),
+        status: if expired {
+            AlertStatus::Expired
+        } else if pending {
+            AlertStatus::Pending
+        } else {
+            AlertStatus::Active
+        },
+        expires_at,
+        bbox: shapes.bbox,
+        cap_xml: xml,
+        cap_json,
+        superseded_by: None,
+        created_by: who.user_id().map(str::to_string),
+        created_at: now,
+        updated_at: now,
+    };
+    if pending {
+        // Nothing is superseded, published or delivered before the approval.
+        state.store.issue_alert(&rec, &[], &[], &[]).await?;
+    } else {
+        let event = alert_event(&rec, &supersedes)?;
+        state
+            .store
+            .issue_alert(&rec, &supersedes, &[], &[event])
+            .await?;
+    }
+    tracing::info!(alert = %id, msg_type = %rec.msg_type, status = %rec.status, "alert issued");
+    let issued = AlertIssued {
+        alert: view(&rec),
+        supersedes: if pending { Vec::new() } else { supersedes },
+    };
+    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// Server ids of the alerts `alert` references (Update, Cancel); 409 when one is unknown.
+async fn referenced_alerts(state: &ApiState, alert: &Alert) -> Result<Vec<String>, Problem> {
     let refs = alert.referenced().map_err(|e| {
         Problem::validation(vec![FieldError {
             pointer: "/references".into(),
@@ -274,87 +442,139 @@ async fn post_alert(
             }
         }
     }
-    let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
-    let expired = expires_at.is_some_and(|e| e <= now);
-    let public = is_public(&alert);
-    let shapes = Shapes::of(&alert);
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let deliveries = if public && !expired && shapes.bbox.is_some() {
-        target(&state, &alert, &shapes).await?
-    } else {
-        Vec::new()
-    };
-    let mut recipients: BTreeMap<String, usize> = BTreeMap::new();
-    for d in &deliveries {
-        *recipients.entry(d.channel.clone()).or_default() += 1;
-    }
-    let cap_json = serde_json::to_string(&alert).map_err(|e| Problem::internal(&e))?;
-    let rec = AlertRecord {
-        id: id.clone(),
-        identifier: alert.identifier.clone(),
-        sender: alert.sender.clone(),
-        sent: alert.sent.to_string(),
-        sent_at: alert.sent.to_utc().timestamp_millis(),
-        cap_status: alert.status.as_str().to_string(),
-        msg_type: alert.msg_type.as_str().to_string(),
-        status: if expired {
-            AlertStatus::Expired
-        } else {
-            AlertStatus::Active
-        },
-        expires_at,
-        bbox: shapes.bbox,
-        cap_xml: xml,
-        cap_json,
-        superseded_by: None,
-        created_by: who.user_id().map(str::to_string),
-        created_at: now,
-        updated_at: now,
-    };
-    let event_type = match alert.msg_type {
-        MsgType::Update => EventType::AlertUpdated,
-        MsgType::Cancel => EventType::AlertCancelled,
+    Ok(supersedes)
+}
+
+/// Whether `alert` waits for a second authority: the step is on and it is `Actual`.
+fn needs_approval(settings: &AlertSettings, alert: &Alert) -> bool {
+    settings.approval && alert.status == Status::Actual
+}
+
+/// The CloudEvent of an alert that comes into force: `alert.issued`, `alert.updated` or
+/// `alert.cancelled` by msgType. Its data names the alert; the alerting consumer reads the
+/// rest from the store.
+fn alert_event(
+    rec: &AlertRecord,
+    supersedes: &[String],
+) -> Result<nexus_store::outbox::NewEvent, Problem> {
+    let event_type = match rec.msg_type.as_str() {
+        "Update" => EventType::AlertUpdated,
+        "Cancel" => EventType::AlertCancelled,
         _ => EventType::AlertIssued,
     };
-    let event = record(
+    record(
         event_type,
-        &id,
+        &rec.id,
         json!({
-            "id": id,
-            "identifier": alert.identifier,
-            "sender": alert.sender,
+            "id": rec.id,
+            "identifier": rec.identifier,
+            "sender": rec.sender,
             "sent": rec.sent,
             "cap_status": rec.cap_status,
             "msg_type": rec.msg_type,
             "supersedes": supersedes,
-            "recipients": recipients,
         }),
     )
-    .map_err(|e| Problem::internal(&e))?;
-    state
-        .store
-        .issue_alert(&rec, &supersedes, &deliveries, &[event])
-        .await?;
-    tracing::info!(alert = %id, msg_type = %rec.msg_type, deliveries = deliveries.len(), "alert issued");
-    if public && !expired {
-        state
-            .realtime
-            .publish(
-                ALERTS_CHANNEL,
-                publication(&rec, &alert, &shapes, &supersedes),
-            )
-            .await;
+    .map_err(|e| Problem::internal(&e))
+}
+
+/// Approve a pending alert (the approval step): another `alert_authority` than its issuer.
+/// It then comes into force exactly as if issued now: it supersedes or cancels what it
+/// references, and its event reaches the alerting consumer.
+#[utoipa::path(post, path = "/alerts/{id}/approve", tag = "alerts", params(("id" = String, Path, description = "Server id")),
+    responses((status = 200, body = AlertIssued), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+async fn approve_alert(
+    State(state): State<ApiState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AlertIssued>, Problem> {
+    who.authorize(Action::ApproveAlert, None)?;
+    let Some(approver) = who.user_id().map(str::to_string) else {
+        return Err(Problem::forbidden(
+            "approvals are made by a person, not an API key",
+        ));
+    };
+    let Some(rec) = state.store.alert(&id).await? else {
+        return Err(Problem::not_found("no such alert"));
+    };
+    if rec.status != AlertStatus::Pending {
+        return Err(Problem::conflict(format!(
+            "the alert is {}, not pending approval",
+            rec.status
+        )));
     }
-    let issued = AlertIssued {
+    if rec.created_by.as_deref() == Some(approver.as_str()) {
+        return Err(Problem::forbidden(
+            "a second alert authority, not the issuer, must approve",
+        ));
+    }
+    let now = now_ms();
+    if rec.expires_at.is_some_and(|e| e <= now) {
+        return Err(Problem::conflict(
+            "the alert expired before it was approved",
+        ));
+    }
+    let alert = stored_alert(&rec)?;
+    let supersedes = referenced_alerts(&state, &alert).await?;
+    let event = alert_event(&rec, &supersedes)?;
+    let Some(rec) = state
+        .store
+        .approve_alert(&id, &approver, &supersedes, &[event], now)
+        .await?
+    else {
+        return Err(Problem::conflict("the alert was approved meanwhile"));
+    };
+    tracing::info!(alert = %id, "alert approved");
+    Ok(Json(AlertIssued {
         alert: view(&rec),
         supersedes,
-        recipients,
-    };
-    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
+    }))
+}
+
+/// Who would receive an alert, per channel, without issuing it: the same body as
+/// `POST /alerts`; nothing is stored or sent.
+#[utoipa::path(post, path = "/alerts/preview", tag = "alerts",
+    request_body(content = Object, description = "CAP 1.2 XML or its JSON form, as for POST /alerts",
+        content_type = "application/cap+xml"),
+    responses((status = 200, body = AlertPreview), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 415, body = Problem)),
+    security(("bearer" = [])))]
+async fn preview_alert(
+    State(state): State<ApiState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AlertPreview>, Problem> {
+    who.authorize(Action::PreviewAlert, None)?;
+    let (alert, _) = decode(&headers, &body)?;
+    let audience = Audience::of(&alert);
+    let shapes = Shapes::of(&alert);
+    let mut channels: BTreeMap<String, usize> = ["email", "sms", "push"]
+        .into_iter()
+        .map(|c| (c.to_string(), 0))
+        .collect();
+    let mut subscribers = 0;
+    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    while let Some(page) = targeting.next_page().await? {
+        // A page holds a subscription's deliveries together, in subscription order.
+        let mut last: Option<&str> = None;
+        for d in &page {
+            *channels.entry(d.channel.clone()).or_default() += 1;
+            if last != Some(d.recipient_id.as_str()) {
+                subscribers += 1;
+                last = Some(d.recipient_id.as_str());
+            }
+        }
     }
-    Ok(resp)
+    Ok(Json(AlertPreview {
+        audience: audience.as_str().to_string(),
+        channels,
+        subscribers,
+        websocket: audience == Audience::Public,
+        approval_required: needs_approval(&state.alerting, &alert),
+    }))
 }
 
 /// List alerts, newest first. Without authority credentials only public `Actual` alerts.
@@ -440,7 +660,7 @@ async fn get_alert(
         return Err(Problem::not_found("no such alert"));
     };
     let alert = stored_alert(&rec)?;
-    if !is_public(&alert) && !who.is_authority() {
+    if (!is_public(&alert) || rec.status == AlertStatus::Pending) && !who.is_authority() {
         return Err(Problem::not_found("no such alert"));
     }
     let accept = headers
@@ -514,7 +734,7 @@ async fn alert_deliveries(
     }))
 }
 
-/// Subscribe a location to public alerts by e-mail and/or SMS.
+/// Subscribe a location to public alerts by e-mail, SMS and/or Web Push.
 #[utoipa::path(post, path = "/alerts/subscriptions", tag = "alerts", request_body = SubscriptionRequest,
     responses((status = 201, body = SubscriptionView), (status = 400, body = Problem), (status = 401, body = Problem)),
     security(("bearer" = [])))]
@@ -548,12 +768,54 @@ async fn create_subscription(
             "must be Extreme, Severe, Moderate or Minor",
         );
     }
+    if let Some(p) = &req.push
+        && let Err(e) = p.check(state.alerting.allow_private_push)
+    {
+        checks.check(false, "/push", &e);
+    }
+    let mut req = req;
+    if let Some(channels) = req.channels.take() {
+        for (i, c) in channels.iter().enumerate() {
+            let given = match c.as_str() {
+                "email" => req.email.is_some(),
+                "sms" => req.phone.is_some(),
+                "push" => req.push.is_some(),
+                _ => {
+                    checks.check(
+                        false,
+                        &format!("/channels/{i}"),
+                        "must be email, sms or push",
+                    );
+                    continue;
+                }
+            };
+            checks.check(
+                given,
+                &format!("/channels/{i}"),
+                "this channel needs its address (email, phone or push)",
+            );
+        }
+        let wants = |c: &str| channels.iter().any(|x| x == c);
+        if !wants("email") {
+            req.email = None;
+        }
+        if !wants("sms") {
+            req.phone = None;
+        }
+        if !wants("push") {
+            req.push = None;
+        }
+    }
     checks.check(
-        req.email.is_some() || req.phone.is_some(),
+        req.email.is_some() || req.phone.is_some() || req.push.is_some(),
         "",
-        "give an email or a phone (or both)",
+        "give an email, a phone or a push subscription",
     );
     checks.finish()?;
+    let push = match &req.push {
+        Some(p) => Some(serde_json::to_string(p).map_err(|e| Problem::internal(&e))?),
+        None => None,
+    };
     let rec = SubscriptionRecord {
         id: uuid::Uuid::now_v7().simple().to_string(),
         user_id: who.user_id().map(str::to_string),
@@ -563,7 +825,7 @@ async fn create_subscription(
         min_severity: req.min_severity,
         email: req.email,
         phone: req.phone,
-        push: None,
+        push,
         created_at: now_ms(),
     };
     state.store.insert_subscription(&rec).await?;
@@ -573,6 +835,9 @@ async fn create_subscription(
     }
     if rec.phone.is_some() {
         channels.push("sms".to_string());
+    }
+    if rec.push.is_some() {
+        channels.push("push".to_string());
     }
     Ok((
         StatusCode::CREATED,
@@ -594,6 +859,190 @@ async fn delete_subscription(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("no such active subscription"))
+    }
+}
+
+/// The signed token of a subscription's unsubscribe link: `ID.MAC`, MAC = base64url
+/// HMAC-SHA-256 of the id under the link key (no expiry: a link in an old e-mail still works).
+pub fn unsubscribe_token(key: &[u8], subscription_id: &str) -> String {
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        format!("nexus-unsubscribe:{subscription_id}").as_bytes(),
+    );
+    format!("{subscription_id}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
+}
+
+/// The unsubscribe URL every e-mail to `subscription_id` carries.
+pub fn unsubscribe_url(settings: &AlertSettings, subscription_id: &str) -> String {
+    format!(
+        "{}/api/v1/alerts/unsubscribe?token={}",
+        settings.public_url,
+        unsubscribe_token(&settings.link_key, subscription_id)
+    )
+}
+
+/// The subscription id of a genuine token.
+fn verify_unsubscribe_token(key: &[u8], token: &str) -> Option<String> {
+    let (id, mac) = token.rsplit_once('.')?;
+    let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+    ring::hmac::verify(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        format!("nexus-unsubscribe:{id}").as_bytes(),
+        &mac,
+    )
+    .ok()?;
+    Some(id.to_string())
+}
+
+/// The `token` of an unsubscribe link.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnsubscribeParams {
+    /// The signed token from the link.
+    pub token: String,
+}
+
+async fn unsubscribe(state: &ApiState, token: &str) -> Result<bool, Problem> {
+    let Some(id) = verify_unsubscribe_token(&state.alerting.link_key, token) else {
+        return Err(Problem::validation(vec![FieldError {
+            pointer: "/token".into(),
+            detail: "this unsubscribe link is not valid".into(),
+        }]));
+    };
+    let ended = state.store.deactivate_subscription(&id).await?;
+    if ended {
+        tracing::info!(subscription = %id, "alert subscription ended by its unsubscribe link");
+    }
+    Ok(ended)
+}
+
+/// The unsubscribe link of alert e-mails: ends the subscription and confirms it (HTML).
+#[utoipa::path(get, path = "/alerts/unsubscribe", tag = "alerts", params(UnsubscribeParams),
+    responses((status = 200, description = "confirmation page", content_type = "text/html"), (status = 400, body = Problem)))]
+async fn unsubscribe_link(
+    State(state): State<ApiState>,
+    Query(q): Query<UnsubscribeParams>,
+) -> Result<Response, Problem> {
+    let ended = unsubscribe(&state, &q.token).await?;
+    let text = if ended {
+        "You are unsubscribed: you will receive no more alerts for this subscription."
+    } else {
+        "This subscription had already ended: you will receive no more alerts for it."
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <title>Unsubscribed</title></head><body><h1>Unsubscribed</h1><p>{text}</p></body></html>\n"
+        ),
+    )
+        .into_response())
+}
+
+/// One-click unsubscribe (RFC 8058): mail clients POST to the `List-Unsubscribe` URL.
+#[utoipa::path(post, path = "/alerts/unsubscribe", tag = "alerts", params(UnsubscribeParams),
+    responses((status = 204, description = "ended (or had ended)"), (status = 400, body = Problem)))]
+async fn unsubscribe_one_click(
+    State(state): State<ApiState>,
+    Query(q): Query<UnsubscribeParams>,
+) -> Result<StatusCode, Problem> {
+    unsubscribe(&state, &q.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replies that end SMS alerts (the keywords carriers and Twilio honour).
+const STOP_WORDS: &[&str] = &["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
+
+/// The SMS provider's inbound-message webhook (Twilio form fields `From`, `Body`, signed
+/// with `X-Twilio-Signature`): a reply STOP ends every subscription of that number. Answers
+/// TwiML.
+#[utoipa::path(post, path = "/alerts/sms/inbound", tag = "alerts",
+    request_body(content = String, description = "application/x-www-form-urlencoded: From, Body, …",
+        content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml"), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
+async fn sms_inbound(
+    State(state): State<ApiState>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let Some(token) = state.alerting.sms_auth_token.as_deref() else {
+        return Err(Problem::not_found("inbound SMS are not configured"));
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let url = format!(
+        "{}{}",
+        state.alerting.public_url,
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !twilio_signature_ok(token, &url, &form, signature) {
+        return Err(Problem::forbidden("X-Twilio-Signature does not match"));
+    }
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let from = field("From");
+    let word = field("Body").to_ascii_uppercase();
+    let reply = if STOP_WORDS.contains(&word.as_str()) && !from.is_empty() {
+        let ended = state.store.deactivate_subscriptions_by_phone(&from).await?;
+        tracing::info!(ended, "alert subscriptions ended by an SMS STOP");
+        "<Message>You will receive no more Nexus alerts on this number.</Message>"
+    } else {
+        ""
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{reply}</Response>"),
+    )
+        .into_response())
+}
+
+/// Twilio's webhook signature: base64 HMAC-SHA1, under the auth token, of the URL followed
+/// by every POST parameter's name and value in name order.
+fn twilio_signature_ok(token: &str, url: &str, form: &[(String, String)], signature: &str) -> bool {
+    let mut params: Vec<&(String, String)> = form.iter().collect();
+    params.sort();
+    let mut data = url.to_string();
+    for (k, v) in params {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+        return false;
+    };
+    ring::hmac::verify(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token.as_bytes()),
+        data.as_bytes(),
+        &sig,
+    )
+    .is_ok()
+}
+
+/// The server's VAPID public key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PushKey {
+    /// Base64url uncompressed P-256 point: `applicationServerKey` for
+    /// `PushManager.subscribe`.
+    pub public_key: String,
+}
+
+/// The key browsers subscribe to Web Push with.
+#[utoipa::path(get, path = "/alerts/push/key", tag = "alerts",
+    responses((status = 200, body = PushKey), (status = 404, body = Problem)))]
+async fn push_key(State(state): State<ApiState>) -> Result<Json<PushKey>, Problem> {
+    match &state.alerting.vapid_public_key {
+        Some(k) => Ok(Json(PushKey {
+            public_key: k.clone(),
+        })),
+        None => Err(Problem::not_found("Web Push is not configured")),
     }
 }
 
@@ -781,65 +1230,153 @@ fn severity_rank(s: &str) -> Option<u8> {
     })
 }
 
-/// Deliveries for every subscription inside the alert's areas whose minimum severity the
-/// alert reaches: one per channel with an address.
-async fn target(
-    state: &ApiState,
-    alert: &Alert,
-    shapes: &Shapes,
-) -> Result<Vec<NewDelivery>, Problem> {
-    let Some(bbox) = shapes.bbox else {
-        return Ok(Vec::new());
-    };
-    let severity = alert
-        .info
-        .iter()
-        .map(|i| severity_rank(severity_name(i.severity)).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = state
+/// The deliveries of an alert, a page of candidate subscriptions at a time: every
+/// subscription of the audience inside the alert's areas whose minimum severity the alert
+/// reaches gets one per channel it has an address for. Paging keeps memory and (in
+/// [`dispatch`]) each queue transaction bounded, however many people live in the area.
+struct Targeting<'a> {
+    store: &'a nexus_store::Store,
+    settings: &'a AlertSettings,
+    shapes: &'a Shapes,
+    audience: Audience,
+    severity: u8,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> Targeting<'a> {
+    fn new(
+        store: &'a nexus_store::Store,
+        settings: &'a AlertSettings,
+        alert: &Alert,
+        shapes: &'a Shapes,
+        audience: Audience,
+    ) -> Self {
+        let severity = alert
+            .info
+            .iter()
+            .map(|i| severity_rank(severity_name(i.severity)).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        Targeting {
+            store,
+            settings,
+            shapes,
+            audience,
+            severity,
+            after: None,
+            done: shapes.bbox.is_none() || audience == Audience::Nobody,
+        }
+    }
+
+    fn listed(&self, s: &SubscriptionRecord) -> bool {
+        self.settings.test_allowlist.iter().any(|a| {
+            Some(a.as_str()) == s.user_id.as_deref()
+                || Some(a.as_str()) == s.phone.as_deref()
+                || s.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(a))
+        })
+    }
+
+    /// The deliveries of the next page of candidates (possibly none); `None` when done.
+    async fn next_page(&mut self) -> Result<Option<Vec<NewDelivery>>, Problem> {
+        let Some(bbox) = self.shapes.bbox.filter(|_| !self.done) else {
+            return Ok(None);
+        };
+        let page = self
             .store
-            .subscriptions_in_bbox(bbox, after.as_deref(), TARGET_PAGE)
+            .subscriptions_in_bbox(bbox, self.after.as_deref(), TARGET_PAGE)
             .await?;
-        let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == TARGET_PAGE;
-        after = page.last().map(|s| s.id.clone());
+        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < TARGET_PAGE;
+        self.after = page.last().map(|s| s.id.clone());
+        let mut out = Vec::new();
         for s in page {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
             };
-            if !shapes.covers(at) {
-                continue;
-            }
-            if s.min_severity
-                .as_deref()
-                .and_then(severity_rank)
-                .is_some_and(|min| severity < min)
+            if !self.shapes.covers(at)
+                || (self.audience == Audience::Allowlist && !self.listed(&s))
+                || s.min_severity
+                    .as_deref()
+                    .and_then(severity_rank)
+                    .is_some_and(|min| self.severity < min)
             {
                 continue;
             }
-            if let Some(email) = s.email {
-                out.push(NewDelivery {
-                    recipient_id: s.id.clone(),
-                    channel: "email".into(),
-                    address: email,
-                });
-            }
-            if let Some(phone) = s.phone {
-                out.push(NewDelivery {
-                    recipient_id: s.id.clone(),
-                    channel: "sms".into(),
-                    address: phone,
-                });
+            for (channel, address) in [("email", s.email), ("sms", s.phone), ("push", s.push)] {
+                if let Some(address) = address {
+                    out.push(NewDelivery {
+                        recipient_id: s.id.clone(),
+                        channel: channel.into(),
+                        address,
+                    });
+                }
             }
         }
-        if !full {
-            break;
-        }
+        Ok(Some(out))
     }
-    Ok(out)
+}
+
+/// What the alerting consumer did with one alert event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Deliveries queued (0 when a redelivered event found them queued already) and
+    /// whether the alert was published on the `alerts` channel.
+    Queued {
+        /// Rows added to the delivery queue.
+        added: u64,
+        /// Published on the gateway's `alerts` channel.
+        published: bool,
+    },
+    /// The alert is not in force (pending, superseded, cancelled, expired): nothing to do.
+    NotActive,
+    /// No such alert in this store.
+    Unknown,
+}
+
+/// The alerting consumer's work for an `alert.issued` / `alert.updated` /
+/// `alert.cancelled` event: target the alert's subscribers (per its [`Audience`]) and
+/// enqueue their deliveries idempotently, then publish a public alert on the gateway's
+/// `alerts` channel. `supersedes` comes from the event (what the publication reports).
+pub async fn dispatch(
+    state: &ApiState,
+    alert_id: &str,
+    supersedes: &[String],
+) -> Result<Dispatched, Problem> {
+    let Some(rec) = state.store.alert(alert_id).await? else {
+        return Ok(Dispatched::Unknown);
+    };
+    if rec.status != AlertStatus::Active {
+        return Ok(Dispatched::NotActive);
+    }
+    let alert = stored_alert(&rec)?;
+    let audience = Audience::of(&alert);
+    let shapes = Shapes::of(&alert);
+    let mut targeted = 0;
+    let mut added = 0;
+    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    while let Some(page) = targeting.next_page().await? {
+        targeted += page.len();
+        // One transaction per page: a crash in between leaves a prefix queued, and handling
+        // the event again queues the rest (the unique index skips what is there).
+        added += state
+            .store
+            .enqueue_deliveries(alert_id, &page, now_ms())
+            .await?;
+    }
+    let published = audience == Audience::Public;
+    if published {
+        state
+            .realtime
+            .publish(
+                ALERTS_CHANNEL,
+                publication(&rec, &alert, &shapes, supersedes),
+            )
+            .await;
+    }
+    tracing::info!(alert = %alert_id, targeted, added, published, "alert dispatched");
+    Ok(Dispatched::Queued { added, published })
 }
 
 fn severity_name(s: Severity) -> &'static str {
@@ -935,7 +1472,7 @@ async fn list(
         Some(s) => Some(AlertStatus::parse(s).ok_or_else(|| {
             Problem::validation(vec![FieldError {
                 pointer: "/status".into(),
-                detail: "must be active, superseded, cancelled or expired".into(),
+                detail: "must be pending, active, superseded, cancelled or expired".into(),
             }])
         })?),
     };
@@ -958,8 +1495,9 @@ async fn list(
         .iter()
         .filter(|r| {
             authority
-                || serde_json::from_str::<Alert>(&r.cap_json)
-                    .is_ok_and(|a| a.scope == Some(Scope::Public))
+                || (r.status != AlertStatus::Pending
+                    && serde_json::from_str::<Alert>(&r.cap_json)
+                        .is_ok_and(|a| a.scope == Some(Scope::Public)))
         })
         .map(view)
         .collect();

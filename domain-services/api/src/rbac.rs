@@ -139,11 +139,15 @@ pub enum Action {
     ReadAlertDeliveries,
     /// Subscribe a location to public alerts.
     SubscribeAlerts,
+    /// Approve another authority's pending alert (the approval step).
+    ApproveAlert,
+    /// Count an alert's recipients per channel without issuing it.
+    PreviewAlert,
 }
 
 impl Action {
     /// Every action, for the policy matrix test.
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 36] = [
         Action::ReadUser,
         Action::UpdateUser,
         Action::EraseUser,
@@ -178,6 +182,8 @@ impl Action {
         Action::IssueAlert,
         Action::ReadAlertDeliveries,
         Action::SubscribeAlerts,
+        Action::ApproveAlert,
+        Action::PreviewAlert,
     ];
 
     /// Whether the owner of the resource may do this regardless of role.
@@ -234,6 +240,8 @@ impl Action {
             Action::IssueAlert => "issuing alerts",
             Action::ReadAlertDeliveries => "reading alert deliveries",
             Action::SubscribeAlerts => "subscribing to alerts",
+            Action::ApproveAlert => "approving alerts",
+            Action::PreviewAlert => "previewing alert recipients",
         }
     }
 }
@@ -293,6 +301,9 @@ pub const POLICY: &[(Action, &[Role])] = &[
         &[Role::AlertAuthority, Role::Admin],
     ),
     (Action::SubscribeAlerts, &Role::ALL),
+    // The second pair of eyes is another alert authority (the handler refuses the issuer).
+    (Action::ApproveAlert, &[Role::AlertAuthority]),
+    (Action::PreviewAlert, &[Role::AlertAuthority, Role::Admin]),
 ];
 
 /// Whether any of `roles` may perform `action` (ownership aside).

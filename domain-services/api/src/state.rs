@@ -1,5 +1,6 @@
 //! Shared state of the API handlers.
 
+use crate::alerts::AlertSettings;
 use crate::geo_service::GeoService;
 use crate::mail::Mailer;
 use crate::realtime::Realtime;
@@ -49,4 +50,6 @@ pub struct ApiState {
     pub realtime: Arc<dyn Realtime>,
     /// Moderates SFU rooms (admit, close) for consultations.
     pub rooms: Arc<dyn Rooms>,
+    /// Alerting policy: approval, who hears non-Actual alerts, push endpoints, links.
+    pub alerting: Arc<AlertSettings>,
 }

@@ -7,12 +7,15 @@
 //! identifier/sender/sent triple (unique; `sent_at` is the instant, so `-00:00` and `+02:00`
 //! spellings of the same moment collide), and the lifecycle [`AlertStatus`]. Issuing an
 //! Update or a Cancel ([`Store::issue_alert`]) marks the alerts it references `superseded` or
-//! `cancelled` in the same transaction, with the CloudEvents and the new deliveries.
+//! `cancelled` in the same transaction, with its CloudEvent. An alert that needs a second
+//! authority's approval is stored `pending` and does all that only when
+//! [approved](Store::approve_alert).
 //!
 //! # Delivery queue
 //!
 //! One row per (alert, recipient, channel) — the row id is the delivery's idempotency key,
-//! and the unique triple makes enqueuing twice a no-op. A worker
+//! and the unique triple makes enqueuing twice a no-op. The alerting consumer enqueues
+//! them ([`Store::enqueue_deliveries`]) when it handles the alert's event. A worker
 //! [claims](Store::claim_deliveries) due rows (they become [`DeliveryState::Sending`] with a
 //! lease), sends, and [completes](Store::complete_delivery) them. A worker that dies while
 //! sending leaves rows whose lease runs out; they are claimed again, and the idempotency key
@@ -30,6 +33,8 @@ use std::fmt;
 /// Where an alert is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AlertStatus {
+    /// Stored, waiting for a second alert authority's approval; not in force yet.
+    Pending,
     /// Issued and in force.
     Active,
     /// Replaced by an Update that references it.
@@ -44,6 +49,7 @@ impl AlertStatus {
     /// The stored (and API) spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            AlertStatus::Pending => "pending",
             AlertStatus::Active => "active",
             AlertStatus::Superseded => "superseded",
             AlertStatus::Cancelled => "cancelled",
@@ -54,6 +60,7 @@ impl AlertStatus {
     /// Reads the stored spelling.
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
+            "pending" => AlertStatus::Pending,
             "active" => AlertStatus::Active,
             "superseded" => AlertStatus::Superseded,
             "cancelled" => AlertStatus::Cancelled,
@@ -397,75 +404,124 @@ impl Store {
         .map_err(|e| {
             StoreError::from_write(e, "an alert with this identifier, sender and sent exists")
         })?;
-        let cancel = alert.msg_type == "Cancel";
-        let new_status = if cancel {
-            AlertStatus::Cancelled
-        } else {
-            AlertStatus::Superseded
-        };
-        for old in supersedes {
-            sqlx::query(
-                "UPDATE alerts SET status = $1, superseded_by = $2, updated_at = $3 \
-                 WHERE id = $4 AND status = 'active'",
-            )
-            .bind(new_status.as_str())
-            .bind(&alert.id)
-            .bind(alert.created_at)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-            if cancel {
-                sqlx::query(
-                    "UPDATE alert_deliveries SET state = 'expired', last_error = 'cancelled', \
-                     updated_at = $1 WHERE alert_id = $2 AND state = 'queued'",
-                )
-                .bind(alert.created_at)
-                .bind(old)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for chunk in deliveries.chunks(INSERT_BATCH) {
-            let mut sql = String::from(
-                "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
-                 state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let p = i * 8;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 8
-                ));
-            }
-            sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for d in chunk {
-                q = q
-                    .bind(uuid::Uuid::now_v7().simple().to_string())
-                    .bind(&alert.id)
-                    .bind(&d.recipient_id)
-                    .bind(&d.channel)
-                    .bind(&d.address)
-                    .bind(alert.created_at)
-                    .bind(alert.expires_at)
-                    .bind(alert.created_at);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        supersede(
+            &mut tx,
+            &alert.id,
+            alert.msg_type == "Cancel",
+            supersedes,
+            alert.created_at,
+        )
+        .await?;
+        insert_deliveries(
+            &mut tx,
+            &alert.id,
+            alert.created_at,
+            alert.expires_at,
+            deliveries,
+        )
+        .await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Approves a `pending` alert: it becomes `active` (recording `approver` and `now`),
+    /// supersedes or cancels what it references (`supersedes`, as in [`Store::issue_alert`])
+    /// and its `events` are written, in one transaction. `None` (and no change) when the
+    /// alert is not pending (unknown, or approved already).
+    pub async fn approve_alert(
+        &self,
+        id: &str,
+        approver: &str,
+        supersedes: &[String],
+        events: &[NewEvent],
+        now: i64,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 AND status = 'pending'{}",
+            self.lock_clause()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut rec = AlertRecord::from_row(&row)?;
+        sqlx::query(
+            "UPDATE alerts SET status = 'active', approved_by = $1, approved_at = $2, \
+             updated_at = $2 WHERE id = $3",
+        )
+        .bind(approver)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        supersede(&mut tx, id, rec.msg_type == "Cancel", supersedes, now).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        rec.status = AlertStatus::Active;
+        rec.updated_at = now;
+        Ok(Some(rec))
+    }
+
+    /// Who approved an alert, and when (Unix ms); `None` when nobody has.
+    pub async fn alert_approval(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query("SELECT approved_by, approved_at FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => match (
+                r.try_get::<Option<String>, _>(0)?,
+                r.try_get::<Option<i64>, _>(1)?,
+            ) {
+                (Some(by), Some(at)) => Some((by, at)),
+                _ => None,
+            },
+            None => None,
+        })
+    }
+
+    /// Enqueues deliveries of an `active` alert — the alerting consumer's step after an
+    /// `alert.issued` / `alert.updated` / `alert.cancelled` event. Idempotent: a delivery
+    /// already queued for the same (alert, recipient, channel) is left as it is, so a
+    /// redelivered event adds nothing. An alert that is no longer active (cancelled,
+    /// superseded, expired meanwhile) gets nothing. Returns the rows added.
+    pub async fn enqueue_deliveries(
+        &self,
+        alert_id: &str,
+        deliveries: &[NewDelivery],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT status, expires_at FROM alerts WHERE id = $1{}",
+            self.lock_clause()
+        ))
+        .bind(alert_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(0);
+        };
+        let status: String = row.try_get(0)?;
+        let expires_at: Option<i64> = row.try_get(1)?;
+        if status != AlertStatus::Active.as_str() || expires_at.is_some_and(|e| e <= now) {
+            return Ok(0);
+        }
+        let added = insert_deliveries(&mut tx, alert_id, now, expires_at, deliveries).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// ` FOR UPDATE` on PostgreSQL (SQLite's write transactions are exclusive already).
+    fn lock_clause(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
     }
 
     /// The alert with this server id.
@@ -746,6 +802,40 @@ impl Store {
         )
     }
 
+    /// Ends every active subscription registered with `phone` (an SMS reply STOP from it);
+    /// returns how many ended.
+    pub async fn deactivate_subscriptions_by_phone(&self, phone: &str) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query(
+                "UPDATE alert_subscriptions SET active = 0 WHERE phone = $1 AND active = 1",
+            )
+            .bind(phone)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+        )
+    }
+
+    /// A subscription and whether it is still active.
+    pub async fn subscription(
+        &self,
+        id: &str,
+    ) -> Result<Option<(SubscriptionRecord, bool)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS}, active FROM alert_subscriptions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((
+                SubscriptionRecord::from_row(&r)?,
+                r.try_get::<i64, _>("active")? == 1,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Active subscriptions located inside `bbox` (`min_lon > max_lon` crosses the
     /// antimeridian) with ids greater than `after`, in id order: the candidates targeting
     /// then tests against the alert's exact areas.
@@ -779,6 +869,96 @@ impl Store {
     }
 }
 
+/// Marks the `supersedes` alerts (still active) `cancelled` (by a Cancel) or `superseded`
+/// by `by`; a Cancel also expires their queued deliveries.
+async fn supersede(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    by: &str,
+    cancel: bool,
+    supersedes: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    let new_status = if cancel {
+        AlertStatus::Cancelled
+    } else {
+        AlertStatus::Superseded
+    };
+    for old in supersedes {
+        sqlx::query(
+            "UPDATE alerts SET status = $1, superseded_by = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'active'",
+        )
+        .bind(new_status.as_str())
+        .bind(by)
+        .bind(now)
+        .bind(old)
+        .execute(&mut **tx)
+        .await?;
+        if cancel {
+            sqlx::query(
+                "UPDATE alert_deliveries SET state = 'expired', last_error = 'cancelled', \
+                 updated_at = $1 WHERE alert_id = $2 AND state = 'queued'",
+            )
+            .bind(now)
+            .bind(old)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts queued deliveries of `alert_id`, skipping (alert, recipient, channel) triples
+/// that exist; returns the rows added.
+async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    alert_id: &str,
+    now: i64,
+    expires_at: Option<i64>,
+    deliveries: &[NewDelivery],
+) -> Result<u64, StoreError> {
+    let mut added = 0;
+    for chunk in deliveries.chunks(INSERT_BATCH) {
+        let mut sql = String::from(
+            "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
+             state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 8
+            ));
+        }
+        sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q
+                .bind(uuid::Uuid::now_v7().simple().to_string())
+                .bind(alert_id)
+                .bind(&d.recipient_id)
+                .bind(&d.channel)
+                .bind(&d.address)
+                .bind(now)
+                .bind(expires_at)
+                .bind(now);
+        }
+        added += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(added)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -796,6 +976,7 @@ mod tests {
         }
         assert!(DeliveryState::parse("lost", 0).is_none());
         for s in [
+            AlertStatus::Pending,
             AlertStatus::Active,
             AlertStatus::Superseded,
             AlertStatus::Cancelled,

@@ -54,6 +54,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_health_education.sql"),
         postgres: include_str!("../migrations/postgres/0005_health_education.sql"),
     },
+    // Version 6 is reserved for the alert feed-ingest tables, developed alongside.
+    Migration {
+        version: 7,
+        name: "alert_approval",
+        sqlite: include_str!("../migrations/sqlite/0007_alert_approval.sql"),
+        postgres: include_str!("../migrations/postgres/0007_alert_approval.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.

@@ -337,3 +337,183 @@ on_every_backend!(
     subscriptions_are_found_by_bounding_box_on_every_backend,
     subscriptions_are_found_by_bounding_box
 );
+
+/// The alerting consumer's enqueue: a redelivered event adds nothing, and an alert no longer
+/// in force (cancelled meanwhile, expired) gets no deliveries.
+async fn enqueue_is_idempotent_and_only_for_alerts_in_force(store: Store) {
+    store
+        .issue_alert(&alert("a1", "FLOOD-1", "Alert", None), &[], &[], &[])
+        .await
+        .unwrap();
+    let batch = [to("r1", "email"), to("r1", "sms"), to("r2", "push")];
+    assert_eq!(
+        store.enqueue_deliveries("a1", &batch, 2_000).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.enqueue_deliveries("a1", &batch, 3_000).await.unwrap(),
+        0,
+        "the same event handled again queues nothing new"
+    );
+    let more = [to("r1", "email"), to("r3", "email")];
+    assert_eq!(
+        store.enqueue_deliveries("a1", &more, 3_000).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.deliveries_page("a1", None, 10).await.unwrap().len(),
+        4
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries("nope", &batch, 3_000)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Cancelled before its event was handled (a lagging consumer): nothing is queued.
+    store
+        .issue_alert(&alert("a2", "FLOOD-2", "Alert", None), &[], &[], &[])
+        .await
+        .unwrap();
+    let mut cancel = alert("a3", "FLOOD-3", "Cancel", None);
+    cancel.created_at = 4_000;
+    store
+        .issue_alert(&cancel, &["a2".into()], &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enqueue_deliveries("a2", &batch, 5_000).await.unwrap(),
+        0
+    );
+    // Expired: nothing either.
+    store
+        .issue_alert(&alert("a4", "FLOOD-4", "Alert", Some(6_000)), &[], &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enqueue_deliveries("a4", &batch, 6_000).await.unwrap(),
+        0
+    );
+}
+on_every_backend!(
+    enqueue_is_idempotent_and_only_for_alerts_in_force_on_every_backend,
+    enqueue_is_idempotent_and_only_for_alerts_in_force
+);
+
+/// A pending alert supersedes nothing until approved; the approval activates it, applies
+/// its references and writes its event in one go, once.
+async fn approval_activates_a_pending_alert_once(store: Store) {
+    store
+        .issue_alert(&alert("a1", "FLOOD-1", "Alert", None), &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .enqueue_deliveries("a1", &[to("r1", "sms"), to("r2", "sms")], 2_000)
+        .await
+        .unwrap();
+    let mut cancel = alert("a2", "FLOOD-2", "Cancel", None);
+    cancel.status = AlertStatus::Pending;
+    store.issue_alert(&cancel, &[], &[], &[]).await.unwrap();
+    assert_eq!(
+        store.alert("a1").await.unwrap().unwrap().status,
+        AlertStatus::Active,
+        "a pending Cancel cancels nothing"
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries("a2", &[to("r1", "sms")], 2_500)
+            .await
+            .unwrap(),
+        0,
+        "a pending alert gets no deliveries"
+    );
+    let before = store.outbox_pending(100).await.unwrap().len();
+    let ev = NewEvent::new("nexus.crisis", "a2", "alert.cancelled", "{}");
+    let approved = store
+        .approve_alert("a2", "u2", &["a1".into()], std::slice::from_ref(&ev), 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(approved.status, AlertStatus::Active);
+    assert_eq!(
+        store.alert_approval("a2").await.unwrap(),
+        Some(("u2".to_string(), 3_000))
+    );
+    assert_eq!(
+        store.alert("a1").await.unwrap().unwrap().status,
+        AlertStatus::Cancelled
+    );
+    assert!(
+        store
+            .deliveries_page("a1", None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.state == DeliveryState::Expired),
+        "the approved Cancel stops what was queued"
+    );
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 1);
+    assert!(
+        store
+            .approve_alert("a2", "u3", &[], &[ev], 4_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "approved once"
+    );
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 1);
+    assert!(store.alert_approval("a1").await.unwrap().is_none());
+}
+on_every_backend!(
+    approval_activates_a_pending_alert_once_on_every_backend,
+    approval_activates_a_pending_alert_once
+);
+
+/// An SMS reply STOP ends every subscription registered with that number.
+async fn stop_by_phone_ends_that_numbers_subscriptions(store: Store) {
+    for (id, phone) in [
+        ("s1", "+447700900001"),
+        ("s2", "+447700900001"),
+        ("s3", "+447700900002"),
+    ] {
+        store
+            .insert_subscription(&SubscriptionRecord {
+                id: id.into(),
+                user_id: None,
+                lat: 51.0,
+                lon: 0.0,
+                language: None,
+                min_severity: None,
+                email: None,
+                phone: Some(phone.into()),
+                push: None,
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .deactivate_subscriptions_by_phone("+447700900001")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .deactivate_subscriptions_by_phone("+447700900001")
+            .await
+            .unwrap(),
+        0
+    );
+    let (s1, active) = store.subscription("s1").await.unwrap().unwrap();
+    assert!(!active && s1.phone.as_deref() == Some("+447700900001"));
+    assert!(store.subscription("s3").await.unwrap().unwrap().1);
+    assert!(store.subscription("nope").await.unwrap().is_none());
+}
+on_every_backend!(
+    stop_by_phone_ends_that_numbers_subscriptions_on_every_backend,
+    stop_by_phone_ends_that_numbers_subscriptions
+);
