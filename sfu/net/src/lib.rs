@@ -36,14 +36,20 @@
 //! # Layout
 //! - [`config`] — [`SfuConfig`];
 //! - [`handle`] — [`SfuHandle`], [`ParticipantHandle`], [`SfuStats`], [`identity`];
+//! - [`latency`] — the added-forwarding-latency histogram each shard keeps;
 //! - `task` — the per-shard loop (private).
 
 pub mod config;
 pub mod handle;
+pub mod latency;
 mod task;
 
 pub use config::SfuConfig;
-pub use handle::{MetricRow, ParticipantHandle, SHARD_BUSY_METRIC, SfuHandle, SfuStats, identity};
+pub use handle::{
+    FORWARD_LATENCY_METRIC, MetricRow, ParticipantHandle, SHARD_BUSY_METRIC, SfuHandle, SfuStats,
+    identity,
+};
+pub use latency::LatencyHistogram;
 pub use nexus_sfu_core::{
     ClientMessage, JoinOptions, LeaveReason, ParticipantId, RoomId, RoomKind, ServerMessage,
     SessionId, SfuError, ShardStats,

@@ -1,6 +1,7 @@
 //! One shard's task: owns the UDP socket and the [`Shard`], and nothing else touches them.
 
 use crate::config::SfuConfig;
+use crate::latency::{ForwardClock, LatencyHistogram};
 use nexus_sfu_core::{
     Command, Identity, Input, JoinOptions, Output, ParticipantId, Reply, ServerMessage, SfuError,
     Shard, ShardConfig, ShardStats,
@@ -40,8 +41,8 @@ pub(crate) enum ShardCmd {
         participant: ParticipantId,
         conn: u64,
     },
-    /// Counters and busy time.
-    Stats(oneshot::Sender<(ShardStats, u64)>),
+    /// Counters, busy time (nanoseconds) and the forwarding latency histogram.
+    Stats(oneshot::Sender<(ShardStats, u64, LatencyHistogram)>),
     /// Everyone leaves; the task flushes and ends, then replies.
     Shutdown(oneshot::Sender<()>),
 }
@@ -68,6 +69,7 @@ pub(crate) fn spawn(
         signals: HashMap::new(),
         next_conn: 1,
         busy_ns: 0,
+        clock: ForwardClock::default(),
     };
     tokio::spawn(task.run(commands));
     Ok(())
@@ -81,6 +83,7 @@ struct ShardTask {
     signals: HashMap<ParticipantId, (u64, mpsc::Sender<ServerMessage>)>,
     next_conn: u64,
     busy_ns: u64,
+    clock: ForwardClock,
 }
 
 impl ShardTask {
@@ -126,6 +129,7 @@ impl ShardTask {
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.clock.ingress(contents, now);
         self.shard.handle_input(
             now,
             Input::Receive {
@@ -178,7 +182,11 @@ impl ShardTask {
                 }
             }
             ShardCmd::Stats(reply) => {
-                let _ = reply.send((self.shard.stats(), self.busy_ns));
+                let _ = reply.send((
+                    self.shard.stats(),
+                    self.busy_ns,
+                    self.clock.histogram.clone(),
+                ));
             }
             ShardCmd::Shutdown(done) => {
                 let _ = self.shard.handle_command(now, Command::Shutdown);
@@ -196,13 +204,20 @@ impl ShardTask {
                 Output::Transmit {
                     destination,
                     contents,
-                } => match self.socket.try_send_to(&contents, destination) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let _ = self.socket.send_to(&contents, destination).await;
+                } => {
+                    match self.socket.try_send_to(&contents, destination) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            let _ = self.socket.send_to(&contents, destination).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "UDP send failed"),
                     }
-                    Err(e) => tracing::debug!(error = %e, "UDP send failed"),
-                },
+                    let shard = &self.shard;
+                    self.clock
+                        .egress(&contents, destination, Instant::now(), || {
+                            shard.resend_payload_types(destination)
+                        });
+                }
                 Output::Signal { to, message } => self.signal(to, message),
             }
         }

@@ -361,6 +361,8 @@ async fn webrtc_rs_publishes_over_whip_and_a_str0m_subscriber_receives_its_media
 
     let stats = sfu.stats().await;
     assert!(stats.total.frames_forwarded >= (WANT_FRAMES + WANT_AUDIO) as u64);
+    // The shard timed what it forwarded (receive → send), on the wall clock.
+    assert!(stats.forward_latency.count() > 0, "{stats:?}");
     sending.abort();
     sfu.end_session(publish_session).await.unwrap();
     pc.close().await.unwrap();
