@@ -63,6 +63,7 @@ struct Args {
     ceiling_secs: u64,
     max_secs: u64,
     json: bool,
+    ceiling_only: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -81,6 +82,7 @@ fn parse_args() -> Result<Args> {
         ceiling_secs: 3,
         max_secs: 240,
         json: false,
+        ceiling_only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,11 +110,12 @@ fn parse_args() -> Result<Args> {
             "--full-subscribers" => a.full_subscribers = value.parse()?,
             "--ceiling-secs" => a.ceiling_secs = value.parse()?,
             "--max-secs" => a.max_secs = value.parse()?,
+            "--ceiling-only" => a.ceiling_only = Some(value.parse()?),
             other => bail!("unknown option {other}"),
         }
     }
     a.subscribers.sort_unstable();
-    if a.url.is_none() && a.nexus_bin.is_none() {
+    if a.url.is_none() && a.nexus_bin.is_none() && a.ceiling_only.is_none() {
         bail!("give --nexus-bin PATH (starts nexus) or --url URL with tokens");
     }
     Ok(a)
@@ -394,6 +397,14 @@ fn fmt_us(v: Option<f64>) -> String {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if let Some(size) = args.ceiling_only {
+        let c = udp::ceiling(size, Duration::from_secs(args.ceiling_secs))?;
+        println!(
+            "{size}-byte datagrams, datagrams per CPU-second of one thread: sendto {:.0}, sendmmsg(32) {:.0}, GSO x2 {:.0}, GSO x4 {:.0}",
+            c.sendto_per_cpu_sec, c.sendmmsg_per_cpu_sec, c.gso2_per_cpu_sec, c.gso4_per_cpu_sec
+        );
+        return Ok(());
+    }
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     let nofile = proc::raise_nofile()?;
     let need = args.subscribers.last().copied().unwrap_or(0) + 200;
@@ -603,6 +614,8 @@ fn report(args: &Args, stages: &[Stage], ceiling: &udp::Ceiling, size: usize, cl
                 "ceiling_packet_bytes": size,
                 "ceiling_sendto_pps_per_core": ceiling.sendto_per_cpu_sec.round(),
                 "ceiling_sendmmsg_pps_per_core": ceiling.sendmmsg_per_cpu_sec.round(),
+                "ceiling_gso2_pps_per_core": ceiling.gso2_per_cpu_sec.round(),
+                "ceiling_gso4_pps_per_core": ceiling.gso4_per_cpu_sec.round(),
                 "egress_ratio": best / ceiling.sendmmsg_per_cpu_sec.max(1.0),
             })
         );
@@ -646,9 +659,11 @@ fn report(args: &Args, stages: &[Stage], ceiling: &udp::Ceiling, size: usize, cl
     }
     println!();
     println!(
-        "Raw UDP send ceiling ({size}-byte datagrams, one thread, loopback): sendto {:.0} pkt/s per CPU-second, sendmmsg {:.0}. Egress ratio (best stage's pkt/s per nexus core ÷ sendmmsg ceiling): {:.0}% (÷ sendto ceiling: {:.0}%).",
+        "Raw UDP send ceiling ({size}-byte datagrams, one thread, loopback): sendto {:.0} pkt/s per CPU-second, sendmmsg {:.0}, GSO runs of 2 {:.0}, of 4 {:.0}. Egress ratio (best stage's pkt/s per nexus core ÷ sendmmsg ceiling): {:.0}% (÷ sendto ceiling: {:.0}%).",
         ceiling.sendto_per_cpu_sec,
         ceiling.sendmmsg_per_cpu_sec,
+        ceiling.gso2_per_cpu_sec,
+        ceiling.gso4_per_cpu_sec,
         100.0 * best / ceiling.sendmmsg_per_cpu_sec.max(1.0),
         100.0 * best / ceiling.sendto_per_cpu_sec.max(1.0),
     );

@@ -146,8 +146,7 @@ impl ForwardClock {
         if mask & (1u128 << pt) != 0 {
             return;
         }
-        self.histogram
-            .record(at.saturating_duration_since(arrived));
+        self.histogram.record(at.saturating_duration_since(arrived));
     }
 }
 
@@ -173,7 +172,10 @@ mod tests {
         clock.egress(&rtp(100, 3000), sub, t0 + Duration::from_micros(400), || 0);
         assert_eq!(clock.histogram.count(), 1);
         // 300 µs falls in the (200, 300] bucket.
-        let i = LATENCY_BUCKETS_US.iter().position(|&b| b == 300).unwrap_or(0);
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| b == 300)
+            .unwrap_or(0);
         assert_eq!(clock.histogram.counts[i], 1);
     }
 
