@@ -100,7 +100,11 @@ fn picture(width: usize, height: usize, n: usize, seed: &mut u32) -> YUVBuffer {
             let noise = ((*seed >> 16) & 7) as usize;
             let band = ((x + y + shift) * 256 / (width / 2).max(1)) % 256;
             let inside = x >= sq_x && x < sq_x + side && y >= sq_y && y < sq_y + side;
-            y_plane[y * width + x] = if inside { 235 } else { (band / 2 + 40 + noise) as u8 };
+            y_plane[y * width + x] = if inside {
+                235
+            } else {
+                (band / 2 + 40 + noise) as u8
+            };
         }
     }
     for y in 0..ch {

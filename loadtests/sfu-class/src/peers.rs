@@ -77,7 +77,12 @@ fn new_rtc() -> Result<(Rtc, UdpSocket, SocketAddr)> {
 }
 
 /// An offer, and what [`accept`] needs once the answer is back.
-pub type Offer = (Rtc, UdpSocket, String, (SdpPendingOffer, Vec<(Mid, MediaKind)>));
+pub type Offer = (
+    Rtc,
+    UdpSocket,
+    String,
+    (SdpPendingOffer, Vec<(Mid, MediaKind)>),
+);
 
 /// The publisher's offer: sendonly Opus, and sendonly video with the simulcast layers.
 pub fn publisher_offer() -> Result<Offer> {
@@ -235,9 +240,11 @@ impl Driver {
                 if ev.token() == WAKER {
                     while let Ok(mut peer) = self.rx.try_recv() {
                         let token = Token(self.peers.len());
-                        self.poll
-                            .registry()
-                            .register(&mut peer.socket, token, Interest::READABLE)?;
+                        self.poll.registry().register(
+                            &mut peer.socket,
+                            token,
+                            Interest::READABLE,
+                        )?;
                         self.peers.push(peer);
                         self.drain(token.0)?;
                     }
@@ -330,7 +337,8 @@ impl Driver {
         if self.shared.publishing_stopped.load(Relaxed) {
             return None;
         }
-        let video = start + Duration::from_micros(self.playout.video_n * 1_000_000 / u64::from(FPS));
+        let video =
+            start + Duration::from_micros(self.playout.video_n * 1_000_000 / u64::from(FPS));
         let audio = start + Duration::from_millis(self.playout.audio_n * 20);
         Some(video.min(audio))
     }

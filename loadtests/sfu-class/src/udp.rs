@@ -140,14 +140,7 @@ fn sendmmsg(socket: &UdpSocket, payload: &[u8], addrs: &[SocketAddr], next: &mut
         })
         .collect();
     // SAFETY: msgs points to msgs.len() initialised headers whose names and iovecs outlive the call.
-    let n = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as u32,
-            0,
-        )
-    };
+    let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
     n.max(0) as usize
 }
 
