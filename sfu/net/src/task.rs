@@ -29,6 +29,11 @@ const RECV_ROUNDS: usize = 4;
 const SEND_BATCH: usize = 64;
 /// Largest GSO send (the kernel's limit is 64 KiB).
 const MAX_GSO_BYTES: usize = 60_000;
+/// Socket buffer asked for in each direction (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`). The default ~200 KiB overflowed under a 500-subscriber class: while the shard
+/// fans a keyframe out, the publisher's datagrams and the subscribers' RTCP pile up, and a lost
+/// publisher datagram costs every subscriber a frame.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a shard task is asked to do.
 #[derive(Debug)]
@@ -72,6 +77,20 @@ pub(crate) fn spawn(
     let shard = Shard::new(Instant::now(), shard_config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let udp = UdpSocketState::new((&socket).into())?;
+    for (what, set) in [
+        (
+            "receive",
+            udp.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER),
+        ),
+        (
+            "send",
+            udp.set_send_buffer_size((&socket).into(), SOCKET_BUFFER),
+        ),
+    ] {
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "cannot enlarge the SFU socket's {what} buffer");
+        }
+    }
     let task = ShardTask {
         shard,
         udp,
