@@ -524,7 +524,7 @@ fn main() -> Result<()> {
             }
             handle.add(peers::accept(rtc, socket, pending, &r.body, role)?)?;
             added += 1;
-            if added % 100 == 0 {
+            if added.is_multiple_of(100) {
                 eprintln!(
                     "sfu-class: {added} WHEP sessions after {:.1} s",
                     t.elapsed().as_secs_f64()
