@@ -30,9 +30,10 @@ const SEND_BATCH: usize = 64;
 /// Largest GSO send (the kernel's limit is 64 KiB).
 const MAX_GSO_BYTES: usize = 60_000;
 /// Socket buffer asked for in each direction (the kernel caps it at `net.core.rmem_max` /
-/// `wmem_max`). The default ~200 KiB overflowed under a 500-subscriber class: while the shard
-/// fans a keyframe out, the publisher's datagrams and the subscribers' RTCP pile up, and a lost
-/// publisher datagram costs every subscriber a frame.
+/// `wmem_max`). While the shard fans a keyframe out to hundreds of subscribers it does not read
+/// for milliseconds; the publisher's datagrams and the subscribers' RTCP must wait in the
+/// buffer, and a lost publisher datagram costs every subscriber a frame. (The default ~200 KiB
+/// overflowed in the class-room load test once the shard saturated.)
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a shard task is asked to do.
