@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_health_education.sql"),
         postgres: include_str!("../migrations/postgres/0005_health_education.sql"),
     },
+    Migration {
+        version: 6,
+        name: "care_index",
+        sqlite: include_str!("../migrations/sqlite/0006_care_index.sql"),
+        postgres: include_str!("../migrations/postgres/0006_care_index.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.
