@@ -13,7 +13,7 @@
 
 use crate::db::{Backend, Store};
 use crate::error::StoreError;
-use crate::outbox::{NewEvent, insert_events};
+use crate::outbox::{NewEvent, audit_in, insert_events};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -753,6 +753,33 @@ impl Store {
     ) -> Result<FhirRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let stored = put_record_in(&mut tx, r).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// [`Store::put_record`] by `actor`, with its `record.write` audit entry (resource type,
+    /// id and stored version; no clinical content) in the same transaction: the write and its
+    /// audit trail commit together, at the cost of one commit.
+    pub async fn put_record_audited(
+        &self,
+        r: &FhirRecord,
+        events: &[NewEvent],
+        actor: Option<&str>,
+    ) -> Result<FhirRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stored = put_record_in(&mut tx, r).await?;
+        let detail = serde_json::json!({
+            "resource_type": stored.resource_type, "id": stored.id, "version": stored.version,
+        });
+        audit_in(
+            &mut tx,
+            actor,
+            "record.write",
+            Some(&stored.patient_id),
+            &detail,
+        )
+        .await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(stored)

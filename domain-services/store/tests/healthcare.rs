@@ -378,16 +378,28 @@ async fn records_are_versioned_per_patient(store: Store) {
     let mut changed = obs.clone();
     changed.resource["status"] = "amended".into();
     changed.updated_at = 9;
-    let v2 = store.put_record(&changed, &[]).await.unwrap();
+    let v2 = store
+        .put_record_audited(&changed, &[], Some("doc"))
+        .await
+        .unwrap();
     assert_eq!((v2.version, v2.created_at), (2, 5));
     let stolen = FhirRecord {
         patient_id: "pat2".into(),
         ..obs.clone()
     };
     assert!(matches!(
-        store.put_record(&stolen, &[]).await,
+        store.put_record_audited(&stolen, &[], Some("doc")).await,
         Err(StoreError::Conflict(_))
     ));
+    // The audited write left its entry; the refused one left none (its transaction rolled
+    // back).
+    let audit = store.audit_for("pat1").await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].1.as_deref(), audit[0].2.as_str()),
+        (Some("doc"), "record.write")
+    );
+    assert!(store.audit_for("pat2").await.unwrap().is_empty());
     let all = store.records_of("pat1", None, 10).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].resource["status"], "amended");
