@@ -411,6 +411,7 @@ async fn consultation(s: &Server, people: &mut People, db_url: &str, kafka: Opti
     assert_eq!(r.status, 200, "{}", r.json);
     for who in [&d, &p] {
         let v = people.call(json!({"op": "wait_state", "who": who, "what": "left"}));
+        assert_eq!(v["left"], "room_closed", "{v}");
         assert_eq!(v["status"], "left (room_closed)", "{v}");
         people.call(json!({"op": "close", "who": who}));
     }

@@ -7,7 +7,7 @@
 //   {"op": "open", "who": "doctor", "url": "http://…/consult/consult-…"}      → {}
 //   {"op": "sign_in", "who": "doctor", "email": "…", "password": "…"}        → {} (then Join)
 //   {"op": "wait_state", "who": "…", "what": "waiting"|"joined"|"hand_raised:<id>"|"left", "ms": 10000}
-//                                                       → {"me": …, "status": …}
+//                                                       → {"me", "status", "waiting", "left": reason}
 //   {"op": "click", "who": "…", "selector": "#hand", "text": "Grant"?}        → {}
 //   {"op": "wait_media", "who": ["doctor", "patient"], "from": {"doctor": ["<participant>"]}?,
 //    "min_frames": 30, "audio": true, "ms": 30000}       → {"doctor": {framesDecoded, audioPackets, …}, …}
@@ -58,6 +58,7 @@ const view = (who) => page(who).evaluate(async () => {
   const s = window.nexusRoom;
   const out = {
     me: s.me, status: document.getElementById("status").textContent,
+    left: (s.events.find((e) => e.type === "leave") || {}).reason || null,
     waiting: [...s.waiting.keys()], people: [...s.people.values()],
     framesDecoded: 0, audioPackets: 0, videoFrom: {},
   };
@@ -110,12 +111,12 @@ const ops = {
         joined: () => v.status.startsWith("in the ") || v.status.startsWith("media "),
         someone_waiting: () => v.waiting.length > 0,
         hand_raised: () => v.people.some((p) => p.id === arg && p.hand_raised),
-        left: () => v.status.startsWith("left"),
+        left: () => v.left !== null,
       }[kind];
       if (!ok) throw new Error(`unknown state ${what}`);
       return ok() && v;
     });
-    return { me: v.me, status: v.status, waiting: v.waiting };
+    return { me: v.me, status: v.status, waiting: v.waiting, left: v.left };
   },
   async click({ who, selector, text }) {
     const l = page(who).locator(selector, text ? { hasText: text } : {});
