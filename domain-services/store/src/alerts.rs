@@ -667,7 +667,7 @@ impl Store {
         .bind(error.map(str::to_string))
         .bind(now)
         .bind(id)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await?
         .rows_affected()
             == 1;
@@ -728,7 +728,7 @@ impl Store {
         .bind(rec.phone.clone())
         .bind(rec.push.clone())
         .bind(rec.created_at)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await
         .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
         Ok(())
@@ -739,7 +739,7 @@ impl Store {
         Ok(
             sqlx::query("UPDATE alert_subscriptions SET active = 0 WHERE id = $1 AND active = 1")
                 .bind(id)
-                .execute(&mut *self.writer().await?)
+                .execute(&self.pool)
                 .await?
                 .rows_affected()
                 == 1,

@@ -202,14 +202,14 @@ impl Store {
     pub async fn consumer_prune_processed(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM consumer_processed WHERE processed_at < $1")
             .bind(before)
-            .execute(&mut *self.writer().await?)
+            .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
     }
 }
 
 async fn insert_processed(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     consumer: &str,
     event_id: &str,
 ) -> Result<bool, StoreError> {
@@ -227,7 +227,7 @@ async fn insert_processed(
 
 /// Sets the cursor; with `forward_only` it never moves back (a late duplicate cannot rewind).
 async fn upsert_cursor(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     consumer: &str,
     position: i64,
     forward_only: bool,

@@ -66,7 +66,7 @@ impl Store {
         .bind(&rec.user_id)
         .bind(rec.expires_at)
         .bind(rec.created_at)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await
         .map_err(|e| StoreError::from_write(e, "refresh token exists"))?;
         Ok(())
@@ -173,7 +173,7 @@ impl Store {
         )
         .bind(now)
         .bind(user_id)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await?
         .rows_affected())
     }
@@ -193,7 +193,7 @@ impl Store {
         .bind(user_id)
         .bind(purpose)
         .bind(expires_at)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -241,7 +241,7 @@ impl Store {
         .bind(&rec.scope)
         .bind(key_hash)
         .bind(rec.created_at)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await
         .map_err(|e| StoreError::from_write(e, "api key exists"))?;
         Ok(())
@@ -275,7 +275,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(&mut *self.writer().await?)
+                .execute(&self.pool)
                 .await?
                 .rows_affected()
                 == 1,

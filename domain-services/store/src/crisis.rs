@@ -538,7 +538,10 @@ const VOTE_TALLY: &str = "SELECT \
      CAST(COALESCE(SUM(CASE WHEN vote = 'dispute' THEN 1 ELSE 0 END), 0) AS BIGINT) \
      FROM crisis_votes WHERE incident_id = $1";
 
-async fn tally(tx: &mut crate::db::WriteTx, incident_id: &str) -> Result<(i64, i64), StoreError> {
+async fn tally(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    incident_id: &str,
+) -> Result<(i64, i64), StoreError> {
     let row = sqlx::query(VOTE_TALLY)
         .bind(incident_id)
         .fetch_one(&mut **tx)

@@ -4,10 +4,7 @@ use crate::error::StoreError;
 use crate::now_ms;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
-use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Which engine is behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,58 +70,6 @@ const MIGRATION_LOCK: i64 = 0x006e_6578_7573;
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// SQLite only: one writer at a time, queued here. SQLite admits one writer anyway; a
-    /// second one that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 ms…)
-    /// and retries, which under load put those sleeps into the tail latency of every write.
-    /// Waiting on this FIFO semaphore instead wakes the next writer the moment the previous
-    /// one commits. The busy timeout stays as the fallback for writers outside this process.
-    write_gate: Option<Arc<Semaphore>>,
-}
-
-/// A write transaction: on SQLite it holds the store's write turn until commit or drop.
-/// Dereferences to the connection, so `&mut *tx` is an executor.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    _turn: Option<OwnedSemaphorePermit>,
-}
-
-impl WriteTx {
-    /// Commits, then gives the write turn to the next writer.
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
-    }
-}
-
-/// A connection for a single autocommit write, holding the write turn like [`WriteTx`].
-pub(crate) struct WriteConn {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    _turn: Option<OwnedSemaphorePermit>,
-}
-
-impl Deref for WriteConn {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for WriteConn {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.conn
-    }
 }
 
 impl Store {
@@ -174,12 +119,7 @@ impl Store {
                 })
             });
         let pool = options.connect(&url).await?;
-        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
-        Ok(Store {
-            pool,
-            backend,
-            write_gate,
-        })
+        Ok(Store { pool, backend })
     }
 
     /// The engine behind this store.
@@ -287,33 +227,15 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Waits for this process's write turn (SQLite; no wait on PostgreSQL).
-    async fn write_turn(&self) -> Option<OwnedSemaphorePermit> {
-        match &self.write_gate {
-            // The semaphore is never closed, so acquiring cannot fail.
-            Some(gate) => gate.clone().acquire_owned().await.ok(),
-            None => None,
-        }
-    }
-
-    /// Begins a write transaction. On SQLite it first waits for the write turn, then takes
-    /// the write lock up front (`BEGIN IMMEDIATE`), so a read-then-write transaction cannot
-    /// fail half way with `SQLITE_BUSY` when another writer commits first.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let turn = self.write_turn().await;
-        let tx = match self.backend {
+    /// Begins a write transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a read-then-write transaction cannot fail half way with
+    /// `SQLITE_BUSY` when another writer commits first.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(WriteTx { tx, _turn: turn })
-    }
-
-    /// A connection for one autocommit write statement, taken in the write turn.
-    pub(crate) async fn writer(&self) -> Result<WriteConn, StoreError> {
-        let turn = self.write_turn().await;
-        Ok(WriteConn {
-            conn: self.pool.acquire().await?,
-            _turn: turn,
         })
     }
 }

@@ -491,7 +491,7 @@ impl Store {
         )
         .bind(candidate)
         .bind(crate::now_ms())
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await;
         match inserted.map_err(|e| StoreError::from_write(e, "key exists")) {
             Ok(_) | Err(StoreError::Conflict(_)) => {}

@@ -654,7 +654,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -915,7 +915,7 @@ impl Store {
             )
             .bind(&a.id)
             .bind(now)
-            .execute(&mut *self.writer().await?)
+            .execute(&self.pool)
             .await?
             .rows_affected();
             if n == 1 {
@@ -929,7 +929,7 @@ impl Store {
     pub async fn release_reminder(&self, appointment_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE hc_appointments SET reminded_at = NULL WHERE id = $1")
             .bind(appointment_id)
-            .execute(&mut *self.writer().await?)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -940,7 +940,7 @@ impl Store {
 /// and certificates. Appointment rows stay (without the reason) so providers' calendars keep
 /// their history.
 pub(crate) async fn erase_person_in(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     user_id: &str,
 ) -> Result<(), StoreError> {
     for sql in [
@@ -960,7 +960,7 @@ const EPIDEMIC_LOCK: i64 = 0x006e_6578_6570;
 
 /// Claims a free slot for `appointment_id` or fails with a conflict (or not found).
 async fn claim_slot(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     slot_id: &str,
     appointment_id: &str,
 ) -> Result<(), StoreError> {
@@ -979,7 +979,7 @@ async fn claim_slot(
 }
 
 async fn appointment_in(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     id: &str,
 ) -> Result<Option<AppointmentRecord>, StoreError> {
     sqlx::query(&format!(
@@ -994,7 +994,7 @@ async fn appointment_in(
 }
 
 async fn put_record_in(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     r: &FhirRecord,
 ) -> Result<FhirRecord, StoreError> {
     let existing = sqlx::query("SELECT * FROM hc_records WHERE id = $1")

@@ -12,11 +12,6 @@
 //! `$1`-style placeholders, which SQLite and PostgreSQL both understand. PostgreSQL gets the
 //! PostGIS extension when it is installed.
 //!
-//! SQLite runs in WAL mode (readers never wait for the writer) with `synchronous = NORMAL`;
-//! it admits one writer at a time, so a store on SQLite queues its writers itself, in order,
-//! and wakes the next one at each commit, rather than letting them collide and sleep in
-//! SQLite's busy handler. A write method returns only after its transaction committed.
-//!
 //! # Layout
 //! - [`db`] — [`Store`], connecting, migrations, health;
 //! - [`users`] — user accounts, roles, settings, erasure;

@@ -66,7 +66,7 @@ pub(crate) fn row_to_outbox(r: &sqlx::any::AnyRow) -> Result<OutboxRow, StoreErr
 /// Appends to the audit log inside a write transaction, so the entry commits with the change
 /// it records (and costs no commit of its own). Call it before [`insert_events`].
 pub(crate) async fn audit_in(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     actor: Option<&str>,
     action: &str,
     target: Option<&str>,
@@ -89,7 +89,7 @@ pub(crate) async fn audit_in(
 const OUTBOX_ORDER_LOCK: i64 = 0x006e_6578_6f62;
 
 pub(crate) async fn insert_events(
-    tx: &mut crate::db::WriteTx,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -212,7 +212,7 @@ impl Store {
         .bind(action)
         .bind(target.map(str::to_string))
         .bind(detail.to_string())
-        .execute(&mut *self.writer().await?)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
