@@ -137,6 +137,14 @@ fn queries(c: &mut Criterion) {
         })
     });
 
+    let mut rng = Rng(2);
+    g.bench_function("radius_50km_unordered", |b| {
+        b.iter(|| {
+            let q = Query::radius(random_position(&mut rng, &cities), 50_000.0).unordered();
+            black_box(index.query(&q, &budget).map(|r| r.hits.len()))
+        })
+    });
+
     let mut rng = Rng(3);
     g.bench_function("radius_50km_limit_100", |b| {
         b.iter(|| {
