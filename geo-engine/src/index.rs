@@ -42,7 +42,7 @@ pub(crate) struct Entry {
     min: [f64; 2],
     max: [f64; 2],
     /// Unit vector of a point object (see [`unit_vector`]); zero for areas.
-    pub(crate) xyz: [f64; 3],
+    pub(crate) xyz: [f32; 3],
     pub(crate) tags: Tags,
 }
 

@@ -310,7 +310,7 @@ impl Exact<'_> {
     fn test_point(
         &self,
         [lon, lat]: [f64; 2],
-        xyz: &[f64; 3],
+        xyz: &[f32; 3],
         inside: bool,
         distance: bool,
     ) -> Option<Option<f64>> {
@@ -361,18 +361,14 @@ impl Exact<'_> {
     }
 }
 
-/// The visitor of [`walk`]: an entry, and whether its box is known to lie inside the
-/// query rectangle.
-type Visit<'v> = dyn FnMut(&Entry, bool) -> ControlFlow<()> + 'v;
-
-/// Visits the entries whose box meets `rect`, one budget step each. A subtree whose box
-/// lies inside `rect` is visited without testing its entries (they are passed with
-/// `inside = true`). Breaks when `visit` breaks or the budget runs out.
+/// Visits the entries whose box meets `rect`, one budget step each: `visit` gets the entry
+/// and whether its box is known to lie inside `rect`. A subtree whose box lies inside
+/// `rect` is visited without testing its entries (they are passed with `inside = true`). Breaks when `visit` breaks or the budget runs out.
 fn walk(
     tree: &Tree,
     rect: &LonLatRect,
     meter: &mut Meter<'_, '_>,
-    visit: &mut Visit<'_>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let root = tree.root();
     if tree.size() == 0 {
@@ -390,7 +386,7 @@ fn walk_some(
     node: &ParentNode<Entry>,
     rect: &LonLatRect,
     meter: &mut Meter<'_, '_>,
-    visit: &mut Visit<'_>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     for child in node.children() {
         match child {
@@ -420,7 +416,7 @@ fn walk_some(
 fn walk_all(
     node: &ParentNode<Entry>,
     meter: &mut Meter<'_, '_>,
-    visit: &mut Visit<'_>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     for child in node.children() {
         match child {

@@ -6,7 +6,8 @@
 //! at a time on one connection / one thread:
 //!
 //! - radius 50 km (great circle; PostGIS `ST_DWithin(geography, geography, r, false)`, i.e.
-//!   on the sphere as the engine), every hit's id returned;
+//!   on the sphere as the engine), every hit's id returned in no particular order (the
+//!   engine's `Query::unordered`: neither side computes distances or sorts);
 //! - bbox 1° × 1° (`ST_Intersects(geom, ST_MakeEnvelope(…))`: exact, boundary included,
 //!   as the engine), ids returned;
 //! - 10 nearest (`ORDER BY geom::geography <-> point LIMIT 10`, index-assisted).
@@ -128,7 +129,7 @@ fn engine_query(index: &GeoIndex, kind: Kind, c: (f64, f64)) -> Vec<u64> {
     let budget = Budget::unlimited();
     let ids = match kind {
         Kind::Radius => index
-            .query(&Query::radius(center, RADIUS_M), &budget)
+            .query(&Query::radius(center, RADIUS_M).unordered(), &budget)
             .unwrap()
             .ids(),
         Kind::Bbox => {
