@@ -388,6 +388,7 @@ fn walk_some(
     meter: &mut Meter<'_, '_>,
     visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
+    touch_grandchildren(node);
     for child in node.children() {
         match child {
             RTreeNode::Leaf(entry) => {
@@ -418,6 +419,7 @@ fn walk_all(
     meter: &mut Meter<'_, '_>,
     visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
+    touch_grandchildren(node);
     for child in node.children() {
         match child {
             RTreeNode::Leaf(entry) => {
@@ -430,6 +432,20 @@ fn walk_all(
         }
     }
     ControlFlow::Continue(())
+}
+
+/// Reads a few cache lines of every child node's entries before the walk descends into
+/// the first one. The reads are independent, so the CPU overlaps their cache misses; walking
+/// the children one by one would otherwise wait for each node's memory in turn (the walk of
+/// a large answer is bound by memory latency, not by computation).
+fn touch_grandchildren(node: &ParentNode<Entry>) {
+    for child in node.children() {
+        if let RTreeNode::Parent(parent) = child {
+            for grandchild in parent.children().iter().step_by(4) {
+                std::hint::black_box(matches!(grandchild, RTreeNode::Leaf(_)));
+            }
+        }
+    }
 }
 
 /// Whether the box `lo`–`hi` shares a point with `rect` (boundaries included).
