@@ -16,15 +16,18 @@ use crate::object::{Geometry, Object, ObjectId};
 use crate::query::{self, Query, QueryResult};
 use crate::slab::{Slab, Slot};
 
-/// R-tree node sizes. Wider nodes than rstar's default (6) make the tree shallower, which
-/// pays off for point data at a million entries.
+/// R-tree node sizes. Wider nodes than rstar's default (6) make the tree shallower and
+/// the leaves longer: a large answer is bound by memory latency, and each leaf costs a
+/// cache miss before its entries stream in. Measured at a million points (criterion
+/// `query_1m`), going from 12 to 24 entries per node made box and radius queries about
+/// 1.3–1.5× faster while a move stayed well under 10 µs of CPU.
 #[derive(Debug)]
 pub(crate) struct Params;
 
 impl RTreeParams for Params {
-    const MIN_SIZE: usize = 4;
-    const MAX_SIZE: usize = 12;
-    const REINSERTION_COUNT: usize = 3;
+    const MIN_SIZE: usize = 8;
+    const MAX_SIZE: usize = 24;
+    const REINSERTION_COUNT: usize = 6;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
