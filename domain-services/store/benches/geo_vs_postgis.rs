@@ -10,10 +10,13 @@
 //!   engine's `Query::unordered`: neither side computes distances or sorts);
 //! - bbox 1° × 1° (`ST_Intersects(geom, ST_MakeEnvelope(…))`: exact, boundary included,
 //!   as the engine), ids returned;
-//! - 10 nearest (`ORDER BY geom::geography <-> point LIMIT 10`, index-assisted).
+//! - 10 nearest (`ORDER BY geom::geography <-> point LIMIT 10`, index-assisted);
+//! - radius 50 km nearest first: the engine's default radius query (every hit with its
+//!   distance, sorted), PostGIS `ORDER BY ST_Distance(geography, point, false), id`.
 //!
 //! Prints a Markdown table of queries/s and the engine / PostGIS ratio, plus how many of the
-//! first queries gave identical id sets on both. Needs `NEXUS_TEST_DATABASE_URL` (see
+//! first 100 queries of each kind gave identical id sets on both, and the load average
+//! before and after. Needs `NEXUS_TEST_DATABASE_URL` (see
 //! `scripts/services.sh env`).
 //!
 //! ```sh
@@ -99,6 +102,7 @@ enum Kind {
     Radius,
     Bbox,
     Knn,
+    RadiusSorted,
 }
 
 impl Kind {
@@ -107,6 +111,7 @@ impl Kind {
             Kind::Radius => "radius 50 km (all hits)",
             Kind::Bbox => "bbox 1° × 1°",
             Kind::Knn => "k-nearest, k = 10",
+            Kind::RadiusSorted => "radius 50 km, nearest first",
         }
     }
 }
@@ -140,6 +145,10 @@ fn engine_query(index: &GeoIndex, kind: Kind, c: (f64, f64)) -> Vec<u64> {
                 .ids()
         }
         Kind::Knn => index.nearest(center, K, &Filter::default(), &budget).ids(),
+        Kind::RadiusSorted => index
+            .query(&Query::radius(center, RADIUS_M), &budget)
+            .unwrap()
+            .ids(),
     };
     ids.into_iter().map(|i| i.0).collect()
 }
@@ -188,6 +197,18 @@ async fn postgis_query(conn: &mut PgConnection, kind: Kind, c: (f64, f64)) -> Ve
         .fetch_all(&mut *conn)
         .await
         .unwrap(),
+        Kind::RadiusSorted => sqlx::query_scalar(
+            "SELECT id FROM bench_points WHERE ST_DWithin(geom::geography, \
+             ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography, $3, false) \
+             ORDER BY ST_Distance(geom::geography, \
+             ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography, false), id",
+        )
+        .bind(lon)
+        .bind(lat)
+        .bind(RADIUS_M)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap(),
     };
     rows.into_iter().map(|i| i as u64).collect()
 }
@@ -196,6 +217,17 @@ async fn postgis_query(conn: &mut PgConnection, kind: Kind, c: (f64, f64)) -> Ve
 fn rate(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64()
 }
+
+/// The 1-minute load average, to print with the figures.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+const KINDS: [Kind; 4] = [Kind::Radius, Kind::Bbox, Kind::Knn, Kind::RadiusSorted];
+const AGREE: usize = 100;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -214,6 +246,7 @@ async fn run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
+    let load_before = load();
     let data = points(n);
     let mut rng = Rng(7);
     let centers: Vec<(f64, f64)> = (0..1000)
@@ -273,10 +306,10 @@ async fn run() {
 
     // Same answers? Compare id sets of the first queries of each kind.
     let mut agree = Vec::new();
-    for kind in [Kind::Radius, Kind::Bbox, Kind::Knn] {
+    for kind in KINDS {
         let mut same = 0;
         let mut hits = 0usize;
-        for c in centers.iter().take(20) {
+        for c in centers.iter().take(AGREE) {
             let mut e = engine_query(&index, kind, *c);
             let mut p = postgis_query(&mut conn, kind, *c).await;
             hits += e.len();
@@ -284,16 +317,13 @@ async fn run() {
             p.sort_unstable();
             same += usize::from(e == p);
         }
-        agree.push((same, hits / 20));
+        agree.push((same, hits / AGREE));
     }
 
     // Warm both, then time each kind: the engine for up to 5 s or 5 000 queries, PostGIS
     // for up to `per_kind_secs` or 2 000 queries.
     let mut rows = Vec::new();
-    for (k, kind) in [Kind::Radius, Kind::Bbox, Kind::Knn]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, kind) in KINDS.into_iter().enumerate() {
         for c in centers.iter().take(10) {
             engine_query(&index, kind, *c);
             postgis_query(&mut conn, kind, *c).await;
@@ -321,7 +351,7 @@ async fn run() {
     }
 
     println!(
-        "| query | mean hits | engine q/s (n) | PostGIS q/s (n) | engine ÷ PostGIS | same ids (of 20) |"
+        "| query | mean hits | engine q/s (n) | PostGIS q/s (n) | engine ÷ PostGIS | same ids (of {AGREE}) |"
     );
     println!("|---|---|---|---|---|---|");
     for (kind, engine, en, postgis, pn, (same, hits)) in rows {
@@ -333,5 +363,9 @@ async fn run() {
     }
     println!(
         "\nload: engine bulk load {engine_load:.2?}; PostGIS COPY {copied:.2?}, + GiST indexes and ANALYZE {pg_load:.2?}"
+    );
+    println!(
+        "load average (1 min): {load_before} before, {} after",
+        load()
     );
 }
