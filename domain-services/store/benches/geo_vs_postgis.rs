@@ -245,7 +245,7 @@ async fn run() {
     let per_kind_secs: u64 = std::env::var("GEO_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(20);
     let load_before = load();
     let data = points(n);
     let mut rng = Rng(7);
@@ -320,32 +320,41 @@ async fn run() {
         agree.push((same, hits / AGREE));
     }
 
-    // Warm both, then time each kind: the engine for up to 5 s or 5 000 queries, PostGIS
-    // for up to `per_kind_secs` or 2 000 queries.
+    // Warm both, then time each kind for `per_kind_secs`, alternating 100 ms slices of
+    // engine queries and of PostGIS queries (at least one per slice), so that both sides
+    // run under the same machine load even when it changes during the run.
+    let slice = Duration::from_millis(100);
     let mut rows = Vec::new();
     for (k, kind) in KINDS.into_iter().enumerate() {
         for c in centers.iter().take(10) {
             engine_query(&index, kind, *c);
             postgis_query(&mut conn, kind, *c).await;
         }
-        let t = Instant::now();
-        let mut done = 0;
         let mut checksum = 0usize;
-        while done < 5_000 && t.elapsed() < Duration::from_secs(5) {
-            checksum += engine_query(&index, kind, centers[done % centers.len()]).len();
-            done += 1;
+        let (mut engine_n, mut engine_t) = (0, Duration::ZERO);
+        let (mut done, mut postgis_t) = (0, Duration::ZERO);
+        let end = Instant::now() + Duration::from_secs(per_kind_secs);
+        while Instant::now() < end {
+            let t = Instant::now();
+            while t.elapsed() < slice {
+                checksum += engine_query(&index, kind, centers[engine_n % centers.len()]).len();
+                engine_n += 1;
+            }
+            engine_t += t.elapsed();
+            let t = Instant::now();
+            loop {
+                checksum += postgis_query(&mut conn, kind, centers[done % centers.len()])
+                    .await
+                    .len();
+                done += 1;
+                if t.elapsed() >= slice {
+                    break;
+                }
+            }
+            postgis_t += t.elapsed();
         }
-        let engine = rate(done, t.elapsed());
-        let engine_n = done;
-        let t = Instant::now();
-        let mut done = 0;
-        while done < 2_000 && t.elapsed() < Duration::from_secs(per_kind_secs) {
-            checksum += postgis_query(&mut conn, kind, centers[done % centers.len()])
-                .await
-                .len();
-            done += 1;
-        }
-        let postgis = rate(done, t.elapsed());
+        let engine = rate(engine_n, engine_t);
+        let postgis = rate(done, postgis_t);
         std::hint::black_box(checksum);
         rows.push((kind, engine, engine_n, postgis, done, agree[k]));
     }
