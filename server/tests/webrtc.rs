@@ -680,14 +680,16 @@ struct People {
 
 impl People {
     fn launch(origins: &[String]) -> People {
-        let mut child = Command::new("node")
-            .arg(e2e_dir().join("rtc/people.mjs"))
+        let mut node = Command::new("node");
+        node.arg(e2e_dir().join("rtc/people.mjs"))
             .current_dir(e2e_dir())
-            .env("ORIGINS", origins.join(","))
-            .env(
-                "CHROMIUM",
-                std::env::var("NEXUS_CHROMIUM").unwrap_or_else(|_| "chromium".into()),
-            )
+            .env("ORIGINS", origins.join(","));
+        // The script's default is Debian's path, as for webrtc.mjs; playwright wants a path,
+        // not a command name.
+        if let Ok(path) = std::env::var("NEXUS_CHROMIUM") {
+            node.env("CHROMIUM", path);
+        }
+        let mut child = node
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
