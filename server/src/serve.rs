@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
     let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
         .await
         .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;
+    let geocodes = Arc::new(crate::alert_ingest::geocode_table(&config)?);
     let api = ApiState {
         store: store.clone(),
         keys: keys.clone(),
@@ -124,6 +125,7 @@ pub async fn run(config: Config) -> Result<()> {
         geo,
         realtime: Arc::new(crate::realtime::GatewayRealtime(gateway.clone())),
         rooms: Arc::new(crate::rooms::SfuRooms(sfu.clone())),
+        geocodes,
     };
     let metrics = Metrics::new();
     let turn = crate::turn::Turn::from_config(&config.turn);
@@ -144,6 +146,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.request_timeout,
     );
     let reminders = api.clone();
+    let ingest_api = api.clone();
     let app = crate::http::app(api, edge.clone(), &config, rtc);
     let tls = tls_acceptor(&config)?;
     let listener = TcpListener::bind(config.http_addr)
@@ -167,6 +170,7 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await?;
     crate::alerting::start(&config, &store, &shutdown, &background)?;
+    crate::alert_ingest::start(&config, &ingest_api, &shutdown, &background)?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

@@ -54,13 +54,21 @@
 //! - `channel`: the [`Channel`] port and [`Outgoing`] message; `email`: [`SmtpChannel`]
 //!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API).
 //! - `message`: [`sms_text`], [`email_text`]; `backoff`: [`Backoff`]; `rate`:
-//!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`].
+//!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`], [`FetchError`], [`IngestError`].
+//! - [`outbound`]: the [`OutboundPolicy`] guard against requests to private, loopback,
+//!   link-local and multicast addresses (after DNS resolution and on redirects), and
+//!   [`outbound::fetch`] with a size limit — for every URL that comes from outside (CAP
+//!   feeds, Web Push endpoints).
+//! - [`ingest`]: the [`Ingester`] of external CAP ATOM feeds (conditional polling,
+//!   deduplication in the store, re-broadcast of allowlisted senders through an [`Issuer`]).
 
 mod backoff;
 mod channel;
 mod email;
 mod error;
+pub mod ingest;
 mod message;
+pub mod outbound;
 mod rate;
 mod sms;
 mod worker;
@@ -68,8 +76,10 @@ mod worker;
 pub use backoff::Backoff;
 pub use channel::{BoxFuture, Channel, Outgoing};
 pub use email::{DEFAULT_FROM, SmtpChannel};
-pub use error::{ConfigError, SendError};
+pub use error::{ConfigError, FetchError, IngestError, SendError};
+pub use ingest::{IngestConfig, Ingester, IssueError, IssuedAlert, Issuer, PollReport};
 pub use message::{SMS_MAX_CHARS, email_text, sms_text};
+pub use outbound::OutboundPolicy;
 pub use rate::TokenBucket;
 pub use sms::{SmsChannel, SmsSettings};
 pub use worker::{RateLimit, TickReport, Worker, WorkerConfig};

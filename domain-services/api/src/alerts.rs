@@ -29,6 +29,7 @@
 //! registered an address for.
 
 use crate::extract::ApiJson;
+use crate::geocodes::GeocodeTable;
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
@@ -121,6 +122,18 @@ pub struct AlertIssued {
     /// Deliveries queued per channel.
     #[schema(value_type = Object)]
     pub recipients: BTreeMap<String, usize>,
+    /// The alert's geocodes that the geocode table does not know (they target nobody).
+    pub unresolved_geocodes: Vec<GeocodeRef>,
+}
+
+/// A CAP geocode (`valueName`, `value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GeocodeRef {
+    /// The scheme, e.g. `SAME`, `EMMA_ID`.
+    #[serde(rename = "valueName")]
+    pub value_name: String,
+    /// The code.
+    pub value: String,
 }
 
 /// A page of alerts.
@@ -252,6 +265,25 @@ async fn post_alert(
 ) -> Result<Response, Problem> {
     who.authorize(Action::IssueAlert, None)?;
     let (alert, xml) = decode(&headers, &body)?;
+    let issued = issue(&state, alert, xml, who.user_id().map(str::to_string)).await?;
+    let id = issued.alert.id.clone();
+    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The issue path shared by `POST /api/v1/alerts` and the feed ingester: supersedes what
+/// the alert references, targets its areas (polygons, circles, geocodes from the
+/// [`GeocodeTable`]), stores it with its event and deliveries, and publishes it when public.
+/// `alert` must be valid CAP 1.2 and `xml` its CAP 1.2 XML.
+pub async fn issue(
+    state: &ApiState,
+    alert: Alert,
+    xml: String,
+    created_by: Option<String>,
+) -> Result<AlertIssued, Problem> {
     let now = now_ms();
     let refs = alert.referenced().map_err(|e| {
         Problem::validation(vec![FieldError {
@@ -277,10 +309,13 @@ async fn post_alert(
     let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
     let expired = expires_at.is_some_and(|e| e <= now);
     let public = is_public(&alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
+    if !shapes.unresolved.is_empty() {
+        tracing::warn!(identifier = %alert.identifier, unresolved = ?shapes.unresolved, "alert geocodes missing from the geocode table");
+    }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let deliveries = if public && !expired && shapes.bbox.is_some() {
-        target(&state, &alert, &shapes).await?
+        target(state, &alert, &shapes).await?
     } else {
         Vec::new()
     };
@@ -307,7 +342,7 @@ async fn post_alert(
         cap_xml: xml,
         cap_json,
         superseded_by: None,
-        created_by: who.user_id().map(str::to_string),
+        created_by,
         created_at: now,
         updated_at: now,
     };
@@ -345,16 +380,12 @@ async fn post_alert(
             )
             .await;
     }
-    let issued = AlertIssued {
+    Ok(AlertIssued {
         alert: view(&rec),
         supersedes,
         recipients,
-    };
-    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+        unresolved_geocodes: shapes.unresolved,
+    })
 }
 
 /// List alerts, newest first. Without authority credentials only public `Actual` alerts.
@@ -696,17 +727,21 @@ struct Shapes {
     /// GeoJSON MultiPolygon rings (circles as polygons), `[lon, lat]`.
     rings: Vec<Vec<[f64; 2]>>,
     bbox: Option<[f64; 4]>,
+    /// Geocodes the table does not know.
+    unresolved: Vec<GeocodeRef>,
 }
 
 impl Shapes {
-    fn of(alert: &Alert) -> Shapes {
+    fn of(alert: &Alert, geocodes: &GeocodeTable) -> Shapes {
         let mut shapes = Shapes {
             areas: Vec::new(),
             circles: Vec::new(),
             rings: Vec::new(),
             bbox: None,
+            unresolved: Vec::new(),
         };
         for area in alert.info.iter().flat_map(|i| i.area.iter()) {
+            shapes.add_geocodes(area, geocodes);
             let g = area.geometry();
             for ring in g.polygons {
                 match nexus_geo::Area::polygon(&ring) {
@@ -734,6 +769,29 @@ impl Shapes {
             }
         }
         shapes
+    }
+
+    /// Geocodes resolve to the table's polygons, which then target like the alert's own.
+    fn add_geocodes(&mut self, area: &nexus_cap::Area, geocodes: &GeocodeTable) {
+        for code in &area.geocode {
+            let Some(found) = geocodes.resolve(&code.value_name, &code.value) else {
+                let r = GeocodeRef {
+                    value_name: code.value_name.clone(),
+                    value: code.value.clone(),
+                };
+                if !self.unresolved.contains(&r) {
+                    self.unresolved.push(r);
+                }
+                continue;
+            };
+            for g in found {
+                let b = g.area.bbox();
+                self.extend(b.min_lon(), b.min_lat());
+                self.extend(b.max_lon(), b.max_lat());
+                self.areas.push(g.area.clone());
+                self.rings.extend(g.rings.iter().cloned());
+            }
+        }
     }
 
     fn extend(&mut self, lon: f64, lat: f64) {

@@ -1,6 +1,7 @@
 //! Shared state of the API handlers.
 
 use crate::geo_service::GeoService;
+use crate::geocodes::GeocodeTable;
 use crate::mail::Mailer;
 use crate::realtime::Realtime;
 use crate::rooms::Rooms;
@@ -49,4 +50,6 @@ pub struct ApiState {
     pub realtime: Arc<dyn Realtime>,
     /// Moderates SFU rooms (admit, close) for consultations.
     pub rooms: Arc<dyn Rooms>,
+    /// CAP geocode → polygons, for alert targeting (empty unless configured).
+    pub geocodes: Arc<GeocodeTable>,
 }

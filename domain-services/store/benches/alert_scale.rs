@@ -1,0 +1,240 @@
+//! Alerting at scale (issue 7), one run, three figures:
+//!
+//! - **CAP parse + validate per core**: the thunderstorm warning sample (1.8 KB, one info, a
+//!   polygon, three geocodes) parsed and validated in a loop on one thread for ~2 s
+//!   (`nexus_cap::parse` + `Parsed::validate`, as `POST /api/v1/alerts` does); target ≥ 50 000
+//!   alerts/s.
+//! - **Targeting 1M subscribers inside a polygon through the geo engine**: 1 000 000
+//!   subscriber points inside an irregular 12-gon (plus the points of its bounding box that
+//!   fall outside it), bulk-loaded into a [`GeoIndex`]; the time of one
+//!   `Query::within(polygon)` that returns every one of them; target < 200 ms.
+//! - **Queued deliveries per second into the durable queue**: [`Store::issue_alert`] with
+//!   `ALERT_BENCH_DELIVERIES` deliveries (default 200 000) in its one transaction, on SQLite
+//!   and on PostgreSQL (a fresh database; needs `NEXUS_TEST_DATABASE_URL`, see
+//!   `scripts/services.sh env`); target ≥ 100 000/s on both.
+//!
+//! Prints one Markdown table row per figure (`make bench` puts them into
+//! `docs/benchmarks.md`).
+//!
+//! ```sh
+//! eval "$(scripts/services.sh env)"
+//! cargo bench -p nexus-store --bench alert_scale
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use nexus_geo::{
+    Area, Attributes, Budget, GeoIndex, Object, ObjectId, Position, Query, Responder, Timestamp,
+};
+use nexus_store::testing::{fresh_postgres_store, sqlite_store};
+use nexus_store::{AlertRecord, AlertStatus, NewDelivery, Store};
+use std::time::{Duration, Instant};
+
+const WARNING: &[u8] = include_bytes!("../../../alerting/cap/tests/data/thunderstorm_polygon.xml");
+
+/// splitmix64: deterministic data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn row(name: &str, figure: &str, rate: &str, target: &str) {
+    println!("| {name} | {figure} | {rate} | {target} |");
+}
+
+fn cap_parse_validate() {
+    let limits = nexus_cap::Limits::default();
+    // Warm up, then count whole passes for about two seconds.
+    for _ in 0..2_000 {
+        let parsed = nexus_cap::parse(std::hint::black_box(WARNING), &limits).unwrap();
+        assert!(parsed.validate().is_empty());
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        for _ in 0..1_000 {
+            let parsed = nexus_cap::parse(std::hint::black_box(WARNING), &limits).unwrap();
+            assert!(parsed.validate().is_empty());
+            std::hint::black_box(parsed);
+        }
+        n += 1_000;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    row(
+        "CAP parse + validate, one core (thunderstorm sample, 1.8 KB)",
+        &format!("{:.1} µs/alert", secs * 1e6 / n as f64),
+        &format!("{:.0} alerts/s", n as f64 / secs),
+        "≥ 50 000 alerts/s",
+    );
+}
+
+fn targeting_1m() {
+    const INSIDE: usize = 1_000_000;
+    // An irregular 12-gon around a city, (lon, lat).
+    let centre = (36.82, -1.29);
+    let ring: Vec<(f64, f64)> = (0..=12)
+        .map(|k| {
+            let t = std::f64::consts::TAU * (k % 12) as f64 / 12.0;
+            let r = if k % 2 == 0 { 0.5 } else { 0.35 };
+            (centre.0 + r * t.cos(), centre.1 + r * t.sin())
+        })
+        .collect();
+    let area = Area::polygon(&ring).unwrap();
+    let b = area.bbox();
+    let mut rng = Rng(7);
+    let now = Timestamp(1_700_000_000_000);
+    let mut objects = Vec::with_capacity(INSIDE * 2);
+    let mut inside = 0;
+    let mut id = 0u64;
+    while inside < INSIDE {
+        let p = Position::new(
+            rng.range(b.min_lat(), b.max_lat()),
+            rng.range(b.min_lon(), b.max_lon()),
+        )
+        .unwrap();
+        if area.covers(p) {
+            inside += 1;
+        }
+        id += 1;
+        objects.push(Object::point(
+            ObjectId(id),
+            p,
+            Attributes::Responder(Responder {
+                role: "subscriber".into(),
+                updated_at: now,
+            }),
+        ));
+    }
+    let total = objects.len();
+    let index = GeoIndex::from_objects(objects).unwrap();
+    let query = Query::within(area);
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let hits = index
+            .query(&query, &Budget::unlimited())
+            .unwrap()
+            .into_complete()
+            .unwrap();
+        let ids: Vec<u64> = hits.iter().map(|h| h.object.id.0).collect();
+        times.push(start.elapsed());
+        assert_eq!(ids.len(), INSIDE);
+    }
+    let m = median(times);
+    row(
+        &format!(
+            "target 1M subscribers inside a 12-gon ({total} indexed, `Query::within`, ids collected)"
+        ),
+        &format!("{:.0} ms", m.as_secs_f64() * 1e3),
+        &format!(
+            "{:.1} M subscribers/s",
+            INSIDE as f64 / m.as_secs_f64() / 1e6
+        ),
+        "< 200 ms",
+    );
+}
+
+fn alert(id: &str) -> AlertRecord {
+    AlertRecord {
+        id: id.into(),
+        identifier: format!("bench-{id}"),
+        sender: "bench@example.org".into(),
+        sent: "2026-11-26T08:00:00+00:00".into(),
+        sent_at: 1_795_680_000_000,
+        cap_status: "Actual".into(),
+        msg_type: "Alert".into(),
+        status: AlertStatus::Active,
+        expires_at: None,
+        bbox: None,
+        cap_xml: "<alert/>".into(),
+        cap_json: "{}".into(),
+        superseded_by: None,
+        created_by: None,
+        created_at: 1_795_680_000_000,
+        updated_at: 1_795_680_000_000,
+    }
+}
+
+async fn enqueue(store: &Store, backend: &str, n: usize) {
+    let deliveries: Vec<NewDelivery> = (0..n)
+        .map(|i| NewDelivery {
+            recipient_id: format!("{i:032x}"),
+            channel: if i % 2 == 0 { "email" } else { "sms" }.into(),
+            address: if i % 2 == 0 {
+                format!("person{i}@example.org")
+            } else {
+                format!("+2547{i:08}")
+            },
+        })
+        .collect();
+    let mut times = Vec::new();
+    for run in 0..3 {
+        let rec = alert(&format!("alert{run}"));
+        let start = Instant::now();
+        store
+            .issue_alert(&rec, &[], &deliveries, &[])
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+        let counts = store.delivery_counts(&rec.id).await.unwrap();
+        let total: i64 = counts.iter().map(|c| c.2).sum();
+        assert_eq!(total, n as i64);
+    }
+    let m = median(times);
+    row(
+        &format!("enqueue {n} deliveries with one alert ({backend})"),
+        &format!("{:.2} s", m.as_secs_f64()),
+        &format!("{:.0} deliveries/s", n as f64 / m.as_secs_f64()),
+        "≥ 100 000/s",
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let n: usize = std::env::var("ALERT_BENCH_DELIVERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    println!("| benchmark | figure | rate | target |");
+    println!("|---|---|---|---|");
+    cap_parse_validate();
+    targeting_1m();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        enqueue(&store, "SQLite", n).await;
+        store.close().await;
+        match fresh_postgres_store().await {
+            Some(store) => {
+                enqueue(&store, "PostgreSQL", n).await;
+                store.close().await;
+            }
+            None => row(
+                "enqueue (PostgreSQL)",
+                "skipped: NEXUS_TEST_DATABASE_URL unset",
+                "–",
+                "≥ 100 000/s",
+            ),
+        }
+    });
+}
