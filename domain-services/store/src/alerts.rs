@@ -348,8 +348,67 @@ impl SubscriptionRecord {
     }
 }
 
-/// Rows per multi-row INSERT when enqueuing deliveries (8 parameters each).
-const INSERT_BATCH: usize = 500;
+/// Deliveries per INSERT when enqueuing: they travel as one JSON array parameter, so the
+/// statement and its parameter count stay the same whatever the batch.
+const INSERT_BATCH: usize = 20_000;
+
+/// Enqueues an alert's deliveries inside its issuing transaction: one `INSERT … SELECT` per
+/// [`INSERT_BATCH`] rows, reading the rows from a JSON array parameter (`json_each` on
+/// SQLite, `json_to_recordset` on PostgreSQL) — the portable equivalent of `UNNEST` through
+/// sqlx's `Any` driver, which binds no arrays. The unique (alert, recipient, channel) index
+/// makes a second enqueue of the same delivery a no-op.
+async fn enqueue_deliveries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    alert: &AlertRecord,
+    deliveries: &[NewDelivery],
+) -> Result<(), StoreError> {
+    const COLUMNS: &str = "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, \
+        address, state, next_attempt_at, expires_at, created_at, updated_at) ";
+    let select = match backend {
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
+        Backend::Sqlite => {
+            "SELECT json_extract(value, '$.i'), CAST($1 AS TEXT), json_extract(value, '$.r'), \
+             json_extract(value, '$.c'), json_extract(value, '$.a'), 'queued', \
+             CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_each($4) WHERE true"
+        }
+        Backend::Postgres => {
+            "SELECT d.i, CAST($1 AS TEXT), d.r, d.c, d.a, 'queued', CAST($2 AS BIGINT), \
+             CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_to_recordset(CAST($4 AS JSON)) AS d(i TEXT, r TEXT, c TEXT, a TEXT)"
+        }
+    };
+    let sql = format!("{COLUMNS}{select} ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        i: String,
+        r: &'a str,
+        c: &'a str,
+        a: &'a str,
+    }
+    for chunk in deliveries.chunks(INSERT_BATCH) {
+        let rows: Vec<Row<'_>> = chunk
+            .iter()
+            .map(|d| Row {
+                i: uuid::Uuid::now_v7().simple().to_string(),
+                r: &d.recipient_id,
+                c: &d.channel,
+                a: &d.address,
+            })
+            .collect();
+        let json = serde_json::to_string(&rows)
+            .map_err(|e| StoreError::Corrupt(format!("delivery batch as JSON: {e}")))?;
+        sqlx::query(&sql)
+            .bind(&alert.id)
+            .bind(alert.created_at)
+            .bind(alert.expires_at)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
 
 impl Store {
     /// Stores a new alert with its events and deliveries, in one transaction.
@@ -425,44 +484,7 @@ impl Store {
                 .await?;
             }
         }
-        for chunk in deliveries.chunks(INSERT_BATCH) {
-            let mut sql = String::from(
-                "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
-                 state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let p = i * 8;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 8
-                ));
-            }
-            sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for d in chunk {
-                q = q
-                    .bind(uuid::Uuid::now_v7().simple().to_string())
-                    .bind(&alert.id)
-                    .bind(&d.recipient_id)
-                    .bind(&d.channel)
-                    .bind(&d.address)
-                    .bind(alert.created_at)
-                    .bind(alert.expires_at)
-                    .bind(alert.created_at);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        enqueue_deliveries(&mut tx, self.backend(), alert, deliveries).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
