@@ -22,7 +22,11 @@ async fn serve(ip: &str) -> SocketAddr {
                 .body(axum::body::Body::from(vec![b'x'; 2 << 20]))
                 .unwrap(),
             "/hop" => {
-                let to = uri.query().unwrap_or("").trim_start_matches("to=").to_string();
+                let to = uri
+                    .query()
+                    .unwrap_or("")
+                    .trim_start_matches("to=")
+                    .to_string();
                 resp.status(302)
                     .header("location", to)
                     .body(axum::body::Body::empty())
@@ -54,7 +58,10 @@ async fn loopback_is_refused_by_literal_and_by_name_unless_allowed() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let allowed = OutboundPolicy::allowing(vec!["127.0.0.1/32".parse().unwrap()]);
-    assert_eq!(get(&allowed, &format!("http://{addr}/ok")).await.unwrap(), b"hello");
+    assert_eq!(
+        get(&allowed, &format!("http://{addr}/ok")).await.unwrap(),
+        b"hello"
+    );
     assert_eq!(
         get(&allowed, &format!("http://localhost:{}/ok", addr.port()))
             .await
@@ -96,5 +103,8 @@ async fn bodies_over_the_limit_are_refused() {
         "{big:?}"
     );
     let missing = get(&policy, &format!("http://{addr}/nope")).await;
-    assert!(matches!(missing, Err(FetchError::Status { status: 404 })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(FetchError::Status { status: 404 })),
+        "{missing:?}"
+    );
 }

@@ -344,7 +344,12 @@ on_every_backend!(
 /// one.
 async fn batched_enqueue_keeps_addresses_and_is_idempotent(store: Store) {
     let mut deliveries: Vec<NewDelivery> = (0..45_000)
-        .map(|i| to(&format!("r{i:05}"), if i % 2 == 0 { "email" } else { "sms" }))
+        .map(|i| {
+            to(
+                &format!("r{i:05}"),
+                if i % 2 == 0 { "email" } else { "sms" },
+            )
+        })
         .collect();
     deliveries.push(NewDelivery {
         recipient_id: "odd".into(),
@@ -357,7 +362,11 @@ async fn batched_enqueue_keeps_addresses_and_is_idempotent(store: Store) {
         .await
         .unwrap();
     let counts = store.delivery_counts("big").await.unwrap();
-    assert_eq!(counts.iter().map(|c| c.2).sum::<i64>(), 45_001, "{counts:?}");
+    assert_eq!(
+        counts.iter().map(|c| c.2).sum::<i64>(),
+        45_001,
+        "{counts:?}"
+    );
     let mut after = None;
     let mut found = None;
     loop {
