@@ -15,6 +15,11 @@
 //! literals in URLs (which never reach a resolver), and again on every redirect hop. The
 //! client also ignores proxy environment variables (a proxy would resolve names itself).
 //!
+//! [`fetch`] does all of it for a `GET`. For other requests (a Web Push `POST`) build the
+//! client with [`OutboundPolicy::client`] and call [`OutboundPolicy::check_url`] on the URL
+//! before sending: IP-literal hosts never reach the resolver. The server builds the policy
+//! from `NEXUS_OUTBOUND_ALLOW` (`server/src/alert_ingest.rs`, `outbound_policy`).
+//!
 //! ```no_run
 //! use nexus_alert_delivery::outbound::{OutboundPolicy, fetch};
 //! use std::time::Duration;

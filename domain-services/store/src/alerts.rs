@@ -355,8 +355,7 @@ const INSERT_BATCH: usize = 20_000;
 /// Enqueues an alert's deliveries inside its issuing transaction: one `INSERT … SELECT` per
 /// [`INSERT_BATCH`] rows, reading the rows from a JSON array parameter (`json_each` on
 /// SQLite, `json_to_recordset` on PostgreSQL) — the portable equivalent of `UNNEST` through
-/// sqlx's `Any` driver, which binds no arrays. The unique (alert, recipient, channel) index
-/// makes a second enqueue of the same delivery a no-op.
+/// sqlx's `Any` driver, which binds no arrays. A delivery listed twice is queued once.
 async fn enqueue_deliveries(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
@@ -366,12 +365,11 @@ async fn enqueue_deliveries(
     const COLUMNS: &str = "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, \
         address, state, next_attempt_at, expires_at, created_at, updated_at) ";
     let select = match backend {
-        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
         Backend::Sqlite => {
             "SELECT json_extract(value, '$.i'), CAST($1 AS TEXT), json_extract(value, '$.r'), \
              json_extract(value, '$.c'), json_extract(value, '$.a'), 'queued', \
              CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
-             FROM json_each($4) WHERE true"
+             FROM json_each($4)"
         }
         Backend::Postgres => {
             "SELECT d.i, CAST($1 AS TEXT), d.r, d.c, d.a, 'queued', CAST($2 AS BIGINT), \
@@ -379,7 +377,16 @@ async fn enqueue_deliveries(
              FROM json_to_recordset(CAST($4 AS JSON)) AS d(i TEXT, r TEXT, c TEXT, a TEXT)"
         }
     };
-    let sql = format!("{COLUMNS}{select} ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
+    // The alert is new in this transaction, so only repeats inside `deliveries` can collide:
+    // they are dropped here, which spares PostgreSQL the speculative insertion of
+    // `ON CONFLICT`. The unique index still guarantees one row per (alert, recipient,
+    // channel).
+    let mut seen = std::collections::HashSet::with_capacity(deliveries.len());
+    let deliveries: Vec<&NewDelivery> = deliveries
+        .iter()
+        .filter(|d| seen.insert((d.recipient_id.as_str(), d.channel.as_str())))
+        .collect();
+    let sql = format!("{COLUMNS}{select}");
     #[derive(serde::Serialize)]
     struct Row<'a> {
         i: String,
