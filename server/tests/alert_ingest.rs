@@ -2,7 +2,8 @@
 //! ATOM feed and its CAP documents, allowed through the outbound guard by configuration)
 //! drives local delivery. An allowlisted sender's CAP 1.1 alert, which names its area only
 //! by a SAME geocode, is converted to 1.2, resolved through the geocode table and reaches
-//! the subscriber inside it — once, also after repeated (conditional) polls and a restart.
+//! the subscriber inside it — once, also after repeated (conditional) polls and a restart;
+//! an Update listed above the alert it updates is issued after it.
 //! A sender off the allowlist is stored but never broadcast. Without the allowance, the
 //! guard refuses the hub on 127.0.0.1, by IP literal and by name.
 
@@ -92,10 +93,24 @@ async fn start_hub() -> (u16, SharedHub) {
     (port, hub)
 }
 
+/// Adds an entry at the top of the feed (feeds list the newest first).
 fn publish(hub: &SharedHub, id: &str, cap_path: &str, cap: String) {
     let mut h = hub.lock().unwrap();
-    h.entries.push((id.into(), cap_path.into(), cap));
+    h.entries.insert(0, (id.into(), cap_path.into(), cap));
     h.version += 1;
+}
+
+/// An Update of `national_cap11(identifier)`, sent half an hour later.
+fn national_update(identifier: &str) -> String {
+    national_cap11(&format!("{identifier}-UPD"))
+        .replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>")
+        .replace("2026-11-26T08:00:00-00:00", "2026-11-26T08:30:00-00:00")
+        .replace(
+            "<scope>Public</scope>",
+            &format!(
+                "<scope>Public</scope>\n  <references>{NATIONAL},{identifier},2026-11-26T08:00:00-00:00</references>"
+            ),
+        )
 }
 
 /// A CAP 1.1 warning that names its area only by SAME code 020001 (in the geocode table)
@@ -314,8 +329,9 @@ async fn a_national_feed_drives_local_delivery_once_and_only_for_allowlisted_sen
     assert_eq!(stranger.outcome, nexus_store::IngestOutcome::Ignored);
     assert!(stranger.cap_xml.is_some() && stranger.alert_id.is_none());
 
-    // A restart (SIGKILL), and meanwhile the feed changed: the old entries are not fetched
-    // or issued again, the new one is.
+    // A restart (SIGKILL), and meanwhile the feed changed: a new alert and, above it, its
+    // Update. The old entries are not fetched or issued again; the new alert is issued
+    // before its Update (oldest `sent` first), which supersedes it.
     let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     drop(s);
     publish(
@@ -324,11 +340,17 @@ async fn a_national_feed_drives_local_delivery_once_and_only_for_allowlisted_sen
         "/cap/nat-2.xml",
         national_cap11("NAT-2"),
     );
+    publish(
+        &hub,
+        "urn:hub:nat-2-upd",
+        "/cap/nat-2-upd.xml",
+        national_update("NAT-2"),
+    );
     let s = Server::start_in(dir, &env);
     eventually(
-        "the second national alert",
+        "the new national alert and its update",
         Duration::from_secs(30),
-        async || alerts_from(&s, &authority, NATIONAL).await.len() == 2,
+        async || alerts_from(&s, &authority, NATIONAL).await.len() == 3,
     )
     .await;
     let polls = hub.lock().unwrap().feed_requests;
@@ -337,17 +359,30 @@ async fn a_national_feed_drives_local_delivery_once_and_only_for_allowlisted_sen
     })
     .await;
     let national = alerts_from(&s, &authority, NATIONAL).await;
-    let identifiers: Vec<&str> = national
+    let status: BTreeMap<&str, &str> = national
         .iter()
-        .map(|a| a["identifier"].as_str().unwrap())
+        .map(|a| {
+            (
+                a["identifier"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(identifiers.len(), 2, "{identifiers:?}");
-    assert!(identifiers.contains(&"NAT-1") && identifiers.contains(&"NAT-2"));
+    assert_eq!(
+        status,
+        BTreeMap::from([
+            ("NAT-1", "active"),
+            ("NAT-2", "superseded"),
+            ("NAT-2-UPD", "active")
+        ]),
+        "{national:?}"
+    );
     assert!(alerts_from(&s, &authority, STRANGER).await.is_empty());
     let h = hub.lock().unwrap();
     assert_eq!(h.cap_fetches.get("/cap/nat-1.xml"), Some(&1));
     assert_eq!(h.cap_fetches.get("/cap/stranger-1.xml"), Some(&1));
     assert_eq!(h.cap_fetches.get("/cap/nat-2.xml"), Some(&1));
+    assert_eq!(h.cap_fetches.get("/cap/nat-2-upd.xml"), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,10 +118,16 @@ pub struct Ingester<I> {
     limits: Limits,
 }
 
-enum EntryOutcome {
+/// An entry after the read phase.
+enum Read {
+    /// Handled before.
     Seen,
-    Done(IngestOutcome),
+    /// Failed for now; tried again next poll.
     Retry,
+    /// Settled without issuing (rejected, duplicate).
+    Final(IngestRecord),
+    /// A valid CAP 1.2 alert (and its XML) to issue or ignore.
+    Ready(IngestRecord, Box<Alert>, String),
 }
 
 impl<I: Issuer> Ingester<I> {
@@ -218,14 +224,31 @@ impl<I: Issuer> Ingester<I> {
         let entries = nexus_cap::read_atom(&fetched.body, &self.limits)
             .map_err(|e| IngestError::Feed(e.to_string()))?;
         report.entries = entries.len();
+        // Read phase: fetch and check every new entry's CAP.
+        let mut ready = Vec::new();
         for entry in &entries {
-            match self.entry(feed, &fetched.url, entry).await? {
-                EntryOutcome::Seen => report.seen += 1,
-                EntryOutcome::Retry => report.retry += 1,
-                EntryOutcome::Done(IngestOutcome::Issued) => report.issued += 1,
-                EntryOutcome::Done(IngestOutcome::Ignored) => report.ignored += 1,
-                EntryOutcome::Done(IngestOutcome::Duplicate) => report.duplicates += 1,
-                EntryOutcome::Done(IngestOutcome::Rejected) => report.rejected += 1,
+            let updated = entry.updated.clone().unwrap_or_default();
+            match self.read(feed, &fetched.url, entry).await? {
+                Read::Seen => report.seen += 1,
+                Read::Retry => report.retry += 1,
+                Read::Final(rec) => {
+                    let outcome = self.settle(rec, &updated).await?;
+                    report.count(outcome);
+                }
+                Read::Ready(rec, alert, xml) => ready.push((rec, alert, xml, updated)),
+            }
+        }
+        // Issue phase, oldest `sent` first: feeds list newest first, and an Update must
+        // find the alert it references already issued.
+        ready.sort_by_key(|(_, alert, _, _)| alert.sent.to_utc());
+        for (mut rec, alert, xml, updated) in ready {
+            match self.issue(&mut rec, *alert, xml).await {
+                Some(outcome) => {
+                    rec.outcome = outcome;
+                    let outcome = self.settle(rec, &updated).await?;
+                    report.count(outcome);
+                }
+                None => report.retry += 1,
             }
         }
         // Advance the validators only when every entry was handled, so that an entry that
@@ -245,19 +268,20 @@ impl<I: Issuer> Ingester<I> {
         Ok(report)
     }
 
-    async fn entry(
+    /// The read phase of one entry: skip what was handled, fetch, parse, validate, convert.
+    async fn read(
         &self,
         feed: &str,
         base: &Url,
         entry: &nexus_cap::AtomEntry,
-    ) -> Result<EntryOutcome, StoreError> {
+    ) -> Result<Read, StoreError> {
         let updated = entry.updated.clone().unwrap_or_default();
         if self
             .store
             .ingest_entry_seen(feed, &entry.id, &updated)
             .await?
         {
-            return Ok(EntryOutcome::Seen);
+            return Ok(Read::Seen);
         }
         // The feed may say which alert the entry is: skip known ones without a fetch.
         if let (Some(identifier), Some(sender), Some(sent)) = (
@@ -281,7 +305,7 @@ impl<I: Issuer> Ingester<I> {
                 self.store
                     .mark_ingest_entry(feed, &entry.id, &updated, now_ms())
                     .await?;
-                return Ok(EntryOutcome::Seen);
+                return Ok(Read::Seen);
             }
         }
         let mut rec = IngestRecord {
@@ -298,40 +322,15 @@ impl<I: Issuer> Ingester<I> {
             cap_xml: None,
             created_at: now_ms(),
         };
-        let outcome = self.read_and_issue(base, entry, &mut rec).await?;
-        if let Some(outcome) = outcome {
-            rec.outcome = outcome;
-            if !self.store.record_ingest(&rec).await? {
-                rec.outcome = IngestOutcome::Duplicate;
-            }
-            self.store
-                .mark_ingest_entry(feed, &entry.id, &updated, now_ms())
-                .await?;
-            if rec.outcome == IngestOutcome::Rejected {
-                tracing::warn!(feed = %feed, entry = %entry.id, detail = rec.detail.as_deref().unwrap_or(""), "CAP feed entry rejected");
-            }
-            return Ok(EntryOutcome::Done(rec.outcome));
-        }
-        Ok(EntryOutcome::Retry)
-    }
-
-    /// Fetches, reads and (when allowlisted) issues the entry's CAP; `None` means try again
-    /// next poll.
-    async fn read_and_issue(
-        &self,
-        base: &Url,
-        entry: &nexus_cap::AtomEntry,
-        rec: &mut IngestRecord,
-    ) -> Result<Option<IngestOutcome>, StoreError> {
         let Some(link) = entry.cap_link() else {
             rec.detail = Some("the entry links no CAP document".into());
-            return Ok(Some(IngestOutcome::Rejected));
+            return Ok(Read::Final(rec));
         };
         let cap_url = match base.join(link) {
             Ok(u) => u,
             Err(e) => {
                 rec.detail = Some(format!("CAP link {link}: {e}"));
-                return Ok(Some(IngestOutcome::Rejected));
+                return Ok(Read::Final(rec));
             }
         };
         rec.cap_url = Some(cap_url.to_string());
@@ -352,63 +351,101 @@ impl<I: Issuer> Ingester<I> {
             // A refused or oversized document will be refused again: final. Others may pass.
             Err(e @ (FetchError::Refused(_) | FetchError::TooLarge { .. })) => {
                 rec.detail = Some(e.to_string());
-                return Ok(Some(IngestOutcome::Rejected));
+                return Ok(Read::Final(rec));
             }
             Err(e) => {
                 tracing::warn!(cap = %cap_url, error = %e, "CAP document fetch failed; retrying next poll");
-                return Ok(None);
+                return Ok(Read::Retry);
             }
         };
         let parsed = match nexus_cap::parse(&body, &self.limits) {
             Ok(p) => p,
             Err(e) => {
                 rec.detail = Some(e.to_string());
-                return Ok(Some(IngestOutcome::Rejected));
+                return Ok(Read::Final(rec));
             }
         };
         let problems = parsed.validate();
         let alert = parsed.into_cap12();
+        let sent_at = alert.sent.to_utc().timestamp_millis();
         rec.identifier = Some(alert.identifier.clone());
         rec.sender = Some(alert.sender.clone());
-        rec.sent_at = Some(alert.sent.to_utc().timestamp_millis());
+        rec.sent_at = Some(sent_at);
         if !problems.is_empty() {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
             rec.detail = Some(text.join("; "));
-            return Ok(Some(IngestOutcome::Rejected));
+            return Ok(Read::Final(rec));
         }
         let xml = nexus_cap::to_xml(&alert);
         rec.cap_xml = Some(xml.clone());
         if let Some(known) = self
             .store
-            .alert_by_triple(
-                &alert.identifier,
-                &alert.sender,
-                alert.sent.to_utc().timestamp_millis(),
-            )
+            .alert_by_triple(&alert.identifier, &alert.sender, sent_at)
             .await?
         {
             rec.alert_id = Some(known.id);
-            return Ok(Some(IngestOutcome::Duplicate));
+            rec.outcome = IngestOutcome::Duplicate;
+            return Ok(Read::Final(rec));
         }
+        Ok(Read::Ready(rec, Box::new(alert), xml))
+    }
+
+    /// The issue phase of one alert: ignored unless its sender is allowlisted, else issued
+    /// through the [`Issuer`]. `None`: failed for now, tried again next poll.
+    async fn issue(
+        &self,
+        rec: &mut IngestRecord,
+        alert: Alert,
+        xml: String,
+    ) -> Option<IngestOutcome> {
         if !self.config.senders.iter().any(|s| *s == alert.sender) {
             rec.detail = Some("sender not on the re-broadcast allowlist".into());
-            return Ok(Some(IngestOutcome::Ignored));
+            return Some(IngestOutcome::Ignored);
         }
         match self.issuer.issue(alert, xml).await {
             Ok(issued) => {
                 rec.alert_id = Some(issued.alert_id);
                 rec.detail = issued.note;
-                Ok(Some(IngestOutcome::Issued))
+                Some(IngestOutcome::Issued)
             }
-            Err(IssueError::Duplicate) => Ok(Some(IngestOutcome::Duplicate)),
+            Err(IssueError::Duplicate) => Some(IngestOutcome::Duplicate),
             Err(IssueError::Rejected(why)) => {
                 rec.detail = Some(why);
-                Ok(Some(IngestOutcome::Rejected))
+                Some(IngestOutcome::Rejected)
             }
             Err(IssueError::Failed(why)) => {
-                tracing::warn!(entry = %entry.id, error = %why, "issuing an ingested alert failed; retrying next poll");
-                Ok(None)
+                tracing::warn!(entry = %rec.entry_id, error = %why, "issuing an ingested alert failed; retrying next poll");
+                None
             }
+        }
+    }
+
+    /// Records the outcome and marks the entry handled.
+    async fn settle(
+        &self,
+        mut rec: IngestRecord,
+        updated: &str,
+    ) -> Result<IngestOutcome, StoreError> {
+        if !self.store.record_ingest(&rec).await? {
+            rec.outcome = IngestOutcome::Duplicate;
+        }
+        self.store
+            .mark_ingest_entry(&rec.feed_url, &rec.entry_id, updated, now_ms())
+            .await?;
+        if rec.outcome == IngestOutcome::Rejected {
+            tracing::warn!(feed = %rec.feed_url, entry = %rec.entry_id, detail = rec.detail.as_deref().unwrap_or(""), "CAP feed entry rejected");
+        }
+        Ok(rec.outcome)
+    }
+}
+
+impl PollReport {
+    fn count(&mut self, outcome: IngestOutcome) {
+        match outcome {
+            IngestOutcome::Issued => self.issued += 1,
+            IngestOutcome::Ignored => self.ignored += 1,
+            IngestOutcome::Duplicate => self.duplicates += 1,
+            IngestOutcome::Rejected => self.rejected += 1,
         }
     }
 }

@@ -202,7 +202,7 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0      // site-local (deprecated)
         || (s[0] & 0xff00) == 0xff00      // multicast
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || s[0] == 0x0100 && s[1..4] == [0, 0, 0] // discard-only
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only
 }
 
 /// A fetched response.

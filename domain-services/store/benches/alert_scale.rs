@@ -9,8 +9,8 @@
 //!   fall outside it), bulk-loaded into a [`GeoIndex`]; the time of one
 //!   `GeoIndex::ids_within(polygon)` that returns every one of them (and, for comparison in
 //!   the same run, of the general `Query::within`); target < 200 ms.
-//!   For comparison, the issue path as it runs today: the same points as SQLite alert
-//!   subscriptions, read through the store's bounding-box prefilter in pages and tested.
+//!   For scale, the issue path as it runs today on a tenth of the points (SQLite alert
+//!   subscriptions read through the store's bounding-box prefilter in pages, then tested).
 //! - **Queued deliveries per second into the durable queue**: [`Store::issue_alert`] with
 //!   `ALERT_BENCH_DELIVERIES` deliveries (default 200 000) in its one transaction, on SQLite
 //!   and on PostgreSQL (a fresh database; needs `NEXUS_TEST_DATABASE_URL`, see
@@ -62,6 +62,14 @@ fn row(name: &str, figure: &str, rate: &str, target: &str) {
     println!("| {name} | {figure} | {rate} | {target} |");
 }
 
+/// Time this thread has spent on a CPU (Linux `schedstat`), so the per-core rate holds on a
+/// shared machine where wall time includes waiting for a core.
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 fn cap_parse_validate() {
     let limits = nexus_cap::Limits::default();
     // Warm up, then count whole passes for about two seconds.
@@ -70,6 +78,7 @@ fn cap_parse_validate() {
         assert!(parsed.validate().is_empty());
     }
     let start = Instant::now();
+    let cpu_start = thread_cpu();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(2) {
         for _ in 0..1_000 {
@@ -79,11 +88,19 @@ fn cap_parse_validate() {
         }
         n += 1_000;
     }
-    let secs = start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = match (cpu_start, thread_cpu()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => wall,
+    };
     row(
-        "CAP parse + validate, one core (thunderstorm sample, 1.8 KB)",
-        &format!("{:.1} µs/alert", secs * 1e6 / n as f64),
-        &format!("{:.0} alerts/s", n as f64 / secs),
+        "CAP parse + validate, one core (thunderstorm sample, 1.8 KB), CPU time",
+        &format!("{:.1} µs/alert", cpu * 1e6 / n as f64),
+        &format!(
+            "{:.0} alerts/s per core ({:.0}/s wall clock)",
+            n as f64 / cpu,
+            n as f64 / wall
+        ),
         "≥ 50 000 alerts/s",
     );
 }
@@ -177,7 +194,14 @@ fn targeting_1m() -> (Vec<(f64, f64)>, Area) {
 
 /// The issue path as it runs today (`nexus_api::alerts` targeting): the store's bounding-box
 /// prefilter read in 5 000-row pages, each candidate tested exactly against the polygon.
-async fn targeting_1m_store_path(points: &[(f64, f64)], area: &Area) {
+async fn targeting_store_path(all_points: &[(f64, f64)], area: &Area) {
+    // Every 10th point: ~100k subscribers inside. (At 1M the paged prefilter did not finish
+    // within minutes: each page re-reads the whole box to sort by id.)
+    let points: Vec<(f64, f64)> = all_points.iter().step_by(10).copied().collect();
+    let expected = points
+        .iter()
+        .filter(|(lat, lon)| area.covers(Position::new(*lat, *lon).unwrap()))
+        .count();
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
     let url = format!("sqlite://{}/nexus.db", dir.path().display());
@@ -222,12 +246,18 @@ async fn targeting_1m_store_path(points: &[(f64, f64)], area: &Area) {
         }
     }
     let took = start.elapsed();
-    assert_eq!(inside, 1_000_000);
+    assert_eq!(inside, expected);
     row(
-        "same, the issue path today: SQLite bbox prefilter in 5 000-row pages + exact test",
+        &format!(
+            "for scale, the issue path today: {expected} subscribers inside ({} in SQLite), bbox prefilter in 5 000-row pages + exact test",
+            points.len()
+        ),
         &format!("{:.0} ms", took.as_secs_f64() * 1e3),
-        &format!("{:.2} M subscribers/s", 1e6 / took.as_secs_f64() / 1e6),
-        "< 200 ms",
+        &format!(
+            "{:.2} M subscribers/s",
+            expected as f64 / took.as_secs_f64() / 1e6
+        ),
+        "(1M: < 200 ms)",
     );
     store.close().await;
 }
@@ -302,7 +332,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        targeting_1m_store_path(&points, &area).await;
+        targeting_store_path(&points, &area).await;
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         enqueue(&store, "SQLite", n).await;
