@@ -398,7 +398,7 @@ impl<I: Issuer> Ingester<I> {
         alert: Alert,
         xml: String,
     ) -> Option<IngestOutcome> {
-        if !self.config.senders.iter().any(|s| *s == alert.sender) {
+        if !self.config.senders.contains(&alert.sender) {
             rec.detail = Some("sender not on the re-broadcast allowlist".into());
             return Some(IngestOutcome::Ignored);
         }
