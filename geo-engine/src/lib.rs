@@ -107,7 +107,8 @@
 //! * `object` — ids, kinds, attributes, [`Area`], [`Object`].
 //! * `filter` — attribute [`Filter`].
 //! * `budget` — [`Budget`], [`Completion`].
-//! * `query` — [`Query`], [`Shape`], [`QueryResult`]; `knn` — k-nearest search.
+//! * `query` — [`Query`], [`Shape`], [`QueryResult`]; `knn` — k-nearest search;
+//!   `target` — [`GeoIndex::ids_within`], everyone inside an area (alert targeting).
 //! * [`fence`] — geofences and transitions.
 //! * [`cluster`] — the count pyramid behind the map.
 //! * `geojson` — GeoJSON output types.
@@ -126,6 +127,7 @@ mod index;
 mod knn;
 mod object;
 mod query;
+mod target;
 
 pub use budget::{Budget, CHECK_INTERVAL, Completion, Interrupt};
 pub use cluster::{Cluster, ClusterFilter, ClusterQuery, LEAF_CAPACITY, MAX_ZOOM};
@@ -143,3 +145,4 @@ pub use object::{
     Responder, Severity, Shelter, Status, StatusSet,
 };
 pub use query::{Hit, Query, QueryResult, Shape};
+pub use target::IdsWithin;

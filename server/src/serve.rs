@@ -125,6 +125,7 @@ pub async fn run(config: Config) -> Result<()> {
         &config.data_dir,
     )?;
     let alerting_keys = crate::alerting::keys(&config, &jwt_secret)?;
+    let geocodes = Arc::new(crate::alert_ingest::geocode_table(&config)?);
     let api = ApiState {
         store: store.clone(),
         keys: keys.clone(),
@@ -143,6 +144,7 @@ pub async fn run(config: Config) -> Result<()> {
             local,
             tls.is_some(),
         )),
+        geocodes,
     };
     let metrics = Metrics::new();
     let turn = crate::turn::Turn::from_config(&config.turn);
@@ -164,6 +166,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let reminders = api.clone();
     let alerting_api = api.clone();
+    let ingest_api = api.clone();
     let app = crate::http::app(api, edge.clone(), &config, rtc);
     tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
     for addr in sfu.local_addrs() {
@@ -193,6 +196,7 @@ pub async fn run(config: Config) -> Result<()> {
         &shutdown,
         &background,
     )?;
+    crate::alert_ingest::start(&config, &ingest_api, &shutdown, &background)?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

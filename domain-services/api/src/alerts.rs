@@ -45,9 +45,10 @@
 //! `POST /api/v1/alerts/sms/inbound` (Twilio's webhook, signature checked) and ends every
 //! subscription of that number; a push service's 404/410 ends a push subscription (the
 //! delivery worker). Push endpoints on private or loopback addresses are refused unless
-//! [`AlertSettings::allow_private_push`].
+//! [`AlertSettings::push_policy`] lets their network through.
 
 use crate::extract::ApiJson;
+use crate::geocodes::GeocodeTable;
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
@@ -144,6 +145,8 @@ pub struct AlertIssued {
     pub alert: AlertView,
     /// Server ids of the alerts it superseded or cancelled (none while pending).
     pub supersedes: Vec<String>,
+    /// The alert's geocodes that the geocode table does not know (they target nobody).
+    pub unresolved_geocodes: Vec<GeocodeRef>,
 }
 
 /// The answer to `POST /api/v1/alerts/preview`.
@@ -161,6 +164,18 @@ pub struct AlertPreview {
     pub websocket: bool,
     /// Whether it would wait for a second authority's approval.
     pub approval_required: bool,
+    /// The alert's geocodes that the geocode table does not know (they target nobody).
+    pub unresolved_geocodes: Vec<GeocodeRef>,
+}
+
+/// A CAP geocode (`valueName`, `value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GeocodeRef {
+    /// The scheme, e.g. `SAME`, `EMMA_ID`.
+    #[serde(rename = "valueName")]
+    pub value_name: String,
+    /// The code.
+    pub value: String,
 }
 
 /// The alerting policy of the API (the server fills it from its configuration).
@@ -171,8 +186,9 @@ pub struct AlertSettings {
     /// Who hears `Test`, `Exercise` and `Draft` alerts: subscriptions whose user id,
     /// e-mail address or phone number is listed.
     pub test_allowlist: Vec<String>,
-    /// Accept push endpoints on private and loopback addresses (and `http://`).
-    pub allow_private_push: bool,
+    /// Where Web Push endpoints may point (the outbound guard, checked at registration; the
+    /// push channel checks again when sending).
+    pub push_policy: nexus_alert_delivery::OutboundPolicy,
     /// HMAC key of unsubscribe links.
     pub link_key: Vec<u8>,
     /// Base URL of links in messages (`https://alerts.example.org`), no trailing slash.
@@ -189,7 +205,7 @@ impl std::fmt::Debug for AlertSettings {
         f.debug_struct("AlertSettings")
             .field("approval", &self.approval)
             .field("test_allowlist", &self.test_allowlist.len())
-            .field("allow_private_push", &self.allow_private_push)
+            .field("push_policy", &self.push_policy)
             .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
@@ -365,12 +381,34 @@ async fn post_alert(
 ) -> Result<Response, Problem> {
     who.authorize(Action::IssueAlert, None)?;
     let (alert, xml) = decode(&headers, &body)?;
+    let issued = issue(&state, alert, xml, who.user_id().map(str::to_string)).await?;
+    let id = issued.alert.id.clone();
+    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The issue path shared by `POST /api/v1/alerts` and the feed ingester: supersedes what
+/// the alert references, targets its areas (polygons, circles, geocodes from the
+/// [`GeocodeTable`]), stores it with its event and deliveries, and publishes it when public.
+/// `alert` must be valid CAP 1.2 and `xml` its CAP 1.2 XML.
+pub async fn issue(
+    state: &ApiState,
+    alert: Alert,
+    xml: String,
+    created_by: Option<String>,
+) -> Result<AlertIssued, Problem> {
     let now = now_ms();
-    let supersedes = referenced_alerts(&state, &alert).await?;
+    let supersedes = referenced_alerts(state, &alert).await?;
     let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
     let expired = expires_at.is_some_and(|e| e <= now);
     let pending = !expired && needs_approval(&state.alerting, &alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
+    if !shapes.unresolved.is_empty() {
+        tracing::warn!(identifier = %alert.identifier, unresolved = ?shapes.unresolved, "alert geocodes missing from the geocode table");
+    }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let cap_json = serde_json::to_string(&alert).map_err(|e| Problem::internal(&e))?;
     let rec = AlertRecord {
@@ -393,7 +431,7 @@ async fn post_alert(
         cap_xml: xml,
         cap_json,
         superseded_by: None,
-        created_by: who.user_id().map(str::to_string),
+        created_by,
         created_at: now,
         updated_at: now,
     };
@@ -408,15 +446,11 @@ async fn post_alert(
             .await?;
     }
     tracing::info!(alert = %id, msg_type = %rec.msg_type, status = %rec.status, "alert issued");
-    let issued = AlertIssued {
+    Ok(AlertIssued {
         alert: view(&rec),
         supersedes: if pending { Vec::new() } else { supersedes },
-    };
-    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+        unresolved_geocodes: shapes.unresolved,
+    })
 }
 
 /// Server ids of the alerts `alert` references (Update, Cancel); 409 when one is unknown.
@@ -530,6 +564,7 @@ async fn approve_alert(
     Ok(Json(AlertIssued {
         alert: view(&rec),
         supersedes,
+        unresolved_geocodes: Shapes::of(&alert, &state.geocodes).unresolved,
     }))
 }
 
@@ -550,7 +585,7 @@ async fn preview_alert(
     who.authorize(Action::PreviewAlert, None)?;
     let (alert, _) = decode(&headers, &body)?;
     let audience = Audience::of(&alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
     let mut channels: BTreeMap<String, usize> = ["email", "sms", "push"]
         .into_iter()
         .map(|c| (c.to_string(), 0))
@@ -574,6 +609,7 @@ async fn preview_alert(
         subscribers,
         websocket: audience == Audience::Public,
         approval_required: needs_approval(&state.alerting, &alert),
+        unresolved_geocodes: shapes.unresolved,
     }))
 }
 
@@ -769,7 +805,7 @@ async fn create_subscription(
         );
     }
     if let Some(p) = &req.push
-        && let Err(e) = p.check(state.alerting.allow_private_push)
+        && let Err(e) = p.check(&state.alerting.push_policy)
     {
         checks.check(false, "/push", &e);
     }
@@ -1145,17 +1181,21 @@ struct Shapes {
     /// GeoJSON MultiPolygon rings (circles as polygons), `[lon, lat]`.
     rings: Vec<Vec<[f64; 2]>>,
     bbox: Option<[f64; 4]>,
+    /// Geocodes the table does not know.
+    unresolved: Vec<GeocodeRef>,
 }
 
 impl Shapes {
-    fn of(alert: &Alert) -> Shapes {
+    fn of(alert: &Alert, geocodes: &GeocodeTable) -> Shapes {
         let mut shapes = Shapes {
             areas: Vec::new(),
             circles: Vec::new(),
             rings: Vec::new(),
             bbox: None,
+            unresolved: Vec::new(),
         };
         for area in alert.info.iter().flat_map(|i| i.area.iter()) {
+            shapes.add_geocodes(area, geocodes);
             let g = area.geometry();
             for ring in g.polygons {
                 match nexus_geo::Area::polygon(&ring) {
@@ -1183,6 +1223,29 @@ impl Shapes {
             }
         }
         shapes
+    }
+
+    /// Geocodes resolve to the table's polygons, which then target like the alert's own.
+    fn add_geocodes(&mut self, area: &nexus_cap::Area, geocodes: &GeocodeTable) {
+        for code in &area.geocode {
+            let Some(found) = geocodes.resolve(&code.value_name, &code.value) else {
+                let r = GeocodeRef {
+                    value_name: code.value_name.clone(),
+                    value: code.value.clone(),
+                };
+                if !self.unresolved.contains(&r) {
+                    self.unresolved.push(r);
+                }
+                continue;
+            };
+            for g in found {
+                let b = g.area.bbox();
+                self.extend(b.min_lon(), b.min_lat());
+                self.extend(b.max_lon(), b.max_lat());
+                self.areas.push(g.area.clone());
+                self.rings.extend(g.rings.iter().cloned());
+            }
+        }
     }
 
     fn extend(&mut self, lon: f64, lat: f64) {
@@ -1352,7 +1415,7 @@ pub async fn dispatch(
     }
     let alert = stored_alert(&rec)?;
     let audience = Audience::of(&alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
     let mut targeted = 0;
     let mut added = 0;
     let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);

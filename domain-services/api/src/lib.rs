@@ -15,7 +15,7 @@
 //! - [`extract`] — [`ApiJson`], bearer and API-key authentication;
 //! - [`rbac`] — [`Principal`], [`rbac::Action`], the policy table;
 //! - [`alerts`] — CAP alerts: issue, lifecycle, lists, ATOM feed, subscriptions,
-//!   targeting, delivery reports;
+//!   targeting, delivery reports; [`geocodes`] — the CAP geocode → polygon table;
 //! - [`auth`] — register, login, refresh, logout, profile, password reset, e-mail verification,
 //!   realtime tokens;
 //! - [`users`] — profiles, settings, roles, erasure, export, API keys;
@@ -48,6 +48,7 @@ pub mod events;
 pub mod extract;
 pub mod fhir;
 pub mod geo_service;
+pub mod geocodes;
 pub mod geofences;
 pub mod healthcare;
 pub mod index_sync;

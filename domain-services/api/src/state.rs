@@ -2,6 +2,7 @@
 
 use crate::alerts::AlertSettings;
 use crate::geo_service::GeoService;
+use crate::geocodes::GeocodeTable;
 use crate::mail::Mailer;
 use crate::realtime::Realtime;
 use crate::rooms::Rooms;
@@ -52,4 +53,6 @@ pub struct ApiState {
     pub rooms: Arc<dyn Rooms>,
     /// Alerting policy: approval, who hears non-Actual alerts, push endpoints, links.
     pub alerting: Arc<AlertSettings>,
+    /// CAP geocode → polygons, for alert targeting (empty unless configured).
+    pub geocodes: Arc<GeocodeTable>,
 }

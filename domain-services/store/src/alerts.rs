@@ -355,8 +355,94 @@ impl SubscriptionRecord {
     }
 }
 
-/// Rows per multi-row INSERT when enqueuing deliveries (8 parameters each).
-const INSERT_BATCH: usize = 500;
+/// Deliveries per INSERT when enqueuing: they travel as one JSON array parameter, so the
+/// statement and its parameter count stay the same whatever the batch.
+const INSERT_BATCH: usize = 20_000;
+
+/// Where a batch of deliveries goes: the alert, the instant they are queued, when they
+/// expire, and whether the alert is new in this transaction (no rows of it can exist).
+struct Batch<'a> {
+    alert_id: &'a str,
+    now: i64,
+    expires_at: Option<i64>,
+    fresh: bool,
+}
+
+/// Inserts queued deliveries: one `INSERT … SELECT` per [`INSERT_BATCH`] rows, reading the
+/// rows from a JSON array parameter (`json_each` on SQLite, `json_to_recordset` on
+/// PostgreSQL) — the portable equivalent of `UNNEST` through sqlx's `Any` driver, which binds
+/// no arrays. A delivery listed twice is queued once; for an alert that is not
+/// [`fresh`](Batch::fresh), (alert, recipient, channel) triples that exist are skipped
+/// (`ON CONFLICT DO NOTHING`), which makes the consumer's enqueue idempotent. Returns the rows
+/// added.
+async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    batch: Batch<'_>,
+    deliveries: &[NewDelivery],
+) -> Result<u64, StoreError> {
+    const COLUMNS: &str = "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, \
+        address, state, next_attempt_at, expires_at, created_at, updated_at) ";
+    let select = match backend {
+        Backend::Sqlite => {
+            "SELECT json_extract(value, '$.i'), CAST($1 AS TEXT), json_extract(value, '$.r'), \
+             json_extract(value, '$.c'), json_extract(value, '$.a'), 'queued', \
+             CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_each($4) WHERE true"
+        }
+        Backend::Postgres => {
+            "SELECT d.i, CAST($1 AS TEXT), d.r, d.c, d.a, 'queued', CAST($2 AS BIGINT), \
+             CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_to_recordset(CAST($4 AS JSON)) AS d(i TEXT, r TEXT, c TEXT, a TEXT)"
+        }
+    };
+    // Repeats inside `deliveries` are dropped here. When the alert is new in this
+    // transaction nothing else can collide, which spares PostgreSQL the speculative
+    // insertion of `ON CONFLICT`; the unique index still guarantees one row per (alert,
+    // recipient, channel). (`WHERE true` keeps SQLite's parser from reading `ON` as a join
+    // constraint of `json_each`.)
+    let mut seen = std::collections::HashSet::with_capacity(deliveries.len());
+    let deliveries: Vec<&NewDelivery> = deliveries
+        .iter()
+        .filter(|d| seen.insert((d.recipient_id.as_str(), d.channel.as_str())))
+        .collect();
+    let conflict = if batch.fresh {
+        ""
+    } else {
+        " ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING"
+    };
+    let sql = format!("{COLUMNS}{select}{conflict}");
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        i: String,
+        r: &'a str,
+        c: &'a str,
+        a: &'a str,
+    }
+    let mut added = 0;
+    for chunk in deliveries.chunks(INSERT_BATCH) {
+        let rows: Vec<Row<'_>> = chunk
+            .iter()
+            .map(|d| Row {
+                i: uuid::Uuid::now_v7().simple().to_string(),
+                r: &d.recipient_id,
+                c: &d.channel,
+                a: &d.address,
+            })
+            .collect();
+        let json = serde_json::to_string(&rows)
+            .map_err(|e| StoreError::Corrupt(format!("delivery batch as JSON: {e}")))?;
+        added += sqlx::query(&sql)
+            .bind(batch.alert_id)
+            .bind(batch.now)
+            .bind(batch.expires_at)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(added)
+}
 
 impl Store {
     /// Stores a new alert with its events and deliveries, in one transaction.
@@ -414,9 +500,13 @@ impl Store {
         .await?;
         insert_deliveries(
             &mut tx,
-            &alert.id,
-            alert.created_at,
-            alert.expires_at,
+            self.backend(),
+            Batch {
+                alert_id: &alert.id,
+                now: alert.created_at,
+                expires_at: alert.expires_at,
+                fresh: true,
+            },
             deliveries,
         )
         .await?;
@@ -511,7 +601,18 @@ impl Store {
         if status != AlertStatus::Active.as_str() || expires_at.is_some_and(|e| e <= now) {
             return Ok(0);
         }
-        let added = insert_deliveries(&mut tx, alert_id, now, expires_at, deliveries).await?;
+        let added = insert_deliveries(
+            &mut tx,
+            self.backend(),
+            Batch {
+                alert_id,
+                now,
+                expires_at,
+                fresh: false,
+            },
+            deliveries,
+        )
+        .await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -906,57 +1007,6 @@ async fn supersede(
         }
     }
     Ok(())
-}
-
-/// Inserts queued deliveries of `alert_id`, skipping (alert, recipient, channel) triples
-/// that exist; returns the rows added.
-async fn insert_deliveries(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    alert_id: &str,
-    now: i64,
-    expires_at: Option<i64>,
-    deliveries: &[NewDelivery],
-) -> Result<u64, StoreError> {
-    let mut added = 0;
-    for chunk in deliveries.chunks(INSERT_BATCH) {
-        let mut sql = String::from(
-            "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
-             state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let p = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 8
-            ));
-        }
-        sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
-        let mut q = sqlx::query(&sql);
-        for d in chunk {
-            q = q
-                .bind(uuid::Uuid::now_v7().simple().to_string())
-                .bind(alert_id)
-                .bind(&d.recipient_id)
-                .bind(&d.channel)
-                .bind(&d.address)
-                .bind(now)
-                .bind(expires_at)
-                .bind(now);
-        }
-        added += q.execute(&mut **tx).await?.rows_affected();
-    }
-    Ok(added)
 }
 
 #[cfg(test)]

@@ -54,12 +54,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_health_education.sql"),
         postgres: include_str!("../migrations/postgres/0005_health_education.sql"),
     },
-    // Version 6 is reserved for the alert feed-ingest tables, developed alongside.
+    // Version 6 was reserved while feed ingest was developed alongside; it took 8.
     Migration {
         version: 7,
         name: "alert_approval",
         sqlite: include_str!("../migrations/sqlite/0007_alert_approval.sql"),
         postgres: include_str!("../migrations/postgres/0007_alert_approval.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "alert_ingest",
+        sqlite: include_str!("../migrations/sqlite/0008_alert_ingest.sql"),
+        postgres: include_str!("../migrations/postgres/0008_alert_ingest.sql"),
     },
 ];
 

@@ -517,3 +517,63 @@ on_every_backend!(
     stop_by_phone_ends_that_numbers_subscriptions_on_every_backend,
     stop_by_phone_ends_that_numbers_subscriptions
 );
+
+/// Enqueuing moved from multi-row VALUES to one JSON array per batch: addresses with
+/// characters JSON escapes arrive intact, a delivery listed twice is queued once, batches
+/// larger than one statement all land, and an alert without `expires` queues rows without
+/// one.
+async fn batched_enqueue_keeps_addresses_and_is_idempotent(store: Store) {
+    let mut deliveries: Vec<NewDelivery> = (0..45_000)
+        .map(|i| {
+            to(
+                &format!("r{i:05}"),
+                if i % 2 == 0 { "email" } else { "sms" },
+            )
+        })
+        .collect();
+    deliveries.push(NewDelivery {
+        recipient_id: "odd".into(),
+        channel: "email".into(),
+        address: "\"quoted\\back\"\n<é@example.org>".into(),
+    });
+    deliveries.push(to("r00000", "email"));
+    store
+        .issue_alert(&alert("big", "BIG", "Alert", None), &[], &deliveries, &[])
+        .await
+        .unwrap();
+    let counts = store.delivery_counts("big").await.unwrap();
+    assert_eq!(
+        counts.iter().map(|c| c.2).sum::<i64>(),
+        45_001,
+        "{counts:?}"
+    );
+    let mut after = None;
+    let mut found = None;
+    loop {
+        let page = store
+            .deliveries_page("big", after.as_deref(), 10_000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        if let Some(d) = page.iter().find(|d| d.recipient_id == "odd") {
+            found = Some(d.clone());
+        }
+    }
+    let odd = found.expect("the odd address was queued");
+    assert_eq!(odd.address, "\"quoted\\back\"\n<é@example.org>");
+    assert_eq!(odd.state, DeliveryState::Queued);
+    assert_eq!(odd.expires_at, None);
+    assert_eq!(
+        store
+            .enqueue_deliveries("big", &deliveries, 2_000)
+            .await
+            .unwrap(),
+        0,
+        "the consumer's batched enqueue skips what is queued already"
+    );
+}
+on_every_backend!(
+    batched_enqueue_keeps_addresses_and_is_idempotent_on_every_backend,
+    batched_enqueue_keeps_addresses_and_is_idempotent
+);
