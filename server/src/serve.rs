@@ -109,6 +109,9 @@ pub async fn run(config: Config) -> Result<()> {
     let geo = nexus_api::crisis::start_geo_service(&store)
         .await
         .context("cannot rebuild the geo index from the store")?;
+    let targets = nexus_api::alert_targets::AlertTargets::load(&store)
+        .await
+        .context("cannot build the alert targeting index from the store")?;
     let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
     sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
     sfu_config.public_ip = config.sfu.public_ip;
@@ -145,6 +148,7 @@ pub async fn run(config: Config) -> Result<()> {
             tls.is_some(),
         )),
         geocodes,
+        targets: targets.clone(),
     };
     let metrics = Metrics::new();
     let turn = crate::turn::Turn::from_config(&config.turn);
@@ -184,6 +188,7 @@ pub async fn run(config: Config) -> Result<()> {
         crate::events::Core {
             gateway: gateway.clone(),
             geo: geo.clone(),
+            targets,
             index_since,
         },
     )

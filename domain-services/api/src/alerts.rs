@@ -34,9 +34,10 @@
 //! the allowlist ([`AlertSettings::test_allowlist`]: user ids, e-mail addresses, phone
 //! numbers) and never the public channel or feed; `System` and non-public scopes reach
 //! nobody. Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of
-//! the alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
-//! exact test), whose minimum severity the alert reaches, get one delivery per channel they
-//! registered an address for (`email`, `sms`, `push`).
+//! the alert's polygons, circles or resolved geocodes (selected by the in-memory targeting
+//! index, [`AlertTargets`], then read from the store and tested exactly), whose minimum
+//! severity the alert reaches, get one delivery per channel they registered an address for
+//! (`email`, `sms`, `push`).
 //!
 //! # Ending a subscription
 //!
@@ -47,6 +48,7 @@
 //! delivery worker). Push endpoints on private or loopback addresses are refused unless
 //! [`AlertSettings::push_policy`] lets their network through.
 
+use crate::alert_targets::AlertTargets;
 use crate::extract::ApiJson;
 use crate::geocodes::GeocodeTable;
 use crate::problem::{FieldError, Problem, ProblemKind};
@@ -79,8 +81,9 @@ pub const ALERTS_CHANNEL: &str = "alerts";
 /// Default and largest `limit` of lists.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
-/// Candidates read from the store per page while targeting.
-const TARGET_PAGE: i64 = 5000;
+/// Subscriptions read from the store per page while targeting (their ids come from the
+/// targeting index).
+const TARGET_PAGE: usize = 5000;
 /// Vertices of the polygon standing in for a CAP circle in published geometry.
 const CIRCLE_VERTICES: usize = 32;
 
@@ -591,7 +594,7 @@ async fn preview_alert(
         .map(|c| (c.to_string(), 0))
         .collect();
     let mut subscribers = 0;
-    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    let mut targeting = Targeting::new(&state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
         // A page holds a subscription's deliveries together, in subscription order.
         let mut last: Option<&str> = None;
@@ -864,7 +867,23 @@ async fn create_subscription(
         push,
         created_at: now_ms(),
     };
-    state.store.insert_subscription(&rec).await?;
+    let event = record(
+        EventType::AlertSubscriptionCreated,
+        &rec.id,
+        json!({"id": rec.id}),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    state
+        .store
+        .insert_subscription_with_events(&rec, &[event])
+        .await?;
+    // This node's targeting index at once; other nodes through the event (ids only: the
+    // location and addresses stay in the store).
+    if let Ok(at) = Position::new(rec.lat, rec.lon)
+        && let Err(e) = state.targets.add(&rec.id, at).await
+    {
+        tracing::warn!(error = %e, "alert subscription not placed in the targeting index");
+    }
     let mut channels = Vec::new();
     if rec.email.is_some() {
         channels.push("email".to_string());
@@ -891,11 +910,26 @@ async fn delete_subscription(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    if state.store.deactivate_subscription(&id).await? {
+    if end_subscription(&state, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("no such active subscription"))
     }
+}
+
+/// Ends an active subscription with its `alert.subscription.ended` event, and takes it out
+/// of this node's targeting index; false when there was none active.
+async fn end_subscription(state: &ApiState, id: &str) -> Result<bool, Problem> {
+    let event = record(EventType::AlertSubscriptionEnded, id, json!({"id": id}))
+        .map_err(|e| Problem::internal(&e))?;
+    let ended = state
+        .store
+        .deactivate_subscription_with_events(id, &[event])
+        .await?;
+    if ended && let Err(e) = state.targets.remove(vec![id.to_string()]).await {
+        tracing::warn!(error = %e, "ended alert subscription not taken out of the targeting index");
+    }
+    Ok(ended)
 }
 
 /// The signed token of a subscription's unsubscribe link: `ID.MAC`, MAC = base64url
@@ -945,7 +979,7 @@ async fn unsubscribe(state: &ApiState, token: &str) -> Result<bool, Problem> {
             detail: "this unsubscribe link is not valid".into(),
         }]));
     };
-    let ended = state.store.deactivate_subscription(&id).await?;
+    let ended = end_subscription(state, &id).await?;
     if ended {
         tracing::info!(subscription = %id, "alert subscription ended by its unsubscribe link");
     }
@@ -1256,6 +1290,24 @@ impl Shapes {
         b[3] = b[3].max(lat);
     }
 
+    /// The areas the targeting index selects from: the polygons (the alert's own and its
+    /// geocodes') and, for each circle, the polygon around it (slightly outside; the exact
+    /// distance test follows in [`Shapes::covers`]).
+    fn target_areas(&self) -> Vec<nexus_geo::Area> {
+        let mut areas = self.areas.clone();
+        for (c, r) in &self.circles {
+            let ring: Vec<(f64, f64)> = circle_ring(c.lat(), c.lon(), *r)
+                .into_iter()
+                .map(|[lon, lat]| (lon, lat))
+                .collect();
+            match nexus_geo::Area::polygon(&ring) {
+                Ok(a) => areas.push(a),
+                Err(e) => tracing::warn!(error = %e, "alert circle unusable for targeting"),
+            }
+        }
+        areas
+    }
+
     fn covers(&self, p: Position) -> bool {
         self.areas.iter().any(|a| a.covers(p))
             || self.circles.iter().any(|(c, r)| c.distance_m(p) <= *r)
@@ -1293,28 +1345,27 @@ fn severity_rank(s: &str) -> Option<u8> {
     })
 }
 
-/// The deliveries of an alert, a page of candidate subscriptions at a time: every
-/// subscription of the audience inside the alert's areas whose minimum severity the alert
-/// reaches gets one per channel it has an address for. Paging keeps memory and (in
-/// [`dispatch`]) each queue transaction bounded, however many people live in the area.
+/// The deliveries of an alert, a page of subscriptions at a time: the targeting index
+/// ([`AlertTargets`], the geo engine's `ids_within`) selects the subscriptions inside the
+/// alert's areas, and each page of them is read from the store (addresses, preferences; ended
+/// subscriptions are left out there, and forgotten by the index), tested exactly against the
+/// areas, and kept if of the audience and if the alert reaches their minimum severity: one
+/// delivery per channel with an address. Paging keeps memory and (in [`dispatch`]) each
+/// queue transaction bounded, however many people live in the area.
 struct Targeting<'a> {
     store: &'a nexus_store::Store,
+    targets: &'a AlertTargets,
     settings: &'a AlertSettings,
     shapes: &'a Shapes,
     audience: Audience,
     severity: u8,
-    after: Option<String>,
+    /// Selected by the index and not read yet, in id order; `None` before the selection.
+    selected: Option<std::collections::VecDeque<String>>,
     done: bool,
 }
 
 impl<'a> Targeting<'a> {
-    fn new(
-        store: &'a nexus_store::Store,
-        settings: &'a AlertSettings,
-        alert: &Alert,
-        shapes: &'a Shapes,
-        audience: Audience,
-    ) -> Self {
+    fn new(state: &'a ApiState, alert: &Alert, shapes: &'a Shapes, audience: Audience) -> Self {
         let severity = alert
             .info
             .iter()
@@ -1322,12 +1373,13 @@ impl<'a> Targeting<'a> {
             .max()
             .unwrap_or(0);
         Targeting {
-            store,
-            settings,
+            store: &state.store,
+            targets: &state.targets,
+            settings: &state.alerting,
             shapes,
             audience,
             severity,
-            after: None,
+            selected: None,
             done: shapes.bbox.is_none() || audience == Audience::Nobody,
         }
     }
@@ -1342,19 +1394,45 @@ impl<'a> Targeting<'a> {
         })
     }
 
-    /// The deliveries of the next page of candidates (possibly none); `None` when done.
+    /// The deliveries of the next page of subscriptions (possibly none); `None` when done.
     async fn next_page(&mut self) -> Result<Option<Vec<NewDelivery>>, Problem> {
-        let Some(bbox) = self.shapes.bbox.filter(|_| !self.done) else {
+        if self.done {
             return Ok(None);
+        }
+        let selected = match &mut self.selected {
+            Some(s) => s,
+            None => {
+                let mut ids = self
+                    .targets
+                    .within(self.shapes.target_areas())
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                ids.sort_unstable();
+                self.selected.insert(ids.into())
+            }
         };
-        let page = self
-            .store
-            .subscriptions_in_bbox(bbox, self.after.as_deref(), TARGET_PAGE)
-            .await?;
-        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < TARGET_PAGE;
-        self.after = page.last().map(|s| s.id.clone());
+        if selected.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        let take = selected.len().min(TARGET_PAGE);
+        let page: Vec<String> = selected.drain(..take).collect();
+        let rows = self.store.subscriptions_by_ids(&page).await?;
+        if rows.len() < page.len() {
+            // Ended (STOP, a push service's 410) or gone: the index forgets them.
+            let found: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.id.as_str()).collect();
+            let gone: Vec<String> = page
+                .iter()
+                .filter(|id| !found.contains(id.as_str()))
+                .cloned()
+                .collect();
+            if let Err(e) = self.targets.remove(gone).await {
+                tracing::warn!(error = %e, "targeting index not told of ended subscriptions");
+            }
+        }
         let mut out = Vec::new();
-        for s in page {
+        for s in rows {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
             };
@@ -1418,7 +1496,7 @@ pub async fn dispatch(
     let shapes = Shapes::of(&alert, &state.geocodes);
     let mut targeted = 0;
     let mut added = 0;
-    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    let mut targeting = Targeting::new(state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
         targeted += page.len();
         // One transaction per page: a crash in between leaves a prefix queued, and handling

@@ -1,5 +1,6 @@
 //! Shared state of the API handlers.
 
+use crate::alert_targets::AlertTargets;
 use crate::alerts::AlertSettings;
 use crate::geo_service::GeoService;
 use crate::geocodes::GeocodeTable;
@@ -55,4 +56,6 @@ pub struct ApiState {
     pub alerting: Arc<AlertSettings>,
     /// CAP geocode → polygons, for alert targeting (empty unless configured).
     pub geocodes: Arc<GeocodeTable>,
+    /// Where alert subscribers are (a task owning a geo index; this is its handle).
+    pub targets: AlertTargets,
 }

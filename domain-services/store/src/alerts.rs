@@ -871,6 +871,17 @@ impl Store {
 
     /// Stores a subscription.
     pub async fn insert_subscription(&self, rec: &SubscriptionRecord) -> Result<(), StoreError> {
+        self.insert_subscription_with_events(rec, &[]).await
+    }
+
+    /// Stores a new subscription and its `events` (e.g. `alert.subscription.created`, which
+    /// tells the other nodes' targeting indexes) in one transaction.
+    pub async fn insert_subscription_with_events(
+        &self,
+        rec: &SubscriptionRecord,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -885,22 +896,152 @@ impl Store {
         .bind(rec.phone.clone())
         .bind(rec.push.clone())
         .bind(rec.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Stores many new subscriptions at once (a bulk import): one `INSERT … SELECT` per
+    /// [`INSERT_BATCH`] rows from a JSON array parameter, all in one transaction.
+    pub async fn insert_subscriptions(
+        &self,
+        recs: &[SubscriptionRecord],
+    ) -> Result<(), StoreError> {
+        let select = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT json_extract(value, '$.id'), json_extract(value, '$.user_id'), \
+                 json_extract(value, '$.lat'), json_extract(value, '$.lon'), \
+                 json_extract(value, '$.language'), json_extract(value, '$.min_severity'), \
+                 json_extract(value, '$.email'), json_extract(value, '$.phone'), \
+                 json_extract(value, '$.push'), json_extract(value, '$.created_at') \
+                 FROM json_each($1)"
+            }
+            Backend::Postgres => {
+                "SELECT d.id, d.user_id, d.lat, d.lon, d.language, d.min_severity, d.email, \
+                 d.phone, d.push, d.created_at FROM json_to_recordset(CAST($1 AS JSON)) AS \
+                 d(id TEXT, user_id TEXT, lat DOUBLE PRECISION, lon DOUBLE PRECISION, \
+                 language TEXT, min_severity TEXT, email TEXT, phone TEXT, push TEXT, \
+                 created_at BIGINT)"
+            }
+        };
+        let sql = format!("INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) {select}");
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            id: &'a str,
+            user_id: Option<&'a str>,
+            lat: f64,
+            lon: f64,
+            language: Option<&'a str>,
+            min_severity: Option<&'a str>,
+            email: Option<&'a str>,
+            phone: Option<&'a str>,
+            push: Option<&'a str>,
+            created_at: i64,
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in recs.chunks(INSERT_BATCH) {
+            let rows: Vec<Row<'_>> = chunk
+                .iter()
+                .map(|r| Row {
+                    id: &r.id,
+                    user_id: r.user_id.as_deref(),
+                    lat: r.lat,
+                    lon: r.lon,
+                    language: r.language.as_deref(),
+                    min_severity: r.min_severity.as_deref(),
+                    email: r.email.as_deref(),
+                    phone: r.phone.as_deref(),
+                    push: r.push.as_deref(),
+                    created_at: r.created_at,
+                })
+                .collect();
+            let json = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Corrupt(format!("subscriptions as JSON: {e}")))?;
+            sqlx::query(&sql)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Locations of active subscriptions with ids greater than `after`, in id order, `limit`
+    /// at a time: `(id, lat, lon)`, what the targeting index is built from.
+    pub async fn subscription_points(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, f64, f64)>, StoreError> {
+        sqlx::query(
+            "SELECT id, lat, lon FROM alert_subscriptions WHERE active = 1 AND id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
+    /// The active subscriptions among `ids` (ended and unknown ones are left out), in id
+    /// order; the ids travel as one JSON array parameter.
+    pub async fn subscriptions_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = match self.backend() {
+            Backend::Sqlite => "SELECT value FROM json_each($1)",
+            Backend::Postgres => "SELECT json_array_elements_text(CAST($1 AS JSON))",
+        };
+        let json = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
+        sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE active = 1 \
+             AND id IN ({list}) ORDER BY id"
+        ))
+        .bind(json)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(SubscriptionRecord::from_row)
+        .collect()
     }
 
     /// Ends a subscription (STOP, unsubscribe link); false when there is none active.
     pub async fn deactivate_subscription(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(
+        self.deactivate_subscription_with_events(id, &[]).await
+    }
+
+    /// Ends a subscription and, when it was active, writes `events` (e.g.
+    /// `alert.subscription.ended`) in the same transaction; false when there is none active.
+    pub async fn deactivate_subscription_with_events(
+        &self,
+        id: &str,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ended =
             sqlx::query("UPDATE alert_subscriptions SET active = 0 WHERE id = $1 AND active = 1")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1,
-        )
+                == 1;
+        if ended {
+            insert_events(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Ends every active subscription registered with `phone` (an SMS reply STOP from it);

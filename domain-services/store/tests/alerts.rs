@@ -577,3 +577,81 @@ on_every_backend!(
     batched_enqueue_keeps_addresses_and_is_idempotent_on_every_backend,
     batched_enqueue_keeps_addresses_and_is_idempotent
 );
+
+fn subscriber(id: &str, lat: f64, lon: f64) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: id.into(),
+        user_id: None,
+        lat,
+        lon,
+        language: None,
+        min_severity: Some("Severe".into()),
+        email: Some(format!("{id}@example.org")),
+        phone: None,
+        push: None,
+        created_at: 1,
+    }
+}
+
+/// What the targeting index is built from and reads back: locations of active
+/// subscriptions (paged by id), and rows by id — ended and unknown ones left out. Bulk
+/// import and the create/end events travel with their writes.
+async fn targeting_reads_locations_and_rows_of_active_subscriptions(store: Store) {
+    let bulk: Vec<SubscriptionRecord> = (0..1_500)
+        .map(|i| subscriber(&format!("s{i:04}"), 50.0 + i as f64 / 1_000.0, 0.5))
+        .collect();
+    store.insert_subscriptions(&bulk).await.unwrap();
+    let created = NewEvent::new("nexus.crisis", "t1", "alert.subscription.created", "{}");
+    let before = store.outbox_pending(100).await.unwrap().len();
+    store
+        .insert_subscription_with_events(&subscriber("t1", 51.0, 0.0), &[created])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 1);
+    let ended = NewEvent::new("nexus.crisis", "s0001", "alert.subscription.ended", "{}");
+    assert!(
+        store
+            .deactivate_subscription_with_events("s0001", std::slice::from_ref(&ended))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .deactivate_subscription_with_events("s0001", &[ended])
+            .await
+            .unwrap(),
+        "ended once"
+    );
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 2);
+
+    let mut points = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .subscription_points(after.as_deref(), 400)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.0.clone());
+        points.extend(page);
+    }
+    assert_eq!(points.len(), 1_500, "1 500 imported + t1 - s0001");
+    assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(!points.iter().any(|p| p.0 == "s0001"));
+    let s0002 = points.iter().find(|p| p.0 == "s0002").unwrap();
+    assert_eq!((s0002.1, s0002.2), (50.0 + 2.0 / 1_000.0, 0.5));
+
+    let ids: Vec<String> = ["t1", "s0001", "nope", "s1499", "s0000"]
+        .map(String::from)
+        .to_vec();
+    let rows = store.subscriptions_by_ids(&ids).await.unwrap();
+    let got: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(got, ["s0000", "s1499", "t1"]);
+    assert_eq!(rows[0].email.as_deref(), Some("s0000@example.org"));
+    assert_eq!(rows[0].min_severity.as_deref(), Some("Severe"));
+    assert!(store.subscriptions_by_ids(&[]).await.unwrap().is_empty());
+}
+on_every_backend!(
+    targeting_reads_locations_and_rows_of_active_subscriptions_on_every_backend,
+    targeting_reads_locations_and_rows_of_active_subscriptions
+);
