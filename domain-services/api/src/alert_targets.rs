@@ -29,6 +29,7 @@ use nexus_geo::{
 };
 use nexus_store::{Store, StoreError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Consumer name of [`AlertTargetsSync`] (node scope: every node runs it).
@@ -60,7 +61,7 @@ enum Command {
     },
     Within {
         areas: Vec<Area>,
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Vec<Arc<str>>>,
     },
     Len {
         reply: oneshot::Sender<usize>,
@@ -142,8 +143,9 @@ impl AlertTargets {
     }
 
     /// Ids of the subscriptions inside any of `areas` (boundary included), each once, in
-    /// no particular order. Complete: targeting must not miss anyone.
-    pub async fn within(&self, areas: Vec<Area>) -> Result<Vec<String>, TargetsError> {
+    /// no particular order. Complete: targeting must not miss anyone. (Shared strings: a
+    /// million answers cost a million reference-count increments, not allocations.)
+    pub async fn within(&self, areas: Vec<Area>) -> Result<Vec<Arc<str>>, TargetsError> {
         if areas.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,26 +194,22 @@ fn point(id: ObjectId, at: Position) -> Object {
 /// The task state: the index and the id maps.
 struct Owner {
     index: GeoIndex,
-    ids: HashMap<String, ObjectId>,
-    names: HashMap<ObjectId, String>,
-    next: u64,
+    ids: HashMap<Arc<str>, ObjectId>,
+    /// `names[n]`: the subscription id of `ObjectId(n)` (`None` once removed). Numbers are
+    /// dense, so the answer to a targeting query is mapped by array access.
+    names: Vec<Option<Arc<str>>>,
 }
 
 impl Owner {
     /// `names[n]` is the subscription id of `ObjectId(n)`.
     fn new(index: GeoIndex, names: Vec<String>) -> Self {
-        let next = names.len() as u64;
-        let names: HashMap<ObjectId, String> = (0u64..)
-            .zip(names)
-            .map(|(n, id)| (ObjectId(n), id))
+        let names: Vec<Option<Arc<str>>> =
+            names.into_iter().map(|id| Some(Arc::from(id))).collect();
+        let ids = (0u64..)
+            .zip(&names)
+            .filter_map(|(n, id)| Some((id.clone()?, ObjectId(n))))
             .collect();
-        let ids = names.iter().map(|(n, id)| (id.clone(), *n)).collect();
-        Owner {
-            index,
-            ids,
-            names,
-            next,
-        }
+        Owner { index, ids, names }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -223,13 +221,13 @@ impl Owner {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Add { id, at } => {
-                let n = match self.ids.get(&id) {
+                let n = match self.ids.get(id.as_str()) {
                     Some(n) => *n,
                     None => {
-                        let n = ObjectId(self.next);
-                        self.next += 1;
+                        let n = ObjectId(self.names.len() as u64);
+                        let id: Arc<str> = Arc::from(id);
                         self.ids.insert(id.clone(), n);
-                        self.names.insert(n, id);
+                        self.names.push(Some(id));
                         n
                     }
                 };
@@ -237,8 +235,13 @@ impl Owner {
             }
             Command::Remove { ids } => {
                 for id in ids {
-                    if let Some(n) = self.ids.remove(&id) {
-                        self.names.remove(&n);
+                    if let Some(n) = self.ids.remove(id.as_str()) {
+                        if let Some(name) = usize::try_from(n.0)
+                            .ok()
+                            .and_then(|i| self.names.get_mut(i))
+                        {
+                            *name = None;
+                        }
                         self.index.remove(n);
                     }
                 }
@@ -252,7 +255,7 @@ impl Owner {
         }
     }
 
-    fn within(&self, areas: &[Area]) -> Vec<String> {
+    fn within(&self, areas: &[Area]) -> Vec<Arc<str>> {
         let filter = Filter::default();
         let mut found: Vec<ObjectId> = Vec::new();
         for area in areas {
@@ -268,7 +271,7 @@ impl Owner {
         }
         found
             .into_iter()
-            .filter_map(|n| self.names.get(&n).cloned())
+            .filter_map(|n| self.names.get(usize::try_from(n.0).ok()?)?.clone())
             .collect()
     }
 }
@@ -335,10 +338,11 @@ mod tests {
     }
 
     async fn sorted(targets: &AlertTargets, areas: Vec<Area>) -> Vec<String> {
-        let mut ids = targets
+        let ids = targets
             .within(areas)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         ids.sort();
         ids
     }

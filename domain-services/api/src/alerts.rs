@@ -1359,8 +1359,8 @@ struct Targeting<'a> {
     shapes: &'a Shapes,
     audience: Audience,
     severity: u8,
-    /// Selected by the index and not read yet, in id order; `None` before the selection.
-    selected: Option<std::collections::VecDeque<String>>,
+    /// Selected by the index and not read yet; `None` before the selection.
+    selected: Option<std::collections::VecDeque<std::sync::Arc<str>>>,
     done: bool,
 }
 
@@ -1402,12 +1402,11 @@ impl<'a> Targeting<'a> {
         let selected = match &mut self.selected {
             Some(s) => s,
             None => {
-                let mut ids = self
+                let ids = self
                     .targets
                     .within(self.shapes.target_areas())
                     .await
                     .map_err(|e| Problem::internal(&e))?;
-                ids.sort_unstable();
                 self.selected.insert(ids.into())
             }
         };
@@ -1416,7 +1415,9 @@ impl<'a> Targeting<'a> {
             return Ok(None);
         }
         let take = selected.len().min(TARGET_PAGE);
-        let page: Vec<String> = selected.drain(..take).collect();
+        // Pages hold disjoint ids and the store answers each in id order, so a
+        // subscription's deliveries stay together (what the preview counts by).
+        let page: Vec<String> = selected.drain(..take).map(|id| id.to_string()).collect();
         let rows = self.store.subscriptions_by_ids(&page).await?;
         if rows.len() < page.len() {
             // Ended (STOP, a push service's 410) or gone: the index forgets them.

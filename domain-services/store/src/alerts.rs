@@ -905,7 +905,7 @@ impl Store {
     }
 
     /// Stores many new subscriptions at once (a bulk import): one `INSERT … SELECT` per
-    /// [`INSERT_BATCH`] rows from a JSON array parameter, all in one transaction.
+    /// 20 000 rows from a JSON array parameter, all in one transaction.
     pub async fn insert_subscriptions(
         &self,
         recs: &[SubscriptionRecord],
