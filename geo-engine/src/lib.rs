@@ -9,8 +9,9 @@
 //!   resource's inventory; …). Values are validated when built: a `Position` is always a
 //!   finite latitude within ±90° and longitude within ±180°, an `Area` is always a valid
 //!   polygon set, a `Severity` is 1 to 5. Bad input is a typed [`GeoError`], never a panic.
-//! * A [`GeoIndex`] owns the objects. It keeps three structures in step: an id → object map,
-//!   an R-tree ([`rstar`]) over each object's bounds, and a count pyramid for clustering.
+//! * A [`GeoIndex`] owns the objects. It keeps three structures in step: a slab of objects
+//!   (with an id → slot map), an R-tree ([`rstar`]) over each object's bounds whose entries
+//!   carry the slot and the filterable attributes, and a count pyramid for clustering.
 //!   Insert, update, move and remove touch only the one object's entries; nothing is rebuilt.
 //! * Geometry is WGS 84 degrees. Distances are great-circle (haversine) metres on a sphere
 //!   of radius [`EARTH_RADIUS_M`]. Area edges are straight lines in longitude/latitude, as in
@@ -112,6 +113,7 @@
 //! * [`fence`] — geofences and transitions.
 //! * [`cluster`] — the count pyramid behind the map.
 //! * `geojson` — GeoJSON output types.
+//! * `slab` — objects stored by slot, reached from R-tree entries without hashing.
 //! * `index` — [`GeoIndex`], which ties them together.
 //! * `error` — [`GeoError`].
 
@@ -127,6 +129,7 @@ mod index;
 mod knn;
 mod object;
 mod query;
+mod slab;
 mod target;
 
 pub use budget::{Budget, CHECK_INTERVAL, Completion, Interrupt};
@@ -144,5 +147,5 @@ pub use object::{
     Area, Attributes, Geometry, Hazard, Incident, Kind, KindSet, Object, ObjectId, Resource,
     Responder, Severity, Shelter, Status, StatusSet,
 };
-pub use query::{Hit, Query, QueryResult, Shape};
+pub use query::{Hit, Order, Query, QueryResult, Shape};
 pub use target::IdsWithin;

@@ -4,19 +4,28 @@
 //! conservative planar cover of the query shape, then each candidate is tested exactly
 //! (great-circle distance for radius, `geo` predicates for areas) and against the
 //! [`Filter`]. Each candidate costs one step of the [`Budget`].
+//!
+//! Cost is dominated by the hits, so the per-hit path touches only the R-tree entry: the
+//! filter runs on attributes copied into it, a point's radius test is a chord comparison of
+//! unit vectors stored in it ([`CapTest`], haversine only near the edge), a subtree whose
+//! box lies inside the query rectangle is taken without per-entry box tests, and a hit's
+//! object is reached by slot, not by hash. Radius distances are computed (and sorted) only
+//! when the query asks for nearest-first results ([`Order`]).
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use geo::{Contains, Intersects};
+use rstar::{ParentNode, RTreeNode};
 
 use crate::budget::{Budget, Completion, Meter};
-use crate::coord::{BBox, Position, cap_cover, haversine_m};
+use crate::coord::{BBox, CapTest, LonLatRect, Position, cap_cover};
 use crate::distance::to_area_m;
 use crate::error::GeoError;
 use crate::filter::{Filter, Prepared};
-use crate::index::{Entry, IdMap, Tree};
+use crate::index::{Entry, Tree};
 use crate::object::{Area, Geometry, Object, ObjectId};
+use crate::slab::{Slab, Slot};
 
 /// The region a [`Query`] looks in.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +33,8 @@ pub enum Shape {
     /// Objects intersecting a box (which may cross the antimeridian).
     BBox(BBox),
     /// Objects within `radius_m` metres (great-circle) of `center`; for areas, the distance
-    /// to their closest point. Results come nearest first.
+    /// to their closest point. Results come nearest first with their distances, unless the
+    /// query asks for [`Order::Any`].
     Radius {
         /// Centre of the circle.
         center: Position,
@@ -55,6 +65,21 @@ pub struct Query {
     pub filter: Filter,
     /// At most this many results.
     pub limit: Option<usize>,
+    /// Whether radius results come nearest first (the default) or in any order.
+    pub order: Order,
+}
+
+/// The order of radius results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Nearest first, each hit with its distance; a limit keeps the nearest.
+    #[default]
+    NearestFirst,
+    /// In index order, without distances (`distance_m` is `None`); a limit keeps the first
+    /// found. The cheapest answer to "which objects are within r": most points are decided
+    /// without trigonometry and nothing is sorted. Box and area queries always answer in
+    /// this order.
+    Any,
 }
 
 impl Query {
@@ -63,7 +88,7 @@ impl Query {
         Self::new(Shape::BBox(bbox))
     }
 
-    /// Objects within `radius_m` of `center`, nearest first.
+    /// Objects within `radius_m` of `center`, nearest first (see [`Query::unordered`]).
     pub fn radius(center: Position, radius_m: f64) -> Self {
         Self::new(Shape::Radius { center, radius_m })
     }
@@ -83,7 +108,14 @@ impl Query {
             shape,
             filter: Filter::default(),
             limit: None,
+            order: Order::NearestFirst,
         }
+    }
+
+    /// Asks for radius results in any order and without distances ([`Order::Any`]).
+    pub fn unordered(mut self) -> Self {
+        self.order = Order::Any;
+        self
     }
 
     /// Sets the attribute filter.
@@ -102,9 +134,12 @@ impl Query {
 /// One result: the object and, for radius and k-nearest queries, its distance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit<'a> {
+    /// The object's id (also `object.id`, kept here so that listing ids reads no object).
+    pub id: ObjectId,
     /// The matching object.
     pub object: &'a Object,
-    /// Great-circle distance from the query centre in metres (radius and k-nearest only).
+    /// Great-circle distance from the query centre in metres (k-nearest, and radius queries
+    /// in [`Order::NearestFirst`]).
     pub distance_m: Option<f64>,
 }
 
@@ -138,7 +173,7 @@ impl<'a> QueryResult<'a> {
 
     /// The ids of the hits, in order.
     pub fn ids(&self) -> Vec<ObjectId> {
-        self.hits.iter().map(|h| h.object.id).collect()
+        self.hits.iter().map(|h| h.id).collect()
     }
 }
 
@@ -154,7 +189,7 @@ pub(crate) fn check_radius(radius_m: f64) -> Result<(), GeoError> {
 /// Runs `query` over the tree.
 pub(crate) fn run<'a>(
     tree: &'a Tree,
-    objects: &'a IdMap<Object>,
+    objects: &'a Slab,
     query: &Query,
     budget: &Budget<'_>,
 ) -> Result<QueryResult<'a>, GeoError> {
@@ -169,7 +204,7 @@ pub(crate) fn run<'a>(
             check_radius(*radius_m)?;
             (
                 cap_cover(*center, *radius_m),
-                Exact::Radius(*center, *radius_m),
+                Exact::Radius(CapTest::new(*center, *radius_m)),
             )
         }
         Shape::Within(area) => (BBox::from_rect(area.bounds()).parts(), Exact::Within(area)),
@@ -180,54 +215,47 @@ pub(crate) fn run<'a>(
     };
 
     let filter = Prepared::new(&query.filter);
-    // Radius results are sorted nearest first before the limit applies: collect ids and
-    // distances, and look objects up only for the results that survive.
-    let sorted = matches!(query.shape, Shape::Radius { .. });
+    // Nearest-first radius results need every distance before the limit applies: collect
+    // (distance, id, slot) and build hits only for the results that survive.
+    let sorted = matches!(query.shape, Shape::Radius { .. }) && query.order == Order::NearestFirst;
     let mut seen = (parts.len() > 1).then(HashSet::new);
     let mut hits = Vec::new();
-    let mut found: Vec<(f64, ObjectId)> = Vec::new();
+    let mut found: Vec<(f64, ObjectId, Slot)> = Vec::new();
     let mut truncated = false;
     for rect in parts.iter() {
-        let flow = scan(tree, rect.aabb(), &mut meter, |entry| {
+        let flow = walk(tree, rect, &mut meter, &mut |entry, inside| {
             if !filter.pass_tags(&entry.tags) {
                 return ControlFlow::Continue(());
             }
             // Points are decided from the entry alone; areas need their polygons.
-            let mut object = None;
-            let distance_m = match entry.point() {
-                Some(xy) => exact.test_point(xy),
-                None => objects.get(&entry.id).and_then(|o| {
-                    object = Some(o);
-                    exact.test(o)
-                }),
+            let decided = match entry.point() {
+                Some(xy) => exact.test_point(xy, &entry.xyz, inside, sorted),
+                None => exact.test(objects.at(entry.slot), sorted),
             };
-            let Some(distance_m) = distance_m else {
+            let Some(distance_m) = decided else {
                 return ControlFlow::Continue(());
             };
-            if !sorted || filter.needs_confirm() {
-                let Some(o) = object.or_else(|| objects.get(&entry.id)) else {
-                    return ControlFlow::Continue(());
-                };
-                if !filter.confirm(&o.attrs) {
-                    return ControlFlow::Continue(());
-                }
-                object = Some(o);
+            if filter.needs_confirm() && !filter.confirm(&objects.at(entry.slot).attrs) {
+                return ControlFlow::Continue(());
             }
             if let Some(seen) = seen.as_mut()
-                && !seen.insert(entry.id)
+                && !seen.insert(entry.slot)
             {
                 return ControlFlow::Continue(());
             }
-            match object {
-                Some(object) if !sorted => {
-                    if hits.len() == limit {
-                        truncated = true;
-                        return ControlFlow::Break(());
-                    }
-                    hits.push(Hit { object, distance_m });
-                }
-                _ => found.push((distance_m.unwrap_or(0.0), entry.id)),
+            if sorted {
+                found.push((distance_m.unwrap_or(0.0), entry.id, entry.slot));
+                return ControlFlow::Continue(());
             }
+            if hits.len() == limit {
+                truncated = true;
+                return ControlFlow::Break(());
+            }
+            hits.push(Hit {
+                id: entry.id,
+                object: objects.at(entry.slot),
+                distance_m,
+            });
             ControlFlow::Continue(())
         });
         if flow.is_break() {
@@ -235,8 +263,8 @@ pub(crate) fn run<'a>(
         }
     }
     if sorted {
-        let nearest_first =
-            |a: &(f64, ObjectId), b: &(f64, ObjectId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        type Found = (f64, ObjectId, Slot);
+        let nearest_first = |a: &Found, b: &Found| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         if found.len() > limit {
             // Select the nearest `limit` in linear time, then sort only those.
             if limit > 0 {
@@ -248,11 +276,10 @@ pub(crate) fn run<'a>(
         found.sort_unstable_by(nearest_first);
         hits = found
             .into_iter()
-            .filter_map(|(d, id)| {
-                objects.get(&id).map(|object| Hit {
-                    object,
-                    distance_m: Some(d),
-                })
+            .map(|(d, id, slot)| Hit {
+                id,
+                object: objects.at(slot),
+                distance_m: Some(d),
             })
             .collect();
     }
@@ -271,40 +298,55 @@ pub(crate) fn run<'a>(
 /// The exact test of a query shape.
 enum Exact<'q> {
     BBox(BBox, Vec<geo::Rect<f64>>),
-    Radius(Position, f64),
+    Radius(CapTest),
     Within(&'q Area),
     Intersects(&'q Area),
 }
 
 impl Exact<'_> {
-    /// [`Exact::test`] for a point object at `[lon, lat]`.
-    fn test_point(&self, [lon, lat]: [f64; 2]) -> Option<Option<f64>> {
+    /// [`Exact::test`] for a point object at `[lon, lat]` with unit vector `xyz`.
+    /// `inside`: the walk already knows the point lies in one of the query's rectangles.
+    /// `distance`: whether a radius hit needs its distance.
+    fn test_point(
+        &self,
+        [lon, lat]: [f64; 2],
+        xyz: &[f32; 3],
+        inside: bool,
+        distance: bool,
+    ) -> Option<Option<f64>> {
         match self {
+            // The rectangles are the box itself (split at ±180°): a point in one is in it.
+            Exact::BBox(..) if inside => Some(None),
             Exact::BBox(b, _) => b.contains_lon_lat(lon, lat).then_some(None),
-            Exact::Radius(c, r) => {
-                let d = haversine_m(c.lat(), c.lon(), lat, lon);
-                (d <= *r).then_some(Some(d))
+            Exact::Radius(cap) if distance => {
+                if cap.surely_outside(xyz) {
+                    return None;
+                }
+                let d = cap.distance_m(lon, lat);
+                (d <= cap.radius_m()).then_some(Some(d))
             }
+            Exact::Radius(cap) => cap.contains(xyz, [lon, lat]).then_some(None),
             Exact::Within(area) | Exact::Intersects(area) => {
                 area.covers(Position::clamped(lat, lon)).then_some(None)
             }
         }
     }
 
-    /// `None` when `o` does not match; `Some(distance)` when it does.
-    fn test(&self, o: &Object) -> Option<Option<f64>> {
+    /// `None` when `o` does not match; `Some(distance)` when it does (the distance for
+    /// radius queries when `distance` is asked for).
+    fn test(&self, o: &Object, distance: bool) -> Option<Option<f64>> {
         match (self, &o.geometry) {
             (Exact::BBox(b, _), Geometry::Point(p)) => b.contains(*p).then_some(None),
             (Exact::BBox(_, rects), Geometry::Area(a)) => rects
                 .iter()
                 .any(|r| a.polygons().intersects(r))
                 .then_some(None),
-            (Exact::Radius(c, r), g) => {
+            (Exact::Radius(cap), g) => {
                 let d = match g {
-                    Geometry::Point(p) => c.distance_m(*p),
-                    Geometry::Area(a) => to_area_m(*c, a),
+                    Geometry::Point(p) => cap.center().distance_m(*p),
+                    Geometry::Area(a) => to_area_m(cap.center(), a),
                 };
-                (d <= *r).then_some(Some(d))
+                (d <= cap.radius_m()).then_some(distance.then_some(d))
             }
             (Exact::Within(area) | Exact::Intersects(area), Geometry::Point(p)) => {
                 area.covers(*p).then_some(None)
@@ -319,18 +361,99 @@ impl Exact<'_> {
     }
 }
 
-/// Visits the entries whose envelope meets `aabb`, one budget step each. Breaks when
-/// `visit` breaks or the budget runs out.
-fn scan(
+/// Visits the entries whose box meets `rect`, one budget step each: `visit` gets the entry
+/// and whether its box is known to lie inside `rect`. A subtree whose box lies inside
+/// `rect` is visited without testing its entries (they are passed with `inside = true`). Breaks when `visit` breaks or the budget runs out.
+fn walk(
     tree: &Tree,
-    aabb: rstar::AABB<[f64; 2]>,
+    rect: &LonLatRect,
     meter: &mut Meter<'_, '_>,
-    mut visit: impl FnMut(&Entry) -> ControlFlow<()>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    tree.locate_in_envelope_intersecting_int(&aabb, |entry| {
-        if !meter.tick() {
-            return ControlFlow::Break(());
+    let root = tree.root();
+    if tree.size() == 0 {
+        return ControlFlow::Continue(());
+    }
+    let env = root.envelope();
+    if contains(rect, &env.lower(), &env.upper()) {
+        walk_all(root, meter, visit)
+    } else {
+        walk_some(root, rect, meter, visit)
+    }
+}
+
+fn walk_some(
+    node: &ParentNode<Entry>,
+    rect: &LonLatRect,
+    meter: &mut Meter<'_, '_>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    touch_grandchildren(node);
+    for child in node.children() {
+        match child {
+            RTreeNode::Leaf(entry) => {
+                let (lo, hi) = entry.bounds();
+                if meets(rect, lo, hi) {
+                    if !meter.tick() {
+                        return ControlFlow::Break(());
+                    }
+                    visit(entry, contains(rect, lo, hi))?;
+                }
+            }
+            RTreeNode::Parent(parent) => {
+                let env = parent.envelope();
+                let (lo, hi) = (env.lower(), env.upper());
+                if contains(rect, &lo, &hi) {
+                    walk_all(parent, meter, visit)?;
+                } else if meets(rect, &lo, &hi) {
+                    walk_some(parent, rect, meter, visit)?;
+                }
+            }
         }
-        visit(entry)
-    })
+    }
+    ControlFlow::Continue(())
+}
+
+fn walk_all(
+    node: &ParentNode<Entry>,
+    meter: &mut Meter<'_, '_>,
+    visit: &mut impl FnMut(&Entry, bool) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    touch_grandchildren(node);
+    for child in node.children() {
+        match child {
+            RTreeNode::Leaf(entry) => {
+                if !meter.tick() {
+                    return ControlFlow::Break(());
+                }
+                visit(entry, true)?;
+            }
+            RTreeNode::Parent(parent) => walk_all(parent, meter, visit)?,
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Reads a few cache lines of every child node's entries before the walk descends into
+/// the first one. The reads are independent, so the CPU overlaps their cache misses; walking
+/// the children one by one would otherwise wait for each node's memory in turn (the walk of
+/// a large answer is bound by memory latency, not by computation).
+fn touch_grandchildren(node: &ParentNode<Entry>) {
+    for child in node.children() {
+        if let RTreeNode::Parent(parent) = child {
+            for grandchild in parent.children().iter().step_by(4) {
+                std::hint::black_box(matches!(grandchild, RTreeNode::Leaf(_)));
+            }
+        }
+    }
+}
+
+/// Whether the box `lo`–`hi` shares a point with `rect` (boundaries included).
+fn meets(rect: &LonLatRect, lo: &[f64; 2], hi: &[f64; 2]) -> bool {
+    lo[0] <= rect.max[0] && lo[1] <= rect.max[1] && hi[0] >= rect.min[0] && hi[1] >= rect.min[1]
+}
+
+/// Whether the box `lo`–`hi` lies inside `rect` (boundaries included).
+fn contains(rect: &LonLatRect, lo: &[f64; 2], hi: &[f64; 2]) -> bool {
+    lo[0] >= rect.min[0] && lo[1] >= rect.min[1] && hi[0] <= rect.max[0] && hi[1] <= rect.max[1]
 }

@@ -24,8 +24,9 @@ use rstar::{AABB, Envelope, ParentNode, RTreeNode};
 use crate::budget::{Budget, Completion, Meter};
 use crate::coord::Position;
 use crate::filter::{Filter, Prepared};
-use crate::index::{Entry, IdMap, Tree};
-use crate::object::{Area, Object, ObjectId};
+use crate::index::{Entry, Tree};
+use crate::slab::Slab;
+use crate::object::{Area, ObjectId};
 
 /// The answer of [`GeoIndex::ids_within`](crate::GeoIndex::ids_within).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,14 +51,14 @@ struct Walk<'a, 'm, 'c> {
     edges: Vec<geo::Line<f64>>,
     bounds: AABB<[f64; 2]>,
     filter: Prepared<'a>,
-    objects: &'a IdMap<Object>,
+    objects: &'a Slab,
     meter: &'m mut Meter<'a, 'c>,
     ids: Vec<ObjectId>,
 }
 
 pub(crate) fn ids_within(
     tree: &Tree,
-    objects: &IdMap<Object>,
+    objects: &Slab,
     area: &Area,
     filter: &Filter,
     budget: &Budget<'_>,
@@ -131,10 +132,7 @@ impl Walk<'_, '_, '_> {
             return;
         }
         if self.filter.needs_confirm()
-            && !self
-                .objects
-                .get(&entry.id)
-                .is_some_and(|o| self.filter.confirm(&o.attrs))
+            && !self.filter.confirm(&self.objects.at(entry.slot).attrs)
         {
             return;
         }

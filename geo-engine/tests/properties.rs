@@ -176,6 +176,42 @@ proptest! {
     }
 
     #[test]
+    fn unordered_radius_equals_brute_force_even_at_the_edge(
+        points in objects(),
+        center in position(),
+        radius_m in prop_oneof![0.0..50_000.0f64, 0.0..3_000_000.0f64, 0.0..25_000_000.0f64],
+        // Put the edge on one of the points, a hair inside or outside, or exactly on it.
+        edge in prop::option::of((any::<prop::sample::Index>(), prop_oneof![Just(0.0f64), -1e-6..1e-6f64])),
+        min_sev in 0u8..=5,
+        ty in type_filter(),
+    ) {
+        let index = build(&points);
+        let radius_m = match edge {
+            Some((i, dr)) if !points.is_empty() => {
+                let p = points[i.index(points.len())].0;
+                (center.distance_m(p) + dr).max(0.0)
+            }
+            _ => radius_m,
+        };
+        let q = Query::radius(center, radius_m)
+            .filter(filter_of(min_sev, ty))
+            .unordered();
+        let got = index.query(&q, &Budget::unlimited()).expect("query");
+        prop_assert_eq!(got.completion, Completion::Complete);
+        prop_assert!(got.hits.iter().all(|h| h.distance_m.is_none() && h.id == h.object.id));
+        let expected: Vec<ObjectId> = points
+            .iter()
+            .enumerate()
+            .filter(|(i, (p, sev))| {
+                passes(*i as u64, *sev, min_sev, ty)
+                    && haversine_m(center.lat(), center.lon(), p.lat(), p.lon()) <= radius_m
+            })
+            .map(|(i, _)| ObjectId(i as u64))
+            .collect();
+        prop_assert_eq!(sorted(got.ids()), expected);
+    }
+
+    #[test]
     fn knn_equals_brute_force(
         points in objects(),
         center in position(),

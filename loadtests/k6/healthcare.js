@@ -5,16 +5,31 @@
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 \
 //     -e PROVIDER_TOKEN="$(nexus token --sub bench-provider --role provider --ttl 7200)" \
 //     loadtests/k6/healthcare.js
+// By default each scenario runs closed-loop (a fixed number of VUs as fast as they can: the
+// throughput). With -e RATE=500 each runs open-loop at a fixed arrival rate of RATE HTTP
+// requests per second instead (the latency at that load): booking iterations make 3
+// requests, records iterations 2.
 import http from 'k6/http';
 import { check, fail } from 'k6';
+import exec from 'k6/execution';
 
 const BASE = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const DURATION = __ENV.DURATION || '20s';
 const PATIENTS = 16;
 const SLOT_MS = 10 * 60 * 1000;
 
+const RATE = Number(__ENV.RATE || 0);
+// An open-loop scenario: `requests` HTTP requests per iteration, RATE requests per second.
+const atRate = (exec, requests, startTime) => ({
+  executor: 'constant-arrival-rate', exec, startTime, duration: DURATION,
+  rate: Math.round(RATE / requests), timeUnit: '1s', preAllocatedVUs: 32, maxVUs: 256,
+});
+
 export const options = {
-  scenarios: {
+  scenarios: RATE > 0 ? {
+    booking: atRate('booking', 3, '0s'),
+    records: atRate('records', 2, DURATION),
+  } : {
     booking: { executor: 'constant-vus', vus: 8, duration: DURATION, exec: 'booking' },
     records: { executor: 'constant-vus', vus: 16, duration: DURATION, exec: 'records', startTime: DURATION },
   },
@@ -71,7 +86,8 @@ export function setup() {
 }
 
 export function booking(data) {
-  const n = __VU * 1000000 + __ITER;
+  // Unique across VUs and iterations, so no two slots overlap.
+  const n = exec.scenario.iterationInTest;
   const start = new Date(data.epoch + n * SLOT_MS).toISOString();
   const end = new Date(data.epoch + (n + 1) * SLOT_MS).toISOString();
   const slot = http.post(`${BASE}/api/v1/healthcare/providers/${data.provider}/slots`,

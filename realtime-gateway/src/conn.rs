@@ -1,9 +1,10 @@
 //! One client connection, over any `Sink`/`Stream` of WebSocket messages.
 //!
-//! A connection runs as two futures joined in one task: the *session* reads frames, runs
-//! commands one after the other and keeps the timers (connect deadline, pings, token
-//! expiry); the *writer* drains the connection's bounded outbox into the sink, coalescing queued
-//! messages into one frame. Either ends the connection by closing the outbox with a
+//! A connection runs as two tasks: the *session* reads frames, runs commands one after the
+//! other and keeps the timers (connect deadline, pings, token expiry); the *writer* drains the
+//! connection's bounded outbox into the sink as soon as something is queued, coalescing what
+//! queued up meanwhile into one frame (no flush timer). They are separate tasks so that a
+//! delivery wakes only the writer. Either ends the connection by closing the outbox with a
 //! [`Disconnect`]; the writer then sends the close frame and the session cleans up
 //! (hub, presence, registry).
 
@@ -66,7 +67,7 @@ impl Gateway {
     /// adapts axum's WebSocket to it, and tests drive it with in-memory channels.
     pub async fn serve_connection<S, R, E>(&self, sink: S, stream: R)
     where
-        S: Sink<Outgoing> + Unpin + Send,
+        S: Sink<Outgoing> + Unpin + Send + 'static,
         R: Stream<Item = Result<Incoming, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
@@ -97,8 +98,23 @@ impl Gateway {
             Duration::from_secs(cfg.close_timeout_secs),
             stats.clone(),
         );
-        tokio::join!(writer, session.run(stream, ctrl_rx));
+        // The writer runs as its own task, so a delivery wakes the writer alone. (Joined in
+        // one task, every delivery also re-polled the session's socket read, timers and
+        // shutdown token: `join!` polls every branch on every wake-up.)
+        let mut writer = AbortOnDrop(tokio::spawn(writer));
+        session.run(stream, ctrl_rx).await;
+        let _ = (&mut writer.0).await;
         stats.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The writer task of a connection whose `serve_connection` future is dropped (server
+/// shutdown) goes with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -116,20 +132,21 @@ async fn write_loop<S: Sink<Outgoing> + Unpin>(
     close_timeout: Duration,
     stats: Arc<Stats>,
 ) {
-    let closing = outbox.closing().clone();
     let mut carry: Option<Queued> = None;
     // Publish times of the publications in the frame being written.
     let mut stamps: Vec<u64> = Vec::new();
     loop {
+        // A frame goes out as soon as it is queued: no timer, no waiting for more. What
+        // queued up meanwhile (while the previous write ran) rides in the same frame.
         let first = match carry.take() {
-            Some(f) => f,
-            None => tokio::select! {
-                biased;
-                _ = closing.cancelled() => break,
-                next = rx.recv() => match next {
-                    Some(f) => { outbox.dequeued(f.frame.len()); f }
-                    None => break,
-                },
+            Some(f) if !outbox.is_closed() => f,
+            Some(_) => break,
+            None => match outbox.next(&mut rx).await {
+                Some(f) => {
+                    outbox.dequeued(f.frame.len());
+                    f
+                }
+                None => break,
             },
         };
         stamps.clear();
@@ -161,14 +178,13 @@ async fn write_loop<S: Sink<Outgoing> + Unpin>(
                 buf.freeze()
             }
         };
-        tokio::select! {
-            biased;
-            _ = closing.cancelled() => break,
-            sent = sink.send(Outgoing::Text(frame)) => {
-                if sent.is_err() {
-                    outbox.close(Disconnect::WRITE_ERROR);
-                    break;
-                }
+        match outbox.unless_closed(sink.send(Outgoing::Text(frame))).await {
+            None => break,
+            Some(Err(_)) => {
+                outbox.close(Disconnect::WRITE_ERROR);
+                break;
+            }
+            Some(Ok(())) => {
                 stats.frames_written.fetch_add(1, Relaxed);
                 if !stamps.is_empty() {
                     let now = unix_micros();

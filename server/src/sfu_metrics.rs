@@ -6,7 +6,7 @@
 //! snapshot every [`REFRESH`] and the collector reads the latest one: values lag by at most
 //! that long, far below any scrape interval. The task ends when the collector is dropped.
 
-use nexus_sfu_net::{SHARD_BUSY_METRIC, SfuHandle, SfuStats};
+use nexus_sfu_net::{FORWARD_LATENCY_METRIC, SHARD_BUSY_METRIC, SfuHandle, SfuStats};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,7 +17,8 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 
 /// Exposes `nexus_sfu_*`: rooms, participants, tracks, packets and bytes in/out, forwarded
 /// frames, dropped packets, NACKs, keyframe requests (sent and throttled), layer switches,
-/// ingress loss, and `nexus_sfu_shard_busy_seconds_total{shard}` (per-shard loop time).
+/// ingress loss, `nexus_sfu_shard_busy_seconds_total{shard}` (per-shard loop time) and the
+/// `nexus_sfu_forward_latency_seconds` histogram (added forwarding latency).
 pub struct SfuCollector {
     snapshot: Arc<Mutex<SfuStats>>,
     descs: Vec<Desc>,
@@ -53,6 +54,16 @@ impl SfuCollector {
                 format!("nexus_sfu_{busy}"),
                 busy_help.into(),
                 vec!["shard".into()],
+                Default::default(),
+            )
+            .expect("valid metric name"),
+        );
+        let (latency, latency_help) = FORWARD_LATENCY_METRIC;
+        descs.push(
+            Desc::new(
+                format!("nexus_sfu_{latency}"),
+                latency_help.into(),
+                Vec::new(),
                 Default::default(),
             )
             .expect("valid metric name"),
@@ -104,6 +115,32 @@ impl SfuCollector {
                 shards,
             ));
         }
+        let (name, help) = FORWARD_LATENCY_METRIC;
+        let mut h = proto::Histogram::default();
+        let h_latency = &stats.forward_latency;
+        h.set_sample_count(h_latency.count());
+        h.set_sample_sum(h_latency.sum_ns as f64 / 1e9);
+        h.set_bucket(
+            h_latency
+                .cumulative()
+                .into_iter()
+                .filter(|(le, _)| le.is_finite())
+                .map(|(le, count)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(le);
+                    b.set_cumulative_count(count);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = proto::Metric::default();
+        m.set_histogram(h);
+        out.push(family(
+            &format!("nexus_sfu_{name}"),
+            help,
+            MetricType::HISTOGRAM,
+            vec![m],
+        ));
         out
     }
 }
@@ -181,6 +218,11 @@ mod tests {
         let stats = SfuStats {
             total: shard,
             shards: vec![(shard, 1_500_000_000), (ShardStats::default(), 0)],
+            forward_latency: {
+                let mut h = nexus_sfu_net::LatencyHistogram::default();
+                h.record(std::time::Duration::from_micros(120));
+                h
+            },
         };
         let text = render(&stats);
         for line in [
@@ -196,6 +238,10 @@ mod tests {
             "nexus_sfu_shard_busy_seconds_total{shard=\"1\"} 0",
             "# TYPE nexus_sfu_rooms gauge",
             "# TYPE nexus_sfu_bytes_out_total counter",
+            "# TYPE nexus_sfu_forward_latency_seconds histogram",
+            "nexus_sfu_forward_latency_seconds_bucket{le=\"0.0001\"} 0",
+            "nexus_sfu_forward_latency_seconds_bucket{le=\"0.00015\"} 1",
+            "nexus_sfu_forward_latency_seconds_count 1",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }

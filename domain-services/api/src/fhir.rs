@@ -311,15 +311,9 @@ async fn write_record(
         &patient_id,
         json!({"patient_id": patient_id, "resource_type": resource_type, "id": rec.id}),
     )?;
-    let stored = state.store.put_record(&rec, &[ev]).await?;
-    state
+    let stored = state
         .store
-        .audit(
-            who.user_id(),
-            "record.write",
-            Some(&patient_id),
-            &json!({"resource_type": resource_type, "id": stored.id, "version": stored.version}),
-        )
+        .put_record_audited(&rec, &[ev], who.user_id())
         .await?;
     let status = if stored.version == 1 {
         StatusCode::CREATED

@@ -6,13 +6,17 @@
 //! at a time on one connection / one thread:
 //!
 //! - radius 50 km (great circle; PostGIS `ST_DWithin(geography, geography, r, false)`, i.e.
-//!   on the sphere as the engine), every hit's id returned;
+//!   on the sphere as the engine), every hit's id returned in no particular order (the
+//!   engine's `Query::unordered`: neither side computes distances or sorts);
 //! - bbox 1° × 1° (`ST_Intersects(geom, ST_MakeEnvelope(…))`: exact, boundary included,
 //!   as the engine), ids returned;
-//! - 10 nearest (`ORDER BY geom::geography <-> point LIMIT 10`, index-assisted).
+//! - 10 nearest (`ORDER BY geom::geography <-> point LIMIT 10`, index-assisted);
+//! - radius 50 km nearest first: the engine's default radius query (every hit with its
+//!   distance, sorted), PostGIS `ORDER BY ST_Distance(geography, point, false), id`.
 //!
 //! Prints a Markdown table of queries/s and the engine / PostGIS ratio, plus how many of the
-//! first queries gave identical id sets on both. Needs `NEXUS_TEST_DATABASE_URL` (see
+//! first 100 queries of each kind gave identical id sets on both, and the load average
+//! before and after. Needs `NEXUS_TEST_DATABASE_URL` (see
 //! `scripts/services.sh env`).
 //!
 //! ```sh
@@ -98,6 +102,7 @@ enum Kind {
     Radius,
     Bbox,
     Knn,
+    RadiusSorted,
 }
 
 impl Kind {
@@ -106,6 +111,7 @@ impl Kind {
             Kind::Radius => "radius 50 km (all hits)",
             Kind::Bbox => "bbox 1° × 1°",
             Kind::Knn => "k-nearest, k = 10",
+            Kind::RadiusSorted => "radius 50 km, nearest first",
         }
     }
 }
@@ -128,7 +134,7 @@ fn engine_query(index: &GeoIndex, kind: Kind, c: (f64, f64)) -> Vec<u64> {
     let budget = Budget::unlimited();
     let ids = match kind {
         Kind::Radius => index
-            .query(&Query::radius(center, RADIUS_M), &budget)
+            .query(&Query::radius(center, RADIUS_M).unordered(), &budget)
             .unwrap()
             .ids(),
         Kind::Bbox => {
@@ -139,6 +145,10 @@ fn engine_query(index: &GeoIndex, kind: Kind, c: (f64, f64)) -> Vec<u64> {
                 .ids()
         }
         Kind::Knn => index.nearest(center, K, &Filter::default(), &budget).ids(),
+        Kind::RadiusSorted => index
+            .query(&Query::radius(center, RADIUS_M), &budget)
+            .unwrap()
+            .ids(),
     };
     ids.into_iter().map(|i| i.0).collect()
 }
@@ -187,6 +197,18 @@ async fn postgis_query(conn: &mut PgConnection, kind: Kind, c: (f64, f64)) -> Ve
         .fetch_all(&mut *conn)
         .await
         .unwrap(),
+        Kind::RadiusSorted => sqlx::query_scalar(
+            "SELECT id FROM bench_points WHERE ST_DWithin(geom::geography, \
+             ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography, $3, false) \
+             ORDER BY ST_Distance(geom::geography, \
+             ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography, false), id",
+        )
+        .bind(lon)
+        .bind(lat)
+        .bind(RADIUS_M)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap(),
     };
     rows.into_iter().map(|i| i as u64).collect()
 }
@@ -195,6 +217,17 @@ async fn postgis_query(conn: &mut PgConnection, kind: Kind, c: (f64, f64)) -> Ve
 fn rate(count: usize, took: Duration) -> f64 {
     count as f64 / took.as_secs_f64()
 }
+
+/// The 1-minute load average, to print with the figures.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+const KINDS: [Kind; 4] = [Kind::Radius, Kind::Bbox, Kind::Knn, Kind::RadiusSorted];
+const AGREE: usize = 100;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -212,7 +245,8 @@ async fn run() {
     let per_kind_secs: u64 = std::env::var("GEO_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(20);
+    let load_before = load();
     let data = points(n);
     let mut rng = Rng(7);
     let centers: Vec<(f64, f64)> = (0..1000)
@@ -272,10 +306,10 @@ async fn run() {
 
     // Same answers? Compare id sets of the first queries of each kind.
     let mut agree = Vec::new();
-    for kind in [Kind::Radius, Kind::Bbox, Kind::Knn] {
+    for kind in KINDS {
         let mut same = 0;
         let mut hits = 0usize;
-        for c in centers.iter().take(20) {
+        for c in centers.iter().take(AGREE) {
             let mut e = engine_query(&index, kind, *c);
             let mut p = postgis_query(&mut conn, kind, *c).await;
             hits += e.len();
@@ -283,44 +317,50 @@ async fn run() {
             p.sort_unstable();
             same += usize::from(e == p);
         }
-        agree.push((same, hits / 20));
+        agree.push((same, hits / AGREE));
     }
 
-    // Warm both, then time each kind: the engine for up to 5 s or 5 000 queries, PostGIS
-    // for up to `per_kind_secs` or 2 000 queries.
+    // Warm both, then time each kind for `per_kind_secs`, alternating 100 ms slices of
+    // engine queries and of PostGIS queries (at least one per slice), so that both sides
+    // run under the same machine load even when it changes during the run.
+    let slice = Duration::from_millis(100);
     let mut rows = Vec::new();
-    for (k, kind) in [Kind::Radius, Kind::Bbox, Kind::Knn]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, kind) in KINDS.into_iter().enumerate() {
         for c in centers.iter().take(10) {
             engine_query(&index, kind, *c);
             postgis_query(&mut conn, kind, *c).await;
         }
-        let t = Instant::now();
-        let mut done = 0;
         let mut checksum = 0usize;
-        while done < 5_000 && t.elapsed() < Duration::from_secs(5) {
-            checksum += engine_query(&index, kind, centers[done % centers.len()]).len();
-            done += 1;
+        let (mut engine_n, mut engine_t) = (0, Duration::ZERO);
+        let (mut done, mut postgis_t) = (0, Duration::ZERO);
+        let end = Instant::now() + Duration::from_secs(per_kind_secs);
+        while Instant::now() < end {
+            let t = Instant::now();
+            while t.elapsed() < slice {
+                checksum += engine_query(&index, kind, centers[engine_n % centers.len()]).len();
+                engine_n += 1;
+            }
+            engine_t += t.elapsed();
+            let t = Instant::now();
+            loop {
+                checksum += postgis_query(&mut conn, kind, centers[done % centers.len()])
+                    .await
+                    .len();
+                done += 1;
+                if t.elapsed() >= slice {
+                    break;
+                }
+            }
+            postgis_t += t.elapsed();
         }
-        let engine = rate(done, t.elapsed());
-        let engine_n = done;
-        let t = Instant::now();
-        let mut done = 0;
-        while done < 2_000 && t.elapsed() < Duration::from_secs(per_kind_secs) {
-            checksum += postgis_query(&mut conn, kind, centers[done % centers.len()])
-                .await
-                .len();
-            done += 1;
-        }
-        let postgis = rate(done, t.elapsed());
+        let engine = rate(engine_n, engine_t);
+        let postgis = rate(done, postgis_t);
         std::hint::black_box(checksum);
         rows.push((kind, engine, engine_n, postgis, done, agree[k]));
     }
 
     println!(
-        "| query | mean hits | engine q/s (n) | PostGIS q/s (n) | engine ÷ PostGIS | same ids (of 20) |"
+        "| query | mean hits | engine q/s (n) | PostGIS q/s (n) | engine ÷ PostGIS | same ids (of {AGREE}) |"
     );
     println!("|---|---|---|---|---|---|");
     for (kind, engine, en, postgis, pn, (same, hits)) in rows {
@@ -332,5 +372,9 @@ async fn run() {
     }
     println!(
         "\nload: engine bulk load {engine_load:.2?}; PostGIS COPY {copied:.2?}, + GiST indexes and ANALYZE {pg_load:.2?}"
+    );
+    println!(
+        "load average (1 min): {load_before} before, {} after",
+        load()
     );
 }

@@ -54,7 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_health_education.sql"),
         postgres: include_str!("../migrations/postgres/0005_health_education.sql"),
     },
-    // Version 6 was reserved while feed ingest was developed alongside; it took 8.
+    Migration {
+        version: 6,
+        name: "care_index",
+        sqlite: include_str!("../migrations/sqlite/0006_care_index.sql"),
+        postgres: include_str!("../migrations/postgres/0006_care_index.sql"),
+    },
     Migration {
         version: 7,
         name: "alert_approval",

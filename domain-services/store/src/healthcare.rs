@@ -13,7 +13,7 @@
 
 use crate::db::{Backend, Store};
 use crate::error::StoreError;
-use crate::outbox::{NewEvent, insert_events};
+use crate::outbox::{NewEvent, audit_in, insert_events};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -368,17 +368,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let overlapping: i64 = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM hc_slots WHERE provider_id = $1 \
-             AND start_at < $2 AND end_at > $3",
+        // A provider's slots never overlap (this check keeps it so), so ordered by start they
+        // are ordered by end too: of the slots starting before the new one ends, only the
+        // last can reach past its start. One index probe instead of a walk over every
+        // earlier slot of the provider.
+        let previous_end: Option<i64> = sqlx::query(
+            "SELECT end_at FROM hc_slots WHERE provider_id = $1 AND start_at < $2 \
+             ORDER BY start_at DESC LIMIT 1",
         )
         .bind(&s.provider_id)
         .bind(s.end_at)
-        .bind(s.start_at)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?
-        .try_get(0)?;
-        if overlapping > 0 {
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        if previous_end.is_some_and(|end| end > s.start_at) {
             return Err(StoreError::Conflict(
                 "the slot overlaps another slot of this provider".into(),
             ));
@@ -573,10 +577,13 @@ impl Store {
         provider_user_id: &str,
         patient_id: &str,
     ) -> Result<bool, StoreError> {
+        // One probe of hc_appointments_care (patient, provider, status), whatever the
+        // number of appointments either of them has; stops at the first match.
         let n: i64 = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM hc_appointments a \
-             JOIN hc_providers p ON p.id = a.provider_id \
-             WHERE p.user_id = $1 AND a.patient_id = $2 AND a.status IN ('booked', 'completed')",
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM hc_appointments \
+             WHERE patient_id = $2 \
+             AND provider_id = (SELECT id FROM hc_providers WHERE user_id = $1) \
+             AND status IN ('booked', 'completed') LIMIT 1) t",
         )
         .bind(provider_user_id)
         .bind(patient_id)
@@ -746,6 +753,33 @@ impl Store {
     ) -> Result<FhirRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let stored = put_record_in(&mut tx, r).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// [`Store::put_record`] by `actor`, with its `record.write` audit entry (resource type,
+    /// id and stored version; no clinical content) in the same transaction: the write and its
+    /// audit trail commit together, at the cost of one commit.
+    pub async fn put_record_audited(
+        &self,
+        r: &FhirRecord,
+        events: &[NewEvent],
+        actor: Option<&str>,
+    ) -> Result<FhirRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stored = put_record_in(&mut tx, r).await?;
+        let detail = serde_json::json!({
+            "resource_type": stored.resource_type, "id": stored.id, "version": stored.version,
+        });
+        audit_in(
+            &mut tx,
+            actor,
+            "record.write",
+            Some(&stored.patient_id),
+            &detail,
+        )
+        .await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(stored)

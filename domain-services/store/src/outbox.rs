@@ -63,6 +63,28 @@ pub(crate) fn row_to_outbox(r: &sqlx::any::AnyRow) -> Result<OutboxRow, StoreErr
     })
 }
 
+/// Appends to the audit log inside a write transaction, so the entry commits with the change
+/// it records (and costs no commit of its own). Call it before [`insert_events`].
+pub(crate) async fn audit_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    actor: Option<&str>,
+    action: &str,
+    target: Option<&str>,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(crate::now_ms())
+    .bind(actor.map(str::to_string))
+    .bind(action)
+    .bind(target.map(str::to_string))
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Arbitrary constant for PostgreSQL's advisory lock ordering outbox commits.
 const OUTBOX_ORDER_LOCK: i64 = 0x006e_6578_6f62;
 

@@ -174,6 +174,47 @@ on_every_backend!(
     a_slot_is_booked_once_even_under_concurrency
 );
 
+/// The overlap check probes only the last slot starting before the new one ends; every way of
+/// overlapping is still refused, and back-to-back slots on either side are accepted.
+async fn overlapping_slots_are_refused_in_every_arrangement(store: Store) {
+    provider(&store, "p1", "general_practice", &["en"]).await;
+    let at = |id: &str, start: i64, end: i64| SlotRecord {
+        end_at: end,
+        ..slot(id, "p1", start)
+    };
+    for s in [at("a", 10 * HOUR, 11 * HOUR), at("b", 12 * HOUR, 13 * HOUR)] {
+        store.add_slot(&s, &[]).await.unwrap();
+    }
+    let refused = [
+        ("tail of a", 10 * HOUR + HOUR / 2, 11 * HOUR + HOUR / 2),
+        ("head of a", 9 * HOUR, 10 * HOUR + 1),
+        ("inside a", 10 * HOUR + 1, 11 * HOUR - 1),
+        ("around a", 9 * HOUR, 11 * HOUR + 1),
+        ("around a and b", 9 * HOUR, 14 * HOUR),
+        ("a exactly", 10 * HOUR, 11 * HOUR),
+        ("from inside a into the gap", 10 * HOUR + 1, 11 * HOUR + 1),
+    ];
+    for (what, start, end) in refused {
+        let r = store.add_slot(&at(what, start, end), &[]).await;
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "{what}: {r:?}");
+    }
+    let accepted = [
+        ("before a", 9 * HOUR, 10 * HOUR),
+        ("the gap", 11 * HOUR, 12 * HOUR),
+        ("after b", 13 * HOUR, 14 * HOUR),
+    ];
+    for (what, start, end) in accepted {
+        store
+            .add_slot(&at(what, start, end), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+on_every_backend!(
+    overlapping_slots_are_refused_in_every_arrangement_on_every_backend,
+    overlapping_slots_are_refused_in_every_arrangement
+);
+
 async fn cancel_and_reschedule_free_slots(store: Store) {
     provider(&store, "p1", "general_practice", &["en"]).await;
     let (s1, s2) = (slot("s1", "p1", HOUR), slot("s2", "p1", 2 * HOUR));
@@ -337,16 +378,28 @@ async fn records_are_versioned_per_patient(store: Store) {
     let mut changed = obs.clone();
     changed.resource["status"] = "amended".into();
     changed.updated_at = 9;
-    let v2 = store.put_record(&changed, &[]).await.unwrap();
+    let v2 = store
+        .put_record_audited(&changed, &[], Some("doc"))
+        .await
+        .unwrap();
     assert_eq!((v2.version, v2.created_at), (2, 5));
     let stolen = FhirRecord {
         patient_id: "pat2".into(),
         ..obs.clone()
     };
     assert!(matches!(
-        store.put_record(&stolen, &[]).await,
+        store.put_record_audited(&stolen, &[], Some("doc")).await,
         Err(StoreError::Conflict(_))
     ));
+    // The audited write left its entry; the refused one left none (its transaction rolled
+    // back).
+    let audit = store.audit_for("pat1").await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].1.as_deref(), audit[0].2.as_str()),
+        (Some("doc"), "record.write")
+    );
+    assert!(store.audit_for("pat2").await.unwrap().is_empty());
     let all = store.records_of("pat1", None, 10).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].resource["status"], "amended");

@@ -19,7 +19,6 @@
 //! --max-p99-ms 2000` (a step that delivers < 90 %, or whose p99 is above this, is the last).
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -27,7 +26,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Latency buckets: 100 µs wide below 100 ms, 1 ms wide up to 10 s, then one overflow bucket.
 const FINE: u64 = 100_000;
@@ -49,6 +47,7 @@ struct Args {
     payload_bytes: usize,
     max_secs: u64,
     connect_concurrency: usize,
+    client_threads: usize,
     max_p99_ms: f64,
 }
 
@@ -67,6 +66,7 @@ fn parse_args() -> Result<Args> {
         payload_bytes: 200,
         max_secs: 110,
         connect_concurrency: 200,
+        client_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_p99_ms: 2000.0,
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +91,7 @@ fn parse_args() -> Result<Args> {
             "--payload-bytes" => a.payload_bytes = val()?.parse()?,
             "--max-secs" => a.max_secs = val()?.parse()?,
             "--connect-concurrency" => a.connect_concurrency = val()?.parse()?,
+            "--client-threads" => a.client_threads = val()?.parse()?,
             "--max-p99-ms" => a.max_p99_ms = val()?.parse()?,
             "-h" | "--help" => {
                 println!(
@@ -111,6 +112,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.rates.is_empty() || a.rates.len() > MAX_STEPS || a.rates.contains(&0) {
         bail!("--rates: 1 to {MAX_STEPS} positive rates");
+    }
+    if a.client_threads == 0 {
+        bail!("--client-threads must be at least 1");
     }
     if a.source_ips == 0 {
         bail!("--source-ips must be at least 1");
@@ -197,10 +201,45 @@ impl Meter {
         };
         self.hist[s][b as usize].fetch_add(1, Relaxed);
     }
+}
+
+/// The meters of all client threads (one each: no cache line shared on the hot path).
+struct Meters(Vec<Arc<Meter>>);
+
+impl Meters {
+    fn set_step(&self, s: usize) {
+        self.0.iter().for_each(|m| m.step.store(s, Relaxed));
+    }
+
+    fn connected(&self) -> usize {
+        self.0.iter().map(|m| m.connected.load(Relaxed)).sum()
+    }
+
+    fn closed(&self) -> usize {
+        self.0.iter().map(|m| m.closed.load(Relaxed)).sum()
+    }
+
+    fn delivered(&self, s: usize) -> u64 {
+        self.0.iter().map(|m| m.deliveries[s].load(Relaxed)).sum()
+    }
+
+    fn close_codes(&self) -> std::collections::BTreeMap<u16, usize> {
+        let mut all = std::collections::BTreeMap::new();
+        for m in &self.0 {
+            if let Ok(codes) = m.close_codes.lock() {
+                for (c, n) in codes.iter() {
+                    *all.entry(*c).or_default() += n;
+                }
+            }
+        }
+        all
+    }
 
     /// The `q` quantile of step `s`, in milliseconds (upper edge of its bucket).
     fn quantile_ms(&self, s: usize, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self.hist[s].iter().map(|c| c.load(Relaxed)).collect();
+        let counts: Vec<u64> = (0..BUCKETS)
+            .map(|b| self.0.iter().map(|m| m.hist[s][b].load(Relaxed)).sum())
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -223,93 +262,255 @@ impl Meter {
     }
 }
 
-/// One subscriber: connect, wait for the connect reply (with the server-side subscription),
-/// then read until the end, answering pings and timing publications.
-#[allow(clippy::too_many_arguments)] // one task's whole context, spawned in one place
+/// The server's `nexus_gateway_publish_write_seconds` histogram: (upper bound in seconds,
+/// cumulative count) pairs, `+Inf` last.
+async fn server_histogram(server: SocketAddr) -> Option<Vec<(f64, u64)>> {
+    let mut tcp = TcpStream::connect(server).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    let buckets: Vec<(f64, u64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("nexus_gateway_publish_write_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, n) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// The `q` quantile of the server histogram's growth between two scrapes, as "≤ X ms".
+fn server_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> String {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let b = before.iter().find(|(l, _)| *l == le).map_or(0, |x| x.1);
+            (le, n.saturating_sub(b))
+        })
+        .collect();
+    let total = delta.last().map_or(0, |x| x.1);
+    if total == 0 {
+        return "n/a".into();
+    }
+    let want = ((total as f64) * q).ceil() as u64;
+    match delta.iter().find(|(_, n)| *n >= want) {
+        Some((le, _)) if le.is_finite() => format!("≤ {}", le * 1000.0),
+        _ => "> 10000".into(),
+    }
+}
+
+/// Frames to the server must be masked (RFC 6455 §5.3); the key does not matter here.
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// Read buffer of one connection: big enough for a coalesced frame of many publications,
+/// so that a backlog is read in one system call.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Writes one masked client frame (`opcode` 1 text, 10 pong).
+async fn send_frame(tcp: &mut TcpStream, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&MASK);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    tcp.write_all(&f).await
+}
+
+/// One complete server frame at the start of `buf`: (FIN, opcode, payload range, frame length).
+fn parse_frame(buf: &[u8]) -> Option<(bool, u8, std::ops::Range<usize>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+    let (len, head) = match buf[1] & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let head = head + if buf[1] & 0x80 != 0 { 4 } else { 0 }; // servers do not mask; tolerate it
+    (buf.len() >= head + len).then_some((fin, opcode, head..head + len, head + len))
+}
+
+/// Publish times (`"ts":<µs>`) in a text payload: a byte scan, no JSON parse.
+fn timestamps(text: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    memchr::memmem::find_iter(text, b"\"ts\":").map(move |p| {
+        text[p + 5..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .fold(0u64, |n, c| n * 10 + u64::from(c - b'0'))
+    })
+}
+
+/// One read before `deadline`, during the handshake.
+async fn read_some(tcp: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, tcp.read_buf(buf)).await {
+        Ok(Ok(0)) => bail!("closed during the handshake"),
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => bail!("handshake timed out"),
+    }
+}
+
+/// Opens the WebSocket (handshake by hand: a fixed key, the 101 checked) and sends the
+/// Centrifugo `connect`; returns the socket and what was read past the connect reply.
+async fn open(
+    i: usize,
+    server: SocketAddr,
+    token: &str,
+    channel: &str,
+    source_ips: u8,
+) -> Result<(TcpStream, Vec<u8>)> {
+    let src = IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (i % usize::from(source_ips)) as u8,
+    ));
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    let mut tcp = sock.connect(server).await?;
+    tcp.set_nodelay(true)?;
+    let req = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(READ_BUFFER);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end = loop {
+        if let Some(p) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        read_some(&mut tcp, &mut buf, deadline).await?;
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        bail!(
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&buf[..end])
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+    }
+    buf.drain(..end);
+    let connect = format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"bench"}}}}"#);
+    send_frame(&mut tcp, 1, connect.as_bytes()).await?;
+    loop {
+        while let Some((_, opcode, body, len)) = parse_frame(&buf) {
+            let reply = buf[body].to_vec();
+            buf.drain(..len);
+            if opcode == 8 {
+                bail!("closed before the connect reply");
+            }
+            if memchr::memmem::find(&reply, br#""id":1"#).is_some() {
+                if memchr::memmem::find(&reply, format!(r#""{channel}""#).as_bytes()).is_none() {
+                    bail!(
+                        "connect reply without the server-side subscription: {}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+                return Ok((tcp, buf));
+            }
+        }
+        read_some(&mut tcp, &mut buf, deadline).await?;
+    }
+}
+
+/// One subscriber: connect, then read frames until the end, answering pings and timing
+/// publications. Cheap per message: one read per wake-up, a byte scan per frame.
 async fn subscriber(
     i: usize,
     server: SocketAddr,
-    ws_url: Arc<str>,
-    token: Arc<str>,
-    channel: Arc<str>,
+    (token, channel): (Arc<str>, Arc<str>),
     source_ips: u8,
     meter: Arc<Meter>,
     ready: tokio::sync::oneshot::Sender<Result<()>>,
 ) {
-    let setup = async {
-        let src = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            1 + (i % usize::from(source_ips)) as u8,
-        ));
-        let sock = TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::new(src, 0))?;
-        let tcp = sock.connect(server).await?;
-        tcp.set_nodelay(true)?;
-        let (mut ws, _) = tokio_tungstenite::client_async(&*ws_url, tcp).await?;
-        let connect = format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"bench"}}}}"#);
-        ws.send(Message::Text(connect.into())).await?;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-                .await
-                .context("connect reply timed out")?
-                .ok_or_else(|| anyhow!("closed before the connect reply"))??;
-            if let Message::Text(t) = msg
-                && t.contains(r#""id":1"#)
-            {
-                if !t.contains(&format!(r#""{channel}""#)) {
-                    bail!("connect reply without the server-side subscription: {t}");
-                }
-                return Ok(ws);
-            }
-        }
-    };
-    let mut ws = match setup.await {
-        Ok(ws) => {
+    let (mut tcp, mut buf) = match open(i, server, &token, &channel, source_ips).await {
+        Ok(ok) => {
             meter.connected.fetch_add(1, Relaxed);
             let _ = ready.send(Ok(()));
-            ws
+            ok
         }
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let mut code = 0u16;
-    while let Some(msg) = ws.next().await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Close(f)) => {
-                code = f.map_or(1005, |f| u16::from(f.code));
-                break;
-            }
-            Ok(_) => continue,
-            Err(_) => {
-                code = 1006;
-                break;
-            }
-        };
+    drop((token, channel));
+    buf.shrink_to(READ_BUFFER);
+    let code = 'conn: loop {
         let now = unix_micros();
         let mut pong = false;
-        for line in text.as_str().split('\n') {
-            if line == "{}" {
-                pong = true;
-            } else if let Some(p) = line.find(r#""ts":"#) {
-                let digits = &line[p + 5..];
-                let end = digits
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(digits.len());
-                if let Ok(ts) = digits[..end].parse::<u64>() {
-                    meter.record(now.saturating_sub(ts));
+        let mut used = 0;
+        while let Some((fin, opcode, body, len)) = parse_frame(&buf[used..]) {
+            let payload = &buf[used..][body];
+            match opcode {
+                // Text (and continuations: the server does not fragment, but they hold text).
+                0 | 1 => {
+                    for ts in timestamps(payload) {
+                        meter.record(now.saturating_sub(ts));
+                    }
+                    // A Centrifugo ping is an empty command, alone or among pushes.
+                    pong |= payload == b"{}"
+                        || payload.starts_with(b"{}\n")
+                        || memchr::memmem::find(payload, b"\n{}\n").is_some()
+                        || payload.ends_with(b"\n{}");
+                    let _ = fin;
                 }
+                8 => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    break 'conn code;
+                }
+                9 => {
+                    let p = payload.to_vec();
+                    if send_frame(&mut tcp, 10, &p).await.is_err() {
+                        break 'conn 1006;
+                    }
+                }
+                _ => {}
             }
+            used += len;
         }
-        if pong && ws.send(Message::Text("{}".into())).await.is_err() {
-            code = 1006;
-            break;
+        buf.drain(..used);
+        if pong && send_frame(&mut tcp, 1, b"{}").await.is_err() {
+            break 1006;
         }
-    }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_BUFFER);
+        }
+        match tcp.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break 1006,
+            Ok(_) => {}
+        }
+    };
     meter.connected.fetch_sub(1, Relaxed);
     meter.closed.fetch_add(1, Relaxed);
     if let Ok(mut codes) = meter.close_codes.lock() {
@@ -518,7 +719,30 @@ async fn start_nexus(bin: &str, channel: &str) -> Result<(Nexus, SocketAddr, Str
     Ok((nexus, addr, api_key, token))
 }
 
-#[tokio::main]
+/// Client threads: each runs a current-thread runtime (no work stealing, no cross-thread
+/// wake-ups) holding its share of the connections. Dropping the senders stops them.
+fn client_threads(
+    n: usize,
+) -> Result<Vec<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)>> {
+    (0..n)
+        .map(|k| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("clients-{k}"))
+                .spawn(move || {
+                    let _ = rt.block_on(stopped);
+                    rt.shutdown_background();
+                })?;
+            Ok((handle, stop))
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
     let started = Instant::now();
@@ -552,9 +776,9 @@ async fn main() -> Result<()> {
     eprintln!("nexus at {server} (pid {pid:?}); open-files limit {nofile}");
 
     let rss_before = pid.and_then(rss_kib);
-    let meter = Arc::new(Meter::new());
-    meter.step.store(MAX_STEPS, Relaxed); // deliveries before the first step go to the spare slot
-    let ws_url: Arc<str> = format!("ws://{server}/connection/websocket").into();
+    let threads = client_threads(args.client_threads)?;
+    let meters = Meters((0..threads.len()).map(|_| Arc::new(Meter::new())).collect());
+    meters.set_step(MAX_STEPS); // deliveries before the first step go to the spare slot
     let (token, channel): (Arc<str>, Arc<str>) = (token.into(), args.channel.clone().into());
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let t0 = Instant::now();
@@ -562,14 +786,12 @@ async fn main() -> Result<()> {
     for i in 0..args.connections {
         let permit = gate.clone().acquire_owned().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (u, t, c, m) = (
-            ws_url.clone(),
-            token.clone(),
-            channel.clone(),
-            meter.clone(),
-        );
-        let src = args.source_ips;
-        tokio::spawn(subscriber(i, server, u, t, c, src, m, tx));
+        let k = i % threads.len();
+        let auth = (token.clone(), channel.clone());
+        let m = meters.0[k].clone();
+        threads[k]
+            .0
+            .spawn(subscriber(i, server, auth, args.source_ips, m, tx));
         readies.push(tokio::spawn(async move {
             let r = rx.await.unwrap_or_else(|_| Err(anyhow!("subscriber died")));
             drop(permit);
@@ -589,7 +811,7 @@ async fn main() -> Result<()> {
         }
     }
     let connect_secs = t0.elapsed().as_secs_f64();
-    let connected = meter.connected.load(Relaxed);
+    let connected = meters.connected();
     eprintln!("{connected} connected ({failed} failed) in {connect_secs:.1} s");
     if connected == 0 {
         bail!("no connection");
@@ -602,9 +824,9 @@ async fn main() -> Result<()> {
     };
 
     println!(
-        "\n| publications/s offered | published | deliveries/s | complete | p50 ms | p99 ms | nexus CPU s/s | deliveries per nexus CPU-s |"
+        "\n| publications/s offered | published | deliveries/s | complete | p50 ms | p99 ms | server publish→write p50 / p99 ms | nexus CPU s/s | harness CPU s/s | deliveries per nexus CPU-s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let seq = Arc::new(AtomicU64::new(0));
     let mut best: Option<(f64, f64, f64)> = None;
     for (s, &rate) in args.rates.iter().enumerate() {
@@ -612,10 +834,12 @@ async fn main() -> Result<()> {
             eprintln!("time budget reached: skipping rates from {rate}/s on");
             break;
         }
-        let alive = meter.connected.load(Relaxed);
+        let alive = meters.connected();
         let cpu0 = pid.and_then(cpu_secs);
+        let own0 = cpu_secs(std::process::id());
+        let hist0 = server_histogram(server).await;
         let w0 = Instant::now();
-        meter.step.store(s, Relaxed);
+        meters.set_step(s);
         let (published, pub_failed) = publish_step(
             server,
             &api_key,
@@ -629,30 +853,38 @@ async fn main() -> Result<()> {
         // Let the tail arrive, then account it to this step.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let window = w0.elapsed().as_secs_f64();
-        meter.step.store(MAX_STEPS, Relaxed);
+        meters.set_step(MAX_STEPS);
         let cpu = match (cpu0, pid.and_then(cpu_secs)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        let delivered = meter.deliveries[s].load(Relaxed);
+        let own = match (own0, cpu_secs(std::process::id())) {
+            (Some(a), Some(b)) => format!("{:.2}", (b - a) / window),
+            _ => "n/a".into(),
+        };
+        let (srv50, srv99) = match (hist0, server_histogram(server).await) {
+            (Some(a), Some(b)) => (server_quantile(&a, &b, 0.5), server_quantile(&a, &b, 0.99)),
+            _ => ("n/a".into(), "n/a".into()),
+        };
+        let delivered = meters.delivered(s);
         let expected = published * alive as u64;
         let complete = delivered as f64 / expected.max(1) as f64;
         // Over the whole window, tail included: a conservative rate.
         let rate_out = delivered as f64 / window;
-        let p50 = meter.quantile_ms(s, 0.50).unwrap_or(f64::NAN);
-        let p99 = meter.quantile_ms(s, 0.99).unwrap_or(f64::NAN);
+        let p50 = meters.quantile_ms(s, 0.50).unwrap_or(f64::NAN);
+        let p99 = meters.quantile_ms(s, 0.99).unwrap_or(f64::NAN);
         let cpu_s = cpu.map_or("n/a".into(), |c| format!("{:.2}", c / window));
         let per_cpu = cpu.map_or("n/a".into(), |c| {
             format!("{:.0}", delivered as f64 / c.max(1e-9))
         });
         println!(
-            "| {rate} | {published} ({pub_failed} failed) | {rate_out:.0} | {:.1}% | {p50:.1} | {p99:.1} | {cpu_s} | {per_cpu} |",
+            "| {rate} | {published} ({pub_failed} failed) | {rate_out:.0} | {:.1}% | {p50:.1} | {p99:.1} | {srv50} / {srv99} | {cpu_s} | {own} | {per_cpu} |",
             complete * 100.0
         );
         if complete >= 0.99 && best.is_none_or(|(r, _, _)| rate_out > r) {
             best = Some((rate_out, p50, p99));
         }
-        let lost = args.connections - meter.connected.load(Relaxed);
+        let lost = args.connections - meters.connected();
         if complete < 0.9 || p99 > args.max_p99_ms || lost * 100 > args.connections {
             eprintln!(
                 "saturated at {rate} publications/s (complete {complete:.3}, p99 {p99:.1} ms, {lost} connections lost): stopping"
@@ -676,14 +908,10 @@ async fn main() -> Result<()> {
     if let Some((r, p50, p99)) = best {
         println!("best complete step: {r:.0} deliveries/s, p50 {p50:.1} ms, p99 {p99:.1} ms");
     }
-    let codes = meter
-        .close_codes
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let codes = meters.close_codes();
     println!(
         "connections closed during the run: {} {codes:?}",
-        meter.closed.load(Relaxed)
+        meters.closed()
     );
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

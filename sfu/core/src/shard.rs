@@ -484,6 +484,28 @@ impl Shard {
         &self.config
     }
 
+    /// The retransmission (RTX) payload types negotiated with the peer at `destination`, as a
+    /// bit mask (bit *n* = payload type *n*; payload types are 7 bits). Drivers use it to tell
+    /// first sends of forwarded media from resends and padding, which carry old timestamps.
+    /// Zero for an unknown address.
+    pub fn resend_payload_types(&self, destination: SocketAddr) -> u128 {
+        let Some(peer) = self
+            .by_addr
+            .get(&destination)
+            .and_then(|id| self.participants.get(id))
+            .and_then(|p| p.peer.as_ref())
+        else {
+            return 0;
+        };
+        // After negotiation the session's payload parameters carry the numbers both sides use.
+        peer.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .filter_map(|p| p.resend())
+            .fold(0u128, |mask, rtx| mask | 1u128 << (*rtx & 0x7f))
+    }
+
     /// Current counters.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats;

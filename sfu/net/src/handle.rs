@@ -1,6 +1,7 @@
 //! The cloneable handle that signaling code uses to reach the shards.
 
 use crate::config::SfuConfig;
+use crate::latency::LatencyHistogram;
 use crate::task::{self, ShardCmd};
 use nexus_auth::{Claims, Grant};
 use nexus_sfu_core::{
@@ -33,7 +34,15 @@ pub struct SfuStats {
     pub total: ShardStats,
     /// Per shard: its counters and its loop time (nanoseconds spent handling inputs).
     pub shards: Vec<(ShardStats, u64)>,
+    /// Added forwarding latency over all shards ([`crate::latency`]).
+    pub forward_latency: LatencyHistogram,
 }
+
+/// Name (after `nexus_sfu_`) and help of the forwarding latency histogram.
+pub const FORWARD_LATENCY_METRIC: (&str, &str) = (
+    "forward_latency_seconds",
+    "Added forwarding latency: a frame's last datagram received to each forwarded datagram sent",
+);
 
 /// One exported series of [`SfuStats::rows`]: the name after `nexus_sfu_`, the Prometheus type
 /// (`gauge` or `counter`), the value and the help text.
@@ -146,6 +155,24 @@ impl SfuStats {
         for (i, secs) in self.shard_busy_seconds() {
             out.push_str(&format!("nexus_sfu_{busy}{{shard=\"{i}\"}} {secs:.6}\n"));
         }
+        let (name, help) = FORWARD_LATENCY_METRIC;
+        out.push_str(&format!(
+            "# HELP nexus_sfu_{name} {help}\n# TYPE nexus_sfu_{name} histogram\n"
+        ));
+        for (le, count) in self.forward_latency.cumulative() {
+            let le = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                format!("{le}")
+            };
+            out.push_str(&format!("nexus_sfu_{name}_bucket{{le=\"{le}\"}} {count}\n"));
+        }
+        let h = &self.forward_latency;
+        out.push_str(&format!(
+            "nexus_sfu_{name}_sum {:.9}\nnexus_sfu_{name}_count {}\n",
+            h.sum_ns as f64 / 1e9,
+            h.count()
+        ));
         out
     }
 }
@@ -426,7 +453,10 @@ impl SfuHandle {
             if shard.send(ShardCmd::Stats(tx)).await.is_err() {
                 continue;
             }
-            let Ok((s, busy)) = rx.await else { continue };
+            let Ok((s, busy, latency)) = rx.await else {
+                continue;
+            };
+            out.forward_latency.merge(&latency);
             let t = &mut out.total;
             t.rooms += s.rooms;
             t.participants += s.participants;

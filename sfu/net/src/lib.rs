@@ -11,6 +11,13 @@
 //! timeout, and takes signaling commands from a bounded channel, replying on a oneshot. Nothing
 //! is locked.
 //!
+//! The socket I/O is batched (quinn-udp): reads take up to 8 datagrams per `recvmmsg` (GRO
+//! reads are split by their stride), and the outputs of one poll are queued and sent with UDP
+//! GSO, one `sendmsg` per run of equal-sized datagrams to one destination — a subscriber's
+//! packets of one frame. Measured on loopback, the kernel's per-datagram path costs far more
+//! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`). Each
+//! task also times what it forwards ([`latency`]).
+//!
 //! Rooms are pinned to a shard by a hash of the room name, so everyone in a room shares one
 //! shard; a session's id names its shard, so later calls about it go straight there. ICE is
 //! lite with host candidates only: each socket's address (or [`SfuConfig::public_ip`] with the
@@ -36,14 +43,20 @@
 //! # Layout
 //! - [`config`] — [`SfuConfig`];
 //! - [`handle`] — [`SfuHandle`], [`ParticipantHandle`], [`SfuStats`], [`identity`];
+//! - [`latency`] — the added-forwarding-latency histogram each shard keeps;
 //! - `task` — the per-shard loop (private).
 
 pub mod config;
 pub mod handle;
+pub mod latency;
 mod task;
 
 pub use config::SfuConfig;
-pub use handle::{MetricRow, ParticipantHandle, SHARD_BUSY_METRIC, SfuHandle, SfuStats, identity};
+pub use handle::{
+    FORWARD_LATENCY_METRIC, MetricRow, ParticipantHandle, SHARD_BUSY_METRIC, SfuHandle, SfuStats,
+    identity,
+};
+pub use latency::LatencyHistogram;
 pub use nexus_sfu_core::{
     ClientMessage, JoinOptions, LeaveReason, ParticipantId, RoomId, RoomKind, ServerMessage,
     SessionId, SfuError, ShardStats,

@@ -1,13 +1,17 @@
 //! One shard's task: owns the UDP socket and the [`Shard`], and nothing else touches them.
 
 use crate::config::SfuConfig;
+use crate::latency::{ForwardClock, LatencyHistogram};
 use nexus_sfu_core::{
     Command, Identity, Input, JoinOptions, Output, ParticipantId, Reply, ServerMessage, SfuError,
     Shard, ShardConfig, ShardStats,
 };
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::time::Instant;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,10 +19,22 @@ use tokio::sync::{mpsc, oneshot};
 /// disconnected (it may resume), never waited for.
 pub(crate) const SIGNAL_QUEUE: usize = 256;
 
-/// Largest datagram read.
+/// Largest datagram handled (a GRO-coalesced read holds several).
 const MAX_DATAGRAM: usize = 2048;
-/// Datagrams read in one go before outputs are flushed.
-const RECV_BATCH: usize = 32;
+/// Receive buffers per `recvmmsg` call.
+const RECV_BUFFERS: usize = 8;
+/// `recvmmsg` calls made in one wake-up before outputs are flushed.
+const RECV_ROUNDS: usize = 4;
+/// Datagrams queued before a flush sends them.
+const SEND_BATCH: usize = 64;
+/// Largest GSO send (the kernel's limit is 64 KiB).
+const MAX_GSO_BYTES: usize = 60_000;
+/// Socket buffer asked for in each direction (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`). While the shard fans a keyframe out to hundreds of subscribers it does not read
+/// for milliseconds; the publisher's datagrams and the subscribers' RTCP must wait in the
+/// buffer, and a lost publisher datagram costs every subscriber a frame. (The default ~200 KiB
+/// overflowed in the class-room load test once the shard saturated.)
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a shard task is asked to do.
 #[derive(Debug)]
@@ -40,8 +56,8 @@ pub(crate) enum ShardCmd {
         participant: ParticipantId,
         conn: u64,
     },
-    /// Counters and busy time.
-    Stats(oneshot::Sender<(ShardStats, u64)>),
+    /// Counters, busy time (nanoseconds) and the forwarding latency histogram.
+    Stats(oneshot::Sender<(ShardStats, u64, LatencyHistogram)>),
     /// Everyone leaves; the task flushes and ends, then replies.
     Shutdown(oneshot::Sender<()>),
 }
@@ -61,13 +77,32 @@ pub(crate) fn spawn(
     shard_config.reconnect_grace = config.reconnect_grace;
     let shard = Shard::new(Instant::now(), shard_config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let udp = UdpSocketState::new((&socket).into())?;
+    for (what, set) in [
+        (
+            "receive",
+            udp.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER),
+        ),
+        (
+            "send",
+            udp.set_send_buffer_size((&socket).into(), SOCKET_BUFFER),
+        ),
+    ] {
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "cannot enlarge the SFU socket's {what} buffer");
+        }
+    }
     let task = ShardTask {
         shard,
+        udp,
+        queued: Vec::with_capacity(SEND_BATCH),
+        gso_buf: Vec::with_capacity(MAX_GSO_BYTES),
         socket,
         local,
         signals: HashMap::new(),
         next_conn: 1,
         busy_ns: 0,
+        clock: ForwardClock::default(),
     };
     tokio::spawn(task.run(commands));
     Ok(())
@@ -76,16 +111,25 @@ pub(crate) fn spawn(
 struct ShardTask {
     shard: Shard,
     socket: UdpSocket,
+    /// GSO/GRO and batched I/O on `socket` (quinn-udp).
+    udp: UdpSocketState,
+    /// Datagrams polled from the shard, not yet sent.
+    queued: Vec<(SocketAddr, Vec<u8>)>,
+    /// Where a run of datagrams to one destination is joined for one GSO send.
+    gso_buf: Vec<u8>,
     local: SocketAddr,
     /// Room-protocol participants' message queues, with the connection generation.
     signals: HashMap<ParticipantId, (u64, mpsc::Sender<ServerMessage>)>,
     next_conn: u64,
     busy_ns: u64,
+    clock: ForwardClock,
 }
 
 impl ShardTask {
     async fn run(mut self, mut commands: mpsc::Receiver<ShardCmd>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let buf_len = MAX_DATAGRAM * self.udp.gro_segments().max(1);
+        let mut bufs = vec![vec![0u8; buf_len]; RECV_BUFFERS];
+        let mut meta = vec![RecvMeta::default(); RECV_BUFFERS];
         loop {
             let timeout = self.flush().await;
             let deadline = tokio::time::Instant::from_std(timeout);
@@ -100,17 +144,34 @@ impl ShardTask {
                     }
                     self.busy_ns += elapsed_ns(start);
                 }
-                received = self.socket.recv_from(&mut buf) => {
+                readable = self.socket.readable() => {
                     let start = Instant::now();
-                    match received {
-                        Ok((n, source)) => self.receive(start, source, &buf[..n]),
-                        Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+                    if let Err(e) = readable {
+                        tracing::debug!(error = %e, "UDP socket failed");
+                        continue;
                     }
-                    // Drain what else is queued before flushing outputs.
-                    for _ in 1..RECV_BATCH {
-                        match self.socket.try_recv_from(&mut buf) {
-                            Ok((n, source)) => self.receive(Instant::now(), source, &buf[..n]),
-                            Err(_) => break,
+                    // Drain what is queued (a few batches) before flushing outputs.
+                    for _ in 0..RECV_ROUNDS {
+                        let mut slices: Vec<IoSliceMut<'_>> =
+                            bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                        let (socket, udp) = (&self.socket, &self.udp);
+                        let received = socket.try_io(Interest::READABLE, || {
+                            udp.recv(socket.into(), &mut slices, &mut meta)
+                        });
+                        let n = match received {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "UDP receive failed");
+                                break;
+                            }
+                        };
+                        let now = Instant::now();
+                        for (m, buf) in meta.iter().zip(&bufs).take(n) {
+                            // A GRO read holds several datagrams of `stride` bytes.
+                            for datagram in buf[..m.len].chunks(m.stride.max(1)) {
+                                self.receive(now, m.addr, datagram);
+                            }
                         }
                     }
                     self.busy_ns += elapsed_ns(start);
@@ -126,6 +187,7 @@ impl ShardTask {
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.clock.ingress(contents, now);
         self.shard.handle_input(
             now,
             Input::Receive {
@@ -178,7 +240,11 @@ impl ShardTask {
                 }
             }
             ShardCmd::Stats(reply) => {
-                let _ = reply.send((self.shard.stats(), self.busy_ns));
+                let _ = reply.send((
+                    self.shard.stats(),
+                    self.busy_ns,
+                    self.clock.histogram.clone(),
+                ));
             }
             ShardCmd::Shutdown(done) => {
                 let _ = self.shard.handle_command(now, Command::Shutdown);
@@ -192,20 +258,88 @@ impl ShardTask {
     async fn flush(&mut self) -> Instant {
         loop {
             match self.shard.poll_output() {
-                Output::Timeout(t) => return t,
+                Output::Timeout(t) => {
+                    self.send_queued().await;
+                    return t;
+                }
                 Output::Transmit {
                     destination,
                     contents,
-                } => match self.socket.try_send_to(&contents, destination) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let _ = self.socket.send_to(&contents, destination).await;
+                } => {
+                    self.queued.push((destination, contents));
+                    if self.queued.len() >= SEND_BATCH {
+                        self.send_queued().await;
                     }
-                    Err(e) => tracing::debug!(error = %e, "UDP send failed"),
-                },
+                }
                 Output::Signal { to, message } => self.signal(to, message),
             }
         }
+    }
+
+    /// Sends the queued datagrams: each run of consecutive datagrams to one destination whose
+    /// sizes allow it (all equal, the last possibly shorter) goes out as one GSO `sendmsg`,
+    /// which the kernel cuts into datagrams. A shard emits a subscriber's packets of a frame
+    /// back to back, so a video frame of several packets costs one system call.
+    async fn send_queued(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        let max_segments = self.udp.max_gso_segments().max(1);
+        let mut i = 0;
+        while i < queued.len() {
+            let (destination, first) = (&queued[i].0, &queued[i].1);
+            let size = first.len();
+            let mut end = i + 1;
+            let mut bytes = size;
+            while end < queued.len()
+                && end - i < max_segments
+                && queued[end].0 == *destination
+                && queued[end - 1].1.len() == size
+                && queued[end].1.len() <= size
+                && bytes + queued[end].1.len() <= MAX_GSO_BYTES
+            {
+                bytes += queued[end].1.len();
+                end += 1;
+            }
+            let contents: &[u8] = if end - i == 1 {
+                first
+            } else {
+                self.gso_buf.clear();
+                for (_, d) in &queued[i..end] {
+                    self.gso_buf.extend_from_slice(d);
+                }
+                &self.gso_buf
+            };
+            let transmit = Transmit {
+                destination: *destination,
+                ecn: None,
+                contents,
+                segment_size: (end - i > 1).then_some(size),
+                src_ip: None,
+            };
+            loop {
+                let (socket, udp) = (&self.socket, &self.udp);
+                match socket.try_io(Interest::WRITABLE, || udp.send(socket.into(), &transmit)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.socket.writable().await {
+                            tracing::debug!(error = %e, "UDP send failed");
+                            break;
+                        }
+                    }
+                    // Other errors are logged by quinn-udp; UDP loss is the peers' business.
+                    _ => break,
+                }
+            }
+            let sent = Instant::now();
+            for (destination, d) in &queued[i..end] {
+                let shard = &self.shard;
+                self.clock.egress(d, *destination, sent, || {
+                    shard.resend_payload_types(*destination)
+                });
+            }
+            i = end;
+        }
+        // Keep the allocation for the next batch.
+        self.queued = queued;
+        self.queued.clear();
     }
 
     fn signal(&mut self, to: ParticipantId, message: ServerMessage) {
