@@ -25,8 +25,8 @@ use crate::budget::{Budget, Completion, Meter};
 use crate::coord::Position;
 use crate::filter::{Filter, Prepared};
 use crate::index::{Entry, Tree};
-use crate::slab::Slab;
 use crate::object::{Area, ObjectId};
+use crate::slab::Slab;
 
 /// The answer of [`GeoIndex::ids_within`](crate::GeoIndex::ids_within).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +131,7 @@ impl Walk<'_, '_, '_> {
         if !inside && !self.area.covers(Position::clamped(lat, lon)) {
             return;
         }
-        if self.filter.needs_confirm()
-            && !self.filter.confirm(&self.objects.at(entry.slot).attrs)
-        {
+        if self.filter.needs_confirm() && !self.filter.confirm(&self.objects.at(entry.slot).attrs) {
             return;
         }
         self.ids.push(entry.id);
