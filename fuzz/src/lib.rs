@@ -23,3 +23,13 @@ pub fn cap_parse(data: &[u8]) {
         let _ = nexus_cap::validate(&parsed.into_cap12());
     }
 }
+
+/// ATOM feed reader (CAP feed ingest): arbitrary bytes never panic `read_atom`, and every
+/// entry it returns answers `cap_link` without panicking.
+pub fn atom_read(data: &[u8]) {
+    if let Ok(entries) = nexus_cap::read_atom(data, &nexus_cap::Limits::default()) {
+        for entry in &entries {
+            let _ = entry.cap_link();
+        }
+    }
+}

@@ -108,7 +108,8 @@
 //! * `object` — ids, kinds, attributes, [`Area`], [`Object`].
 //! * `filter` — attribute [`Filter`].
 //! * `budget` — [`Budget`], [`Completion`].
-//! * `query` — [`Query`], [`Shape`], [`QueryResult`]; `knn` — k-nearest search.
+//! * `query` — [`Query`], [`Shape`], [`QueryResult`]; `knn` — k-nearest search;
+//!   `target` — [`GeoIndex::ids_within`], everyone inside an area (alert targeting).
 //! * [`fence`] — geofences and transitions.
 //! * [`cluster`] — the count pyramid behind the map.
 //! * `geojson` — GeoJSON output types.
@@ -129,6 +130,7 @@ mod knn;
 mod object;
 mod query;
 mod slab;
+mod target;
 
 pub use budget::{Budget, CHECK_INTERVAL, Completion, Interrupt};
 pub use cluster::{Cluster, ClusterFilter, ClusterQuery, LEAF_CAPACITY, MAX_ZOOM};
@@ -146,3 +148,4 @@ pub use object::{
     Responder, Severity, Shelter, Status, StatusSet,
 };
 pub use query::{Hit, Order, Query, QueryResult, Shape};
+pub use target::IdsWithin;

@@ -7,8 +7,8 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use nexus_alert_delivery::{
-    PushChannel, PushSettings, RateLimit, SmsChannel, SmsSettings, SmtpChannel, VapidKey, Worker,
-    WorkerConfig,
+    OutboundPolicy, PushChannel, PushSettings, RateLimit, SmsChannel, SmsSettings, SmtpChannel,
+    VapidKey, Worker, WorkerConfig,
 };
 use nexus_api::ApiState;
 use nexus_api::alerts::{AlertSettings, Dispatched};
@@ -85,12 +85,25 @@ pub fn settings(
     AlertSettings {
         approval: config.alerts.approval,
         test_allowlist: config.alerts.test_allowlist.clone(),
-        allow_private_push: config.alerts.allow_private_push,
+        push_policy: push_policy(config),
         link_key: keys.link_key.clone(),
         public_url: public_url.trim_end_matches('/').to_string(),
         sms_auth_token: config.sms.token.as_ref().map(|t| t.expose().to_string()),
         vapid_public_key: Some(keys.vapid.public_key()),
     }
+}
+
+/// The outbound guard for Web Push endpoints: `outbound.allow` (`NEXUS_OUTBOUND_ALLOW`), as
+/// for every URL from outside, plus every network when `alerts.allow_private_push`
+/// (`NEXUS_ALERTS_ALLOW_PRIVATE_PUSH`, kept from before the shared guard: push only).
+pub fn push_policy(config: &Config) -> OutboundPolicy {
+    let mut allow = config.outbound.allow.clone();
+    if config.alerts.allow_private_push {
+        // The defaults are 0.0.0.0/0 and ::/0.
+        allow.push(ipnet::Ipv4Net::default().into());
+        allow.push(ipnet::Ipv6Net::default().into());
+    }
+    OutboundPolicy::allowing(allow)
 }
 
 /// Starts the alerting consumer on `bus` and the delivery worker, both on `background`;
@@ -153,7 +166,7 @@ pub fn start(
     let push = PushChannel::new(PushSettings {
         vapid: keys.vapid.clone(),
         subject,
-        allow_private: config.alerts.allow_private_push,
+        policy: push_policy(config),
     })
     .context("Web Push (NEXUS_VAPID_SUBJECT)")?;
     worker = worker.with_channel(Arc::new(push), PUSH_RATE);

@@ -58,6 +58,8 @@ const SECTIONS: &[&str] = &[
     "sms",
     "vapid",
     "alerts",
+    "cap",
+    "outbound",
 ];
 
 /// The whole configuration.
@@ -118,6 +120,10 @@ pub struct Config {
     pub vapid: VapidConfig,
     /// Alerting policy.
     pub alerts: AlertsConfig,
+    /// CAP feed ingest and geocode table.
+    pub cap: CapConfig,
+    /// Outgoing requests to URLs from outside (feeds, push endpoints).
+    pub outbound: OutboundConfig,
 }
 
 impl Default for Config {
@@ -146,6 +152,8 @@ impl Default for Config {
             sms: SmsConfig::default(),
             vapid: VapidConfig::default(),
             alerts: AlertsConfig::default(),
+            cap: CapConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -343,6 +351,51 @@ pub struct AlertsConfig {
     pub public_url: Option<String>,
 }
 
+/// `[cap]`: external CAP ATOM feeds to ingest, and the geocode table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapConfig {
+    /// ATOM feeds of CAP alerts to poll (http/https URLs).
+    #[serde(deserialize_with = "de_list")]
+    pub feeds: Vec<String>,
+    /// Time between two polls of a feed.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub feed_interval: Duration,
+    /// CAP senders whose ingested alerts are re-broadcast (others are stored only).
+    #[serde(deserialize_with = "de_list")]
+    pub feed_senders: Vec<String>,
+    /// Longest one fetch (a feed, a CAP document) may take.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub feed_timeout: Duration,
+    /// Largest feed or CAP document read.
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
+    pub feed_max_bytes: u64,
+    /// GeoJSON FeatureCollection mapping CAP geocodes to polygons (`docs/alerting.md`).
+    pub geocodes: Option<PathBuf>,
+}
+
+impl Default for CapConfig {
+    fn default() -> Self {
+        CapConfig {
+            feeds: Vec::new(),
+            feed_interval: Duration::from_secs(60),
+            feed_senders: Vec::new(),
+            feed_timeout: Duration::from_secs(10),
+            feed_max_bytes: 4 * 1024 * 1024,
+            geocodes: None,
+        }
+    }
+}
+
+/// `[outbound]`: the guard on requests to URLs from outside.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Networks (CIDRs) that may be reached although private, loopback or link-local.
+    #[serde(deserialize_with = "de_list")]
+    pub allow: Vec<ipnet::IpNet>,
+}
+
 /// Flag overrides (`nexus serve --http-addr …`), applied last.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -439,6 +492,19 @@ impl Config {
         }
         if self.body_limit == 0 {
             bail!("body_limit (NEXUS_BODY_LIMIT) must be positive");
+        }
+        for feed in &self.cap.feeds {
+            if !(feed.starts_with("http://") || feed.starts_with("https://")) {
+                bail!("cap.feeds (NEXUS_CAP_FEEDS): `{feed}` is not an http:// or https:// URL");
+            }
+        }
+        if self.cap.feed_interval < Duration::from_secs(1) {
+            bail!("cap.feed_interval (NEXUS_CAP_FEED_INTERVAL) must be at least 1s");
+        }
+        if self.cap.feed_timeout.is_zero() || self.cap.feed_max_bytes == 0 {
+            bail!(
+                "cap.feed_timeout and cap.feed_max_bytes (NEXUS_CAP_FEED_TIMEOUT, NEXUS_CAP_FEED_MAX_BYTES) must be positive"
+            );
         }
         if self.max_connections == 0 {
             bail!("max_connections (NEXUS_MAX_CONNECTIONS) must be positive");

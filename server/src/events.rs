@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use anyhow::{Context, Result};
+use nexus_api::alert_targets::{ALERT_TARGETS_SYNC, AlertTargets, AlertTargetsSync};
 use nexus_api::index_sync::{GEO_INDEX_SYNC, GeoIndexSync};
 use nexus_events::{
     CloudEvent, Consumer, Domain, EventBus, Handler, HandlerError, InProcessBus, Relay, Topics,
@@ -34,13 +35,16 @@ pub struct Core {
     pub gateway: nexus_gateway::Gateway,
     /// This node's geo index.
     pub geo: nexus_api::geo_service::GeoService,
-    /// When the geo index rebuild from the store began (Unix ms).
+    /// This node's alert targeting index (subscription locations).
+    pub targets: AlertTargets,
+    /// When the geo index (and targeting index) rebuild from the store began (Unix ms).
     pub index_since: i64,
 }
 
 /// Starts the relay, the lag gauge and the real-time core's consumers on `tasks`: the
 /// `realtime-core` group (once per cluster: map publications) and, on every node, the geo
-/// index consumer (other nodes' crisis writes into this node's index); returns the bus for
+/// index and alert targeting consumers (other nodes' crisis writes and alert subscriptions
+/// into this node's indexes); returns the bus for
 /// the other consumers (alerting).
 pub async fn start(
     config: &Config,
@@ -86,6 +90,14 @@ pub async fn start(
                 GEO_INDEX_SYNC,
                 [Topics::logical(Domain::Crisis)],
                 Arc::new(GeoIndexSync::new(store.clone(), core.geo)),
+            )
+            .on_every_node(core.index_since - INDEX_SKEW_MARGIN_MS),
+        );
+        consumers.push(
+            Consumer::new(
+                ALERT_TARGETS_SYNC,
+                [Topics::logical(Domain::Crisis)],
+                Arc::new(AlertTargetsSync::new(store.clone(), core.targets)),
             )
             .on_every_node(core.index_since - INDEX_SKEW_MARGIN_MS),
         );

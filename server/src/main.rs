@@ -3,6 +3,7 @@
 //! This crate is the composition root: it parses the command line and configuration, builds
 //! the subsystems (store, API, edge) and wires them into one HTTP server.
 
+mod alert_ingest;
 mod alerting;
 mod cli;
 mod config;

@@ -109,6 +109,9 @@ pub async fn run(config: Config) -> Result<()> {
     let geo = nexus_api::crisis::start_geo_service(&store)
         .await
         .context("cannot rebuild the geo index from the store")?;
+    let targets = nexus_api::alert_targets::AlertTargets::load(&store)
+        .await
+        .context("cannot build the alert targeting index from the store")?;
     let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
     sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
     sfu_config.public_ip = config.sfu.public_ip;
@@ -125,6 +128,7 @@ pub async fn run(config: Config) -> Result<()> {
         &config.data_dir,
     )?;
     let alerting_keys = crate::alerting::keys(&config, &jwt_secret)?;
+    let geocodes = Arc::new(crate::alert_ingest::geocode_table(&config)?);
     let api = ApiState {
         store: store.clone(),
         keys: keys.clone(),
@@ -143,6 +147,8 @@ pub async fn run(config: Config) -> Result<()> {
             local,
             tls.is_some(),
         )),
+        geocodes,
+        targets: targets.clone(),
     };
     let metrics = Metrics::new();
     let turn = crate::turn::Turn::from_config(&config.turn);
@@ -164,6 +170,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let reminders = api.clone();
     let alerting_api = api.clone();
+    let ingest_api = api.clone();
     let app = crate::http::app(api, edge.clone(), &config, rtc);
     tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
     for addr in sfu.local_addrs() {
@@ -181,6 +188,7 @@ pub async fn run(config: Config) -> Result<()> {
         crate::events::Core {
             gateway: gateway.clone(),
             geo: geo.clone(),
+            targets,
             index_since,
         },
     )
@@ -193,6 +201,7 @@ pub async fn run(config: Config) -> Result<()> {
         &shutdown,
         &background,
     )?;
+    crate::alert_ingest::start(&config, &ingest_api, &shutdown, &background)?;
     {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

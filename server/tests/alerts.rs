@@ -480,7 +480,8 @@ async fn flood_warning_flow(bus_env: &[(&str, &str)], bus: &str) {
     assert_eq!(
         preview.json,
         json!({"audience": "public", "channels": {"email": 3, "sms": 3, "push": 0},
-               "subscribers": 3, "websocket": true, "approval_required": false})
+               "subscribers": 3, "websocket": true, "approval_required": false,
+               "unresolved_geocodes": []})
     );
     let nothing = s
         .req(
@@ -1385,7 +1386,8 @@ async fn approval_and_allowlist(s: Server, provider: Provider) {
     assert_eq!(
         preview.json,
         json!({"audience": "allowlist", "channels": {"email": 1, "sms": 1, "push": 0},
-               "subscribers": 1, "websocket": false, "approval_required": false})
+               "subscribers": 1, "websocket": false, "approval_required": false,
+               "unresolved_geocodes": []})
     );
     let r = post_cap(&s, &issuer, &doc).await;
     assert_eq!(r.status, 201, "{}", r.json);

@@ -2,7 +2,9 @@
 //! real-time core consumes `incident.*` into the geo index on every node). A write taken by
 //! one node reaches the other node's geo index through the bus, without a restart: incidents
 //! appear in its geo queries, geofences made on one node fire on the other, and a volunteer's
-//! moves on either node leave both indexes agreeing on where the volunteer is.
+//! moves on either node leave both indexes agreeing on where the volunteer is. Alert
+//! subscriptions made or ended on one node reach the other node's alert targeting index the
+//! same way (issue 7).
 //!
 //! Needs `NEXUS_TEST_DATABASE_URL` and `NEXUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services.sh env)"`); without them the test is skipped, or fails when
@@ -272,5 +274,122 @@ async fn a_write_on_one_node_reaches_the_other_nodes_geo_index_through_kafka() {
             !s.logs().contains("30.05"),
             "node {node} logged a volunteer's position"
         );
+    }
+}
+
+/// A flood polygon around (51.5, -0.1) for the alert targeting test.
+const FLOOD_POLYGON: &str = "51.4,-0.2 51.4,0.0 51.6,0.0 51.6,-0.2 51.4,-0.2";
+
+fn flood_cap() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>CLUSTER-FLOOD-1</identifier>
+  <sender>authority@example.org</sender>
+  <sent>2024-06-12T14:57:00-07:00</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <category>Met</category>
+    <event>Flood</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Observed</certainty>
+    <headline>Flood warning</headline>
+    <area>
+      <areaDesc>Riverside</areaDesc>
+      <polygon>{FLOOD_POLYGON}</polygon>
+    </area>
+  </info>
+</alert>"#
+    )
+}
+
+/// Subscribers one node's targeting index finds inside the flood polygon (the preview runs
+/// on the node asked, through its own index).
+async fn previewed_subscribers(s: &Server, token: &str) -> Value {
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/preview",
+            &[
+                ("authorization".into(), format!("Bearer {token}")),
+                ("content-type".into(), "application/cap+xml".into()),
+            ],
+            Some(flood_cap().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json["subscribers"].clone()
+}
+
+/// Alert subscriptions made (and ended) on one node reach the other node's targeting index
+/// through `alert.subscription.*` on Kafka, so whichever node's alerting consumer handles an
+/// alert finds every subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_subscriptions_on_one_node_reach_the_other_nodes_targeting_index() {
+    let Some(brokers) = brokers() else { return };
+    let Some(db) = nexus_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("NEXUS_DATABASE_URL", db.as_str()),
+        ("NEXUS_KAFKA_BROKERS", brokers.as_str()),
+        ("NEXUS_KAFKA_TOPIC_PREFIX", prefix.as_str()),
+        ("NEXUS_RATE_LIMIT_PER_IP", "0"),
+        ("NEXUS_RATE_LIMIT_PER_USER", "0"),
+    ];
+    let a = Server::start(&env);
+    let b = Server::start(&env);
+    let authority = a.token("authority", &[Role::AlertAuthority], 600);
+    let mut made = Vec::new();
+    for (node, name, lat, lon) in [
+        (&a, "ann", 51.5, -0.1),
+        (&a, "bob", 51.45, -0.05),
+        (&b, "cat", 51.55, -0.15),
+        (&a, "far", 48.85, 2.35),
+    ] {
+        let token = node.token(&format!("user-{name}"), &[Role::Patient], 600);
+        let r = node
+            .req(
+                "POST",
+                "/api/v1/alerts/subscriptions",
+                Some(&token),
+                json!({"location": {"lat": lat, "lon": lon}, "email": format!("{name}@example.org")}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        made.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    // Three inside, on both nodes' indexes: A's own two and B's one, B's one and A's two.
+    for (name, node) in [("A", &a), ("B", &b)] {
+        eventually(
+            &format!("node {name} targets the three subscribers inside"),
+            node,
+            async || previewed_subscribers(node, &authority).await,
+            |n| n == &json!(3),
+        )
+        .await;
+    }
+    // Bob ends his subscription on A: B's index forgets him too.
+    let r = a
+        .req(
+            "DELETE",
+            &format!("/api/v1/alerts/subscriptions/{}", made[1]),
+            None,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    for (name, node) in [("A", &a), ("B", &b)] {
+        eventually(
+            &format!("node {name} no longer targets the ended subscription"),
+            node,
+            async || previewed_subscribers(node, &authority).await,
+            |n| n == &json!(2),
+        )
+        .await;
     }
 }

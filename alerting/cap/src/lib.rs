@@ -88,10 +88,11 @@
 //! - `xml`: [`parse`], [`check`], [`to_xml`] — the safe reader, the schema step, the writer.
 //! - `validate`: [`validate`], [`validate_version`]; `diagnostic`: [`Diagnostic`].
 //! - `lifecycle`: [`Reference`], [`parse_references`], [`is_expired`]; `convert`: [`to_cap12`];
-//!   `atom`: [`atom_feed`].
+//!   `atom`: [`atom_feed`]; `atom_read`: [`read_atom`] (feeds of other hubs, for ingest).
 //! - `error`: [`ParseError`], [`ValueError`], [`Location`].
 
 mod atom;
+mod atom_read;
 mod codes;
 mod convert;
 mod datetime;
@@ -104,6 +105,7 @@ mod validate;
 mod xml;
 
 pub use atom::{Feed, FeedEntry, atom_feed};
+pub use atom_read::{ATOM_NS, AtomEntry, AtomLink, read_atom};
 pub use codes::{
     CapVersion, Category, Certainty, MsgType, ResponseType, Scope, Severity, Status, Urgency,
 };

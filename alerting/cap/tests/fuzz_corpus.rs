@@ -78,3 +78,55 @@ proptest! {
         fuzz_target::cap_parse(&doc);
     }
 }
+
+/// A feed of every sample, as our own feed writes it: the `atom_read` target's seed.
+fn feed_of_samples() -> Vec<u8> {
+    let limits = nexus_cap::Limits::default();
+    let alerts: Vec<nexus_cap::Alert> = corpus()
+        .iter()
+        .filter_map(|d| nexus_cap::parse(d, &limits).ok())
+        .map(|p| p.alert)
+        .collect();
+    let links: Vec<String> = (0..alerts.len()).map(|i| format!("/cap/{i}.xml")).collect();
+    let entries: Vec<nexus_cap::FeedEntry<'_>> = alerts
+        .iter()
+        .zip(&links)
+        .map(|(alert, link)| nexus_cap::FeedEntry { alert, link })
+        .collect();
+    let feed = nexus_cap::Feed {
+        id: "urn:feed",
+        title: "samples",
+        updated: alerts[0].sent,
+        self_link: Some("/feed.atom"),
+        cap_elements: true,
+    };
+    nexus_cap::atom_feed(&feed, &entries).into_bytes()
+}
+
+#[test]
+fn atom_read_target_passes_on_every_truncation_of_a_feed() {
+    let feed = feed_of_samples();
+    let entries = nexus_cap::read_atom(&feed, &nexus_cap::Limits::default()).unwrap();
+    assert!(entries.len() >= 10, "{}", entries.len());
+    for end in 0..feed.len() {
+        fuzz_target::atom_read(&feed[..end]);
+    }
+}
+
+proptest! {
+    #[test]
+    fn atom_read_target_never_panics_on_mutated_feeds(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let mut doc = feed_of_samples();
+        for (at, byte) in edits {
+            let i = at.index(doc.len());
+            match byte % 3 {
+                0 => doc[i] = byte,
+                1 => { doc.remove(i); }
+                _ => doc.insert(i, b"<>&;=\"/ ,-:T0"[usize::from(byte) % 13]),
+            }
+        }
+        fuzz_target::atom_read(&doc);
+    }
+}

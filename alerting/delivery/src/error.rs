@@ -30,3 +30,43 @@ pub enum SendError {
     #[error("address gone: {0}")]
     Gone(String),
 }
+
+/// Why an outgoing fetch (a CAP feed, a CAP document) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The outbound guard refused the destination (a non-public address, before or after
+    /// DNS resolution or on a redirect, or a scheme other than http/https).
+    #[error("refused by the outbound guard: {0}")]
+    Refused(String),
+    /// The server answered with a status other than 2xx or 304.
+    #[error("HTTP status {status}")]
+    Status {
+        /// The status code.
+        status: u16,
+    },
+    /// The body is larger than the limit.
+    #[error("response larger than {limit} bytes")]
+    TooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// The request failed: timeout, connection refused, TLS, malformed response.
+    #[error("request failed: {0}")]
+    Http(String),
+}
+
+/// Why a poll failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The feed could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The feed is not a readable ATOM document.
+    #[error("not a readable ATOM feed: {0}")]
+    Feed(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] nexus_store::StoreError),
+}

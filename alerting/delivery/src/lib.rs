@@ -23,7 +23,8 @@
 //!   `Idempotency-Key` headers, in the Web Push payload's `key` — so the receiving side
 //!   drops it.
 //! - A push service's 404/410 ends the subscription ([`SendError::Gone`]); push endpoints on
-//!   private or loopback addresses are refused unless allowed.
+//!   private or loopback addresses are refused by the [`OutboundPolicy`] (at registration
+//!   and at sending, after DNS) unless its networks allow them.
 //! - Nothing is sent after the alert's `expires`, or after a Cancel of it.
 //! - Addresses and message text never reach the logs; delivery ids do.
 //! - The pure parts — [`Backoff`], [`TokenBucket`], [`sms_text`] — take time and
@@ -59,13 +60,21 @@
 //!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API); `push`:
 //!   [`PushChannel`], [`VapidKey`], [`PushSubscription`] (VAPID, RFC 8291 encryption).
 //! - `message`: [`sms_text`], [`email_text`]; `backoff`: [`Backoff`]; `rate`:
-//!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`].
+//!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`], [`FetchError`], [`IngestError`].
+//! - [`outbound`]: the [`OutboundPolicy`] guard against requests to private, loopback,
+//!   link-local and multicast addresses (after DNS resolution and on redirects), and
+//!   [`outbound::fetch`] with a size limit — for every URL that comes from outside (CAP
+//!   feeds, Web Push endpoints).
+//! - [`ingest`]: the [`Ingester`] of external CAP ATOM feeds (conditional polling,
+//!   deduplication in the store, re-broadcast of allowlisted senders through an [`Issuer`]).
 
 mod backoff;
 mod channel;
 mod email;
 mod error;
+pub mod ingest;
 mod message;
+pub mod outbound;
 mod push;
 mod rate;
 mod sms;
@@ -74,11 +83,12 @@ mod worker;
 pub use backoff::Backoff;
 pub use channel::{BoxFuture, Channel, Outgoing};
 pub use email::{DEFAULT_FROM, SmtpChannel};
-pub use error::{ConfigError, SendError};
+pub use error::{ConfigError, FetchError, IngestError, SendError};
+pub use ingest::{IngestConfig, Ingester, IssueError, IssuedAlert, Issuer, PollReport};
 pub use message::{SMS_MAX_CHARS, email_text, sms_text};
+pub use outbound::OutboundPolicy;
 pub use push::{
     MAX_PAYLOAD, PushChannel, PushKeys, PushSettings, PushSubscription, VapidKey, check_endpoint,
-    is_public,
 };
 pub use rate::TokenBucket;
 pub use sms::{SmsChannel, SmsSettings};

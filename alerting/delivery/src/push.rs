@@ -5,13 +5,16 @@
 //! HKDF-SHA-256 and AES-128-GCM. [`seal`] is the pure part (given the ECDH secret) and is
 //! tested against the RFC 8291 construction; [`PushChannel`] owns the HTTP side.
 //!
-//! The endpoint comes from a subscriber, so it is untrusted: unless private addresses are
-//! allowed, an endpoint whose host is (or resolves to) a loopback, private, link-local or
-//! otherwise non-public address is refused, redirects are not followed, and the resolver
-//! only hands out public addresses (no DNS-rebinding detour).
+//! The endpoint comes from a subscriber, so it is untrusted: it goes through the same
+//! [`OutboundPolicy`] as every other URL from outside ([`crate::outbound`]). At registration
+//! ([`PushSubscription::check`]) and again at every send ([`check_endpoint`]) an IP-literal
+//! host outside the policy is refused; host names are checked after DNS resolution by the
+//! policy's resolver (a name with any refused address is refused), and redirects are not
+//! followed.
 
 use crate::channel::{BoxFuture, Channel, Outgoing};
 use crate::error::{ConfigError, SendError};
+use crate::outbound::OutboundPolicy;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use nexus_cap::{Alert, Severity, Urgency};
@@ -20,7 +23,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use ring::{aead, agreement, hkdf};
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,13 +60,11 @@ pub struct PushKeys {
 }
 
 impl PushSubscription {
-    /// Checks the keys' encoding and sizes and the endpoint's form and address: `https://`
-    /// and a public host, unless `allow_private` (then `http://` and private or loopback
-    /// hosts are accepted too, for tests and closed networks). Host names are checked
-    /// again when sending, after resolution.
-    pub fn check(&self, allow_private: bool) -> Result<(), String> {
+    /// Checks the keys' encoding and sizes and the endpoint's form and address (see
+    /// [`check_endpoint`]). Host names are checked again when sending, after resolution.
+    pub fn check(&self, policy: &OutboundPolicy) -> Result<(), String> {
         self.decoded_keys()?;
-        check_endpoint(&self.endpoint, allow_private).map(|_| ())
+        check_endpoint(&self.endpoint, policy).map(|_| ())
     }
 
     fn decoded_keys(&self) -> Result<([u8; 65], [u8; 16]), String> {
@@ -86,96 +87,44 @@ impl PushSubscription {
     }
 }
 
-/// The endpoint's URL when its scheme and host are acceptable (see
-/// [`PushSubscription::check`]).
-pub fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<Url, String> {
+/// The endpoint's URL when its form and host are acceptable to `policy`: `https://` (plain
+/// `http://` only to an IP literal in a network the policy lets through, such as a push
+/// service on a closed network or in tests), no credentials, no IP-literal host the policy
+/// refuses, and no `localhost` name unless the policy lets loopback through.
+pub fn check_endpoint(endpoint: &str, policy: &OutboundPolicy) -> Result<Url, String> {
     let url = Url::parse(endpoint).map_err(|e| format!("endpoint is not a URL: {e}"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_private => {}
-        _ => return Err("endpoint must be an https:// URL".into()),
-    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("endpoint must not carry credentials".into());
     }
     let host = url
         .host()
         .ok_or_else(|| "endpoint has no host".to_string())?;
-    if !allow_private {
-        let refused = match host {
-            url::Host::Ipv4(ip) => !is_public(IpAddr::V4(ip)),
-            url::Host::Ipv6(ip) => !is_public(IpAddr::V6(ip)),
-            url::Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                d == "localhost" || d.ends_with(".localhost")
+    let literal = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if (d == "localhost" || d.ends_with(".localhost"))
+                && !policy.permits(IpAddr::from([127, 0, 0, 1]))
+            {
+                return Err(
+                    "endpoint points at a private, loopback or otherwise non-public address".into(),
+                );
             }
-        };
-        if refused {
-            return Err(
-                "endpoint points at a private, loopback or otherwise non-public address".into(),
-            );
+            None
         }
+    };
+    let allowed_network =
+        literal.is_some_and(|ip| policy.allowed().iter().any(|n| n.contains(&ip)));
+    match url.scheme() {
+        "https" => {}
+        "http" if allowed_network => {}
+        _ => return Err("endpoint must be an https:// URL".into()),
     }
+    policy.check_url(&url).map_err(|_| {
+        "endpoint points at a private, loopback or otherwise non-public address".to_string()
+    })?;
     Ok(url)
-}
-
-/// Whether `ip` is a globally routable unicast address (not loopback, private, link-local,
-/// shared, documentation, benchmarking, multicast or reserved).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: a v4 address in disguise
-                || v6 == Ipv6Addr::from([0u16, 0, 0, 0, 0, 0, 0, 0]))
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared address space (CGNAT)
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking
-        || o[0] >= 240) // reserved
-}
-
-/// A resolver that only hands out public addresses, so that a host name cannot lead the
-/// push request to an internal service.
-#[derive(Debug, Clone, Copy)]
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| is_public(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} has no public address").into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
 }
 
 /// The server's VAPID key pair (ECDSA P-256).
@@ -451,8 +400,8 @@ pub struct PushSettings {
     pub vapid: Arc<VapidKey>,
     /// The operator contact in every JWT (`mailto:…` or `https://…`).
     pub subject: String,
-    /// Accept endpoints on private and loopback addresses (and `http://`).
-    pub allow_private: bool,
+    /// Where push requests may go (the outbound guard; see [`check_endpoint`]).
+    pub policy: OutboundPolicy,
 }
 
 /// The Web Push channel: `POST endpoint` with `Content-Encoding: aes128gcm`, `TTL`,
@@ -473,14 +422,9 @@ impl PushChannel {
                 "the VAPID subject must be a mailto: or https: URI".into(),
             ));
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
-        if !settings.allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
-        }
-        let client = builder
-            .build()
+        let client = settings
+            .policy
+            .client_without_redirects(Duration::from_secs(10))
             .map_err(|e| ConfigError::Push(e.to_string()))?;
         Ok(PushChannel { client, settings })
     }
@@ -495,7 +439,7 @@ impl Channel for PushChannel {
         Box::pin(async move {
             let sub: PushSubscription = serde_json::from_str(m.address)
                 .map_err(|_| SendError::Permanent("stored push subscription unreadable".into()))?;
-            let url = check_endpoint(&sub.endpoint, self.settings.allow_private)
+            let url = check_endpoint(&sub.endpoint, &self.settings.policy)
                 .map_err(SendError::Permanent)?;
             let now = nexus_store::now_ms();
             let ttl = ttl(m.alert, now);
@@ -567,6 +511,7 @@ mod tests {
 
     #[test]
     fn private_and_loopback_endpoints_are_refused_unless_allowed() {
+        let strict = OutboundPolicy::default();
         for bad in [
             "https://127.0.0.1/push",
             "https://10.1.2.3/push",
@@ -575,30 +520,58 @@ mod tests {
             "https://[::1]/push",
             "https://[fd00::1]/push",
             "https://[::ffff:10.0.0.1]/push",
+            "https://[64:ff9b::a00:1]/push",
             "https://localhost/push",
             "https://100.64.0.1/push",
+            "https://user:pw@push.example.com/x",
             "http://push.example.com/x",
             "ftp://push.example.com/x",
         ] {
-            assert!(subscription(bad).check(false).is_err(), "{bad}");
+            assert!(subscription(bad).check(&strict).is_err(), "{bad}");
         }
         assert!(
             subscription("https://push.example.com/x")
-                .check(false)
+                .check(&strict)
                 .is_ok()
         );
-        assert!(subscription("https://8.8.8.8/x").check(false).is_ok());
-        assert!(subscription("http://127.0.0.1:9/x").check(true).is_ok());
+        assert!(subscription("https://8.8.8.8/x").check(&strict).is_ok());
+
+        let loopback = OutboundPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(
+            subscription("http://127.0.0.1:9/x")
+                .check(&loopback)
+                .is_ok()
+        );
+        assert!(subscription("https://localhost/x").check(&loopback).is_ok());
+        assert!(
+            subscription("http://push.example.com/x")
+                .check(&loopback)
+                .is_err(),
+            "plain http only to an allowed network"
+        );
+        assert!(
+            subscription("https://10.1.2.3/push")
+                .check(&loopback)
+                .is_err()
+        );
     }
 
     #[test]
     fn keys_must_have_their_sizes() {
         let mut s = subscription("https://push.example.com/x");
         s.keys.auth = B64.encode([1u8; 15]);
-        assert!(s.check(false).unwrap_err().contains("auth"));
+        assert!(
+            s.check(&OutboundPolicy::default())
+                .unwrap_err()
+                .contains("auth")
+        );
         let mut s = subscription("https://push.example.com/x");
         s.keys.p256dh = "not base64!".into();
-        assert!(s.check(false).unwrap_err().contains("p256dh"));
+        assert!(
+            s.check(&OutboundPolicy::default())
+                .unwrap_err()
+                .contains("p256dh")
+        );
     }
 
     /// The user agent's side of RFC 8291, written from the RFC: what `seal` produced

@@ -34,9 +34,10 @@
 //! the allowlist ([`AlertSettings::test_allowlist`]: user ids, e-mail addresses, phone
 //! numbers) and never the public channel or feed; `System` and non-public scopes reach
 //! nobody. Targeting (see `docs/alerting.md`): subscriptions whose location lies inside one of
-//! the alert's polygons or circles (the store's bounding-box prefilter, then the geo engine's
-//! exact test), whose minimum severity the alert reaches, get one delivery per channel they
-//! registered an address for (`email`, `sms`, `push`).
+//! the alert's polygons, circles or resolved geocodes (selected by the in-memory targeting
+//! index, [`AlertTargets`], then read from the store and tested exactly), whose minimum
+//! severity the alert reaches, get one delivery per channel they registered an address for
+//! (`email`, `sms`, `push`).
 //!
 //! # Ending a subscription
 //!
@@ -45,9 +46,11 @@
 //! `POST /api/v1/alerts/sms/inbound` (Twilio's webhook, signature checked) and ends every
 //! subscription of that number; a push service's 404/410 ends a push subscription (the
 //! delivery worker). Push endpoints on private or loopback addresses are refused unless
-//! [`AlertSettings::allow_private_push`].
+//! [`AlertSettings::push_policy`] lets their network through.
 
+use crate::alert_targets::AlertTargets;
 use crate::extract::ApiJson;
+use crate::geocodes::GeocodeTable;
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::rbac::{Action, Principal};
 use crate::state::ApiState;
@@ -78,8 +81,9 @@ pub const ALERTS_CHANNEL: &str = "alerts";
 /// Default and largest `limit` of lists.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
-/// Candidates read from the store per page while targeting.
-const TARGET_PAGE: i64 = 5000;
+/// Subscriptions read from the store per page while targeting (their ids come from the
+/// targeting index).
+const TARGET_PAGE: usize = 5000;
 /// Vertices of the polygon standing in for a CAP circle in published geometry.
 const CIRCLE_VERTICES: usize = 32;
 
@@ -144,6 +148,8 @@ pub struct AlertIssued {
     pub alert: AlertView,
     /// Server ids of the alerts it superseded or cancelled (none while pending).
     pub supersedes: Vec<String>,
+    /// The alert's geocodes that the geocode table does not know (they target nobody).
+    pub unresolved_geocodes: Vec<GeocodeRef>,
 }
 
 /// The answer to `POST /api/v1/alerts/preview`.
@@ -161,6 +167,18 @@ pub struct AlertPreview {
     pub websocket: bool,
     /// Whether it would wait for a second authority's approval.
     pub approval_required: bool,
+    /// The alert's geocodes that the geocode table does not know (they target nobody).
+    pub unresolved_geocodes: Vec<GeocodeRef>,
+}
+
+/// A CAP geocode (`valueName`, `value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GeocodeRef {
+    /// The scheme, e.g. `SAME`, `EMMA_ID`.
+    #[serde(rename = "valueName")]
+    pub value_name: String,
+    /// The code.
+    pub value: String,
 }
 
 /// The alerting policy of the API (the server fills it from its configuration).
@@ -171,8 +189,9 @@ pub struct AlertSettings {
     /// Who hears `Test`, `Exercise` and `Draft` alerts: subscriptions whose user id,
     /// e-mail address or phone number is listed.
     pub test_allowlist: Vec<String>,
-    /// Accept push endpoints on private and loopback addresses (and `http://`).
-    pub allow_private_push: bool,
+    /// Where Web Push endpoints may point (the outbound guard, checked at registration; the
+    /// push channel checks again when sending).
+    pub push_policy: nexus_alert_delivery::OutboundPolicy,
     /// HMAC key of unsubscribe links.
     pub link_key: Vec<u8>,
     /// Base URL of links in messages (`https://alerts.example.org`), no trailing slash.
@@ -189,7 +208,7 @@ impl std::fmt::Debug for AlertSettings {
         f.debug_struct("AlertSettings")
             .field("approval", &self.approval)
             .field("test_allowlist", &self.test_allowlist.len())
-            .field("allow_private_push", &self.allow_private_push)
+            .field("push_policy", &self.push_policy)
             .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
@@ -365,12 +384,34 @@ async fn post_alert(
 ) -> Result<Response, Problem> {
     who.authorize(Action::IssueAlert, None)?;
     let (alert, xml) = decode(&headers, &body)?;
+    let issued = issue(&state, alert, xml, who.user_id().map(str::to_string)).await?;
+    let id = issued.alert.id.clone();
+    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The issue path shared by `POST /api/v1/alerts` and the feed ingester: supersedes what
+/// the alert references, targets its areas (polygons, circles, geocodes from the
+/// [`GeocodeTable`]), stores it with its event and deliveries, and publishes it when public.
+/// `alert` must be valid CAP 1.2 and `xml` its CAP 1.2 XML.
+pub async fn issue(
+    state: &ApiState,
+    alert: Alert,
+    xml: String,
+    created_by: Option<String>,
+) -> Result<AlertIssued, Problem> {
     let now = now_ms();
-    let supersedes = referenced_alerts(&state, &alert).await?;
+    let supersedes = referenced_alerts(state, &alert).await?;
     let expires_at = alert.expires_at().map(|e| e.to_utc().timestamp_millis());
     let expired = expires_at.is_some_and(|e| e <= now);
     let pending = !expired && needs_approval(&state.alerting, &alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
+    if !shapes.unresolved.is_empty() {
+        tracing::warn!(identifier = %alert.identifier, unresolved = ?shapes.unresolved, "alert geocodes missing from the geocode table");
+    }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let cap_json = serde_json::to_string(&alert).map_err(|e| Problem::internal(&e))?;
     let rec = AlertRecord {
@@ -393,7 +434,7 @@ async fn post_alert(
         cap_xml: xml,
         cap_json,
         superseded_by: None,
-        created_by: who.user_id().map(str::to_string),
+        created_by,
         created_at: now,
         updated_at: now,
     };
@@ -408,15 +449,11 @@ async fn post_alert(
             .await?;
     }
     tracing::info!(alert = %id, msg_type = %rec.msg_type, status = %rec.status, "alert issued");
-    let issued = AlertIssued {
+    Ok(AlertIssued {
         alert: view(&rec),
         supersedes: if pending { Vec::new() } else { supersedes },
-    };
-    let mut resp = (StatusCode::CREATED, Json(issued)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/alerts/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+        unresolved_geocodes: shapes.unresolved,
+    })
 }
 
 /// Server ids of the alerts `alert` references (Update, Cancel); 409 when one is unknown.
@@ -530,6 +567,7 @@ async fn approve_alert(
     Ok(Json(AlertIssued {
         alert: view(&rec),
         supersedes,
+        unresolved_geocodes: Shapes::of(&alert, &state.geocodes).unresolved,
     }))
 }
 
@@ -550,13 +588,13 @@ async fn preview_alert(
     who.authorize(Action::PreviewAlert, None)?;
     let (alert, _) = decode(&headers, &body)?;
     let audience = Audience::of(&alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
     let mut channels: BTreeMap<String, usize> = ["email", "sms", "push"]
         .into_iter()
         .map(|c| (c.to_string(), 0))
         .collect();
     let mut subscribers = 0;
-    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    let mut targeting = Targeting::new(&state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
         // A page holds a subscription's deliveries together, in subscription order.
         let mut last: Option<&str> = None;
@@ -574,6 +612,7 @@ async fn preview_alert(
         subscribers,
         websocket: audience == Audience::Public,
         approval_required: needs_approval(&state.alerting, &alert),
+        unresolved_geocodes: shapes.unresolved,
     }))
 }
 
@@ -769,7 +808,7 @@ async fn create_subscription(
         );
     }
     if let Some(p) = &req.push
-        && let Err(e) = p.check(state.alerting.allow_private_push)
+        && let Err(e) = p.check(&state.alerting.push_policy)
     {
         checks.check(false, "/push", &e);
     }
@@ -828,7 +867,23 @@ async fn create_subscription(
         push,
         created_at: now_ms(),
     };
-    state.store.insert_subscription(&rec).await?;
+    let event = record(
+        EventType::AlertSubscriptionCreated,
+        &rec.id,
+        json!({"id": rec.id}),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    state
+        .store
+        .insert_subscription_with_events(&rec, &[event])
+        .await?;
+    // This node's targeting index at once; other nodes through the event (ids only: the
+    // location and addresses stay in the store).
+    if let Ok(at) = Position::new(rec.lat, rec.lon)
+        && let Err(e) = state.targets.add(&rec.id, at).await
+    {
+        tracing::warn!(error = %e, "alert subscription not placed in the targeting index");
+    }
     let mut channels = Vec::new();
     if rec.email.is_some() {
         channels.push("email".to_string());
@@ -855,11 +910,26 @@ async fn delete_subscription(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    if state.store.deactivate_subscription(&id).await? {
+    if end_subscription(&state, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("no such active subscription"))
     }
+}
+
+/// Ends an active subscription with its `alert.subscription.ended` event, and takes it out
+/// of this node's targeting index; false when there was none active.
+async fn end_subscription(state: &ApiState, id: &str) -> Result<bool, Problem> {
+    let event = record(EventType::AlertSubscriptionEnded, id, json!({"id": id}))
+        .map_err(|e| Problem::internal(&e))?;
+    let ended = state
+        .store
+        .deactivate_subscription_with_events(id, &[event])
+        .await?;
+    if ended && let Err(e) = state.targets.remove(vec![id.to_string()]).await {
+        tracing::warn!(error = %e, "ended alert subscription not taken out of the targeting index");
+    }
+    Ok(ended)
 }
 
 /// The signed token of a subscription's unsubscribe link: `ID.MAC`, MAC = base64url
@@ -909,7 +979,7 @@ async fn unsubscribe(state: &ApiState, token: &str) -> Result<bool, Problem> {
             detail: "this unsubscribe link is not valid".into(),
         }]));
     };
-    let ended = state.store.deactivate_subscription(&id).await?;
+    let ended = end_subscription(state, &id).await?;
     if ended {
         tracing::info!(subscription = %id, "alert subscription ended by its unsubscribe link");
     }
@@ -1145,17 +1215,21 @@ struct Shapes {
     /// GeoJSON MultiPolygon rings (circles as polygons), `[lon, lat]`.
     rings: Vec<Vec<[f64; 2]>>,
     bbox: Option<[f64; 4]>,
+    /// Geocodes the table does not know.
+    unresolved: Vec<GeocodeRef>,
 }
 
 impl Shapes {
-    fn of(alert: &Alert) -> Shapes {
+    fn of(alert: &Alert, geocodes: &GeocodeTable) -> Shapes {
         let mut shapes = Shapes {
             areas: Vec::new(),
             circles: Vec::new(),
             rings: Vec::new(),
             bbox: None,
+            unresolved: Vec::new(),
         };
         for area in alert.info.iter().flat_map(|i| i.area.iter()) {
+            shapes.add_geocodes(area, geocodes);
             let g = area.geometry();
             for ring in g.polygons {
                 match nexus_geo::Area::polygon(&ring) {
@@ -1185,12 +1259,53 @@ impl Shapes {
         shapes
     }
 
+    /// Geocodes resolve to the table's polygons, which then target like the alert's own.
+    fn add_geocodes(&mut self, area: &nexus_cap::Area, geocodes: &GeocodeTable) {
+        for code in &area.geocode {
+            let Some(found) = geocodes.resolve(&code.value_name, &code.value) else {
+                let r = GeocodeRef {
+                    value_name: code.value_name.clone(),
+                    value: code.value.clone(),
+                };
+                if !self.unresolved.contains(&r) {
+                    self.unresolved.push(r);
+                }
+                continue;
+            };
+            for g in found {
+                let b = g.area.bbox();
+                self.extend(b.min_lon(), b.min_lat());
+                self.extend(b.max_lon(), b.max_lat());
+                self.areas.push(g.area.clone());
+                self.rings.extend(g.rings.iter().cloned());
+            }
+        }
+    }
+
     fn extend(&mut self, lon: f64, lat: f64) {
         let b = self.bbox.get_or_insert([lon, lat, lon, lat]);
         b[0] = b[0].min(lon);
         b[1] = b[1].min(lat);
         b[2] = b[2].max(lon);
         b[3] = b[3].max(lat);
+    }
+
+    /// The areas the targeting index selects from: the polygons (the alert's own and its
+    /// geocodes') and, for each circle, the polygon around it (slightly outside; the exact
+    /// distance test follows in [`Shapes::covers`]).
+    fn target_areas(&self) -> Vec<nexus_geo::Area> {
+        let mut areas = self.areas.clone();
+        for (c, r) in &self.circles {
+            let ring: Vec<(f64, f64)> = circle_ring(c.lat(), c.lon(), *r)
+                .into_iter()
+                .map(|[lon, lat]| (lon, lat))
+                .collect();
+            match nexus_geo::Area::polygon(&ring) {
+                Ok(a) => areas.push(a),
+                Err(e) => tracing::warn!(error = %e, "alert circle unusable for targeting"),
+            }
+        }
+        areas
     }
 
     fn covers(&self, p: Position) -> bool {
@@ -1230,28 +1345,27 @@ fn severity_rank(s: &str) -> Option<u8> {
     })
 }
 
-/// The deliveries of an alert, a page of candidate subscriptions at a time: every
-/// subscription of the audience inside the alert's areas whose minimum severity the alert
-/// reaches gets one per channel it has an address for. Paging keeps memory and (in
-/// [`dispatch`]) each queue transaction bounded, however many people live in the area.
+/// The deliveries of an alert, a page of subscriptions at a time: the targeting index
+/// ([`AlertTargets`], the geo engine's `ids_within`) selects the subscriptions inside the
+/// alert's areas, and each page of them is read from the store (addresses, preferences; ended
+/// subscriptions are left out there, and forgotten by the index), tested exactly against the
+/// areas, and kept if of the audience and if the alert reaches their minimum severity: one
+/// delivery per channel with an address. Paging keeps memory and (in [`dispatch`]) each
+/// queue transaction bounded, however many people live in the area.
 struct Targeting<'a> {
     store: &'a nexus_store::Store,
+    targets: &'a AlertTargets,
     settings: &'a AlertSettings,
     shapes: &'a Shapes,
     audience: Audience,
     severity: u8,
-    after: Option<String>,
+    /// Selected by the index and not read yet; `None` before the selection.
+    selected: Option<std::collections::VecDeque<std::sync::Arc<str>>>,
     done: bool,
 }
 
 impl<'a> Targeting<'a> {
-    fn new(
-        store: &'a nexus_store::Store,
-        settings: &'a AlertSettings,
-        alert: &Alert,
-        shapes: &'a Shapes,
-        audience: Audience,
-    ) -> Self {
+    fn new(state: &'a ApiState, alert: &Alert, shapes: &'a Shapes, audience: Audience) -> Self {
         let severity = alert
             .info
             .iter()
@@ -1259,12 +1373,13 @@ impl<'a> Targeting<'a> {
             .max()
             .unwrap_or(0);
         Targeting {
-            store,
-            settings,
+            store: &state.store,
+            targets: &state.targets,
+            settings: &state.alerting,
             shapes,
             audience,
             severity,
-            after: None,
+            selected: None,
             done: shapes.bbox.is_none() || audience == Audience::Nobody,
         }
     }
@@ -1279,19 +1394,46 @@ impl<'a> Targeting<'a> {
         })
     }
 
-    /// The deliveries of the next page of candidates (possibly none); `None` when done.
+    /// The deliveries of the next page of subscriptions (possibly none); `None` when done.
     async fn next_page(&mut self) -> Result<Option<Vec<NewDelivery>>, Problem> {
-        let Some(bbox) = self.shapes.bbox.filter(|_| !self.done) else {
+        if self.done {
             return Ok(None);
+        }
+        let selected = match &mut self.selected {
+            Some(s) => s,
+            None => {
+                let ids = self
+                    .targets
+                    .within(self.shapes.target_areas())
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                self.selected.insert(ids.into())
+            }
         };
-        let page = self
-            .store
-            .subscriptions_in_bbox(bbox, self.after.as_deref(), TARGET_PAGE)
-            .await?;
-        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < TARGET_PAGE;
-        self.after = page.last().map(|s| s.id.clone());
+        if selected.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        let take = selected.len().min(TARGET_PAGE);
+        // Pages hold disjoint ids and the store answers each in id order, so a
+        // subscription's deliveries stay together (what the preview counts by).
+        let page: Vec<String> = selected.drain(..take).map(|id| id.to_string()).collect();
+        let rows = self.store.subscriptions_by_ids(&page).await?;
+        if rows.len() < page.len() {
+            // Ended (STOP, a push service's 410) or gone: the index forgets them.
+            let found: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.id.as_str()).collect();
+            let gone: Vec<String> = page
+                .iter()
+                .filter(|id| !found.contains(id.as_str()))
+                .cloned()
+                .collect();
+            if let Err(e) = self.targets.remove(gone).await {
+                tracing::warn!(error = %e, "targeting index not told of ended subscriptions");
+            }
+        }
         let mut out = Vec::new();
-        for s in page {
+        for s in rows {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
             };
@@ -1352,10 +1494,10 @@ pub async fn dispatch(
     }
     let alert = stored_alert(&rec)?;
     let audience = Audience::of(&alert);
-    let shapes = Shapes::of(&alert);
+    let shapes = Shapes::of(&alert, &state.geocodes);
     let mut targeted = 0;
     let mut added = 0;
-    let mut targeting = Targeting::new(&state.store, &state.alerting, &alert, &shapes, audience);
+    let mut targeting = Targeting::new(state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
         targeted += page.len();
         // One transaction per page: a crash in between leaves a prefix queued, and handling

@@ -15,7 +15,9 @@
 //! - [`extract`] — [`ApiJson`], bearer and API-key authentication;
 //! - [`rbac`] — [`Principal`], [`rbac::Action`], the policy table;
 //! - [`alerts`] — CAP alerts: issue, lifecycle, lists, ATOM feed, subscriptions,
-//!   targeting, delivery reports;
+//!   targeting, delivery reports; [`geocodes`] — the CAP geocode → polygon table;
+//!   [`alert_targets`] — the in-memory index of subscription locations alerts target
+//!   through, and its per-node event consumer;
 //! - [`auth`] — register, login, refresh, logout, profile, password reset, e-mail verification,
 //!   realtime tokens;
 //! - [`users`] — profiles, settings, roles, erasure, export, API keys;
@@ -40,6 +42,7 @@
 //! assert_eq!(p.type_, "/problems/conflict");
 //! ```
 
+pub mod alert_targets;
 pub mod alerts;
 pub mod auth;
 pub mod crisis;
@@ -48,6 +51,7 @@ pub mod events;
 pub mod extract;
 pub mod fhir;
 pub mod geo_service;
+pub mod geocodes;
 pub mod geofences;
 pub mod healthcare;
 pub mod index_sync;

@@ -1,7 +1,9 @@
 //! Shared state of the API handlers.
 
+use crate::alert_targets::AlertTargets;
 use crate::alerts::AlertSettings;
 use crate::geo_service::GeoService;
+use crate::geocodes::GeocodeTable;
 use crate::mail::Mailer;
 use crate::realtime::Realtime;
 use crate::rooms::Rooms;
@@ -52,4 +54,8 @@ pub struct ApiState {
     pub rooms: Arc<dyn Rooms>,
     /// Alerting policy: approval, who hears non-Actual alerts, push endpoints, links.
     pub alerting: Arc<AlertSettings>,
+    /// CAP geocode → polygons, for alert targeting (empty unless configured).
+    pub geocodes: Arc<GeocodeTable>,
+    /// Where alert subscribers are (a task owning a geo index; this is its handle).
+    pub targets: AlertTargets,
 }

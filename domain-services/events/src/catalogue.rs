@@ -132,6 +132,8 @@ catalogue! {
     AlertIssued => "alert.issued", Crisis;
     AlertUpdated => "alert.updated", Crisis;
     AlertCancelled => "alert.cancelled", Crisis;
+    AlertSubscriptionCreated => "alert.subscription.created", Crisis;
+    AlertSubscriptionEnded => "alert.subscription.ended", Crisis;
     ErrorOccurred => "error.occurred", System;
     MetricRecorded => "metric.recorded", System;
     AuditLogged => "audit.logged", System;

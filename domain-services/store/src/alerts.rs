@@ -355,8 +355,94 @@ impl SubscriptionRecord {
     }
 }
 
-/// Rows per multi-row INSERT when enqueuing deliveries (8 parameters each).
-const INSERT_BATCH: usize = 500;
+/// Deliveries per INSERT when enqueuing: they travel as one JSON array parameter, so the
+/// statement and its parameter count stay the same whatever the batch.
+const INSERT_BATCH: usize = 20_000;
+
+/// Where a batch of deliveries goes: the alert, the instant they are queued, when they
+/// expire, and whether the alert is new in this transaction (no rows of it can exist).
+struct Batch<'a> {
+    alert_id: &'a str,
+    now: i64,
+    expires_at: Option<i64>,
+    fresh: bool,
+}
+
+/// Inserts queued deliveries: one `INSERT … SELECT` per [`INSERT_BATCH`] rows, reading the
+/// rows from a JSON array parameter (`json_each` on SQLite, `json_to_recordset` on
+/// PostgreSQL) — the portable equivalent of `UNNEST` through sqlx's `Any` driver, which binds
+/// no arrays. A delivery listed twice is queued once; for an alert that is not
+/// [`fresh`](Batch::fresh), (alert, recipient, channel) triples that exist are skipped
+/// (`ON CONFLICT DO NOTHING`), which makes the consumer's enqueue idempotent. Returns the rows
+/// added.
+async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    batch: Batch<'_>,
+    deliveries: &[NewDelivery],
+) -> Result<u64, StoreError> {
+    const COLUMNS: &str = "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, \
+        address, state, next_attempt_at, expires_at, created_at, updated_at) ";
+    let select = match backend {
+        Backend::Sqlite => {
+            "SELECT json_extract(value, '$.i'), CAST($1 AS TEXT), json_extract(value, '$.r'), \
+             json_extract(value, '$.c'), json_extract(value, '$.a'), 'queued', \
+             CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_each($4) WHERE true"
+        }
+        Backend::Postgres => {
+            "SELECT d.i, CAST($1 AS TEXT), d.r, d.c, d.a, 'queued', CAST($2 AS BIGINT), \
+             CAST($3 AS BIGINT), CAST($2 AS BIGINT), CAST($2 AS BIGINT) \
+             FROM json_to_recordset(CAST($4 AS JSON)) AS d(i TEXT, r TEXT, c TEXT, a TEXT)"
+        }
+    };
+    // Repeats inside `deliveries` are dropped here. When the alert is new in this
+    // transaction nothing else can collide, which spares PostgreSQL the speculative
+    // insertion of `ON CONFLICT`; the unique index still guarantees one row per (alert,
+    // recipient, channel). (`WHERE true` keeps SQLite's parser from reading `ON` as a join
+    // constraint of `json_each`.)
+    let mut seen = std::collections::HashSet::with_capacity(deliveries.len());
+    let deliveries: Vec<&NewDelivery> = deliveries
+        .iter()
+        .filter(|d| seen.insert((d.recipient_id.as_str(), d.channel.as_str())))
+        .collect();
+    let conflict = if batch.fresh {
+        ""
+    } else {
+        " ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING"
+    };
+    let sql = format!("{COLUMNS}{select}{conflict}");
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        i: String,
+        r: &'a str,
+        c: &'a str,
+        a: &'a str,
+    }
+    let mut added = 0;
+    for chunk in deliveries.chunks(INSERT_BATCH) {
+        let rows: Vec<Row<'_>> = chunk
+            .iter()
+            .map(|d| Row {
+                i: uuid::Uuid::now_v7().simple().to_string(),
+                r: &d.recipient_id,
+                c: &d.channel,
+                a: &d.address,
+            })
+            .collect();
+        let json = serde_json::to_string(&rows)
+            .map_err(|e| StoreError::Corrupt(format!("delivery batch as JSON: {e}")))?;
+        added += sqlx::query(&sql)
+            .bind(batch.alert_id)
+            .bind(batch.now)
+            .bind(batch.expires_at)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(added)
+}
 
 impl Store {
     /// Stores a new alert with its events and deliveries, in one transaction.
@@ -414,9 +500,13 @@ impl Store {
         .await?;
         insert_deliveries(
             &mut tx,
-            &alert.id,
-            alert.created_at,
-            alert.expires_at,
+            self.backend(),
+            Batch {
+                alert_id: &alert.id,
+                now: alert.created_at,
+                expires_at: alert.expires_at,
+                fresh: true,
+            },
             deliveries,
         )
         .await?;
@@ -511,7 +601,18 @@ impl Store {
         if status != AlertStatus::Active.as_str() || expires_at.is_some_and(|e| e <= now) {
             return Ok(0);
         }
-        let added = insert_deliveries(&mut tx, alert_id, now, expires_at, deliveries).await?;
+        let added = insert_deliveries(
+            &mut tx,
+            self.backend(),
+            Batch {
+                alert_id,
+                now,
+                expires_at,
+                fresh: false,
+            },
+            deliveries,
+        )
+        .await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -770,6 +871,17 @@ impl Store {
 
     /// Stores a subscription.
     pub async fn insert_subscription(&self, rec: &SubscriptionRecord) -> Result<(), StoreError> {
+        self.insert_subscription_with_events(rec, &[]).await
+    }
+
+    /// Stores a new subscription and its `events` (e.g. `alert.subscription.created`, which
+    /// tells the other nodes' targeting indexes) in one transaction.
+    pub async fn insert_subscription_with_events(
+        &self,
+        rec: &SubscriptionRecord,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -784,22 +896,152 @@ impl Store {
         .bind(rec.phone.clone())
         .bind(rec.push.clone())
         .bind(rec.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Stores many new subscriptions at once (a bulk import): one `INSERT … SELECT` per
+    /// 20 000 rows from a JSON array parameter, all in one transaction.
+    pub async fn insert_subscriptions(
+        &self,
+        recs: &[SubscriptionRecord],
+    ) -> Result<(), StoreError> {
+        let select = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT json_extract(value, '$.id'), json_extract(value, '$.user_id'), \
+                 json_extract(value, '$.lat'), json_extract(value, '$.lon'), \
+                 json_extract(value, '$.language'), json_extract(value, '$.min_severity'), \
+                 json_extract(value, '$.email'), json_extract(value, '$.phone'), \
+                 json_extract(value, '$.push'), json_extract(value, '$.created_at') \
+                 FROM json_each($1)"
+            }
+            Backend::Postgres => {
+                "SELECT d.id, d.user_id, d.lat, d.lon, d.language, d.min_severity, d.email, \
+                 d.phone, d.push, d.created_at FROM json_to_recordset(CAST($1 AS JSON)) AS \
+                 d(id TEXT, user_id TEXT, lat DOUBLE PRECISION, lon DOUBLE PRECISION, \
+                 language TEXT, min_severity TEXT, email TEXT, phone TEXT, push TEXT, \
+                 created_at BIGINT)"
+            }
+        };
+        let sql = format!("INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) {select}");
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            id: &'a str,
+            user_id: Option<&'a str>,
+            lat: f64,
+            lon: f64,
+            language: Option<&'a str>,
+            min_severity: Option<&'a str>,
+            email: Option<&'a str>,
+            phone: Option<&'a str>,
+            push: Option<&'a str>,
+            created_at: i64,
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in recs.chunks(INSERT_BATCH) {
+            let rows: Vec<Row<'_>> = chunk
+                .iter()
+                .map(|r| Row {
+                    id: &r.id,
+                    user_id: r.user_id.as_deref(),
+                    lat: r.lat,
+                    lon: r.lon,
+                    language: r.language.as_deref(),
+                    min_severity: r.min_severity.as_deref(),
+                    email: r.email.as_deref(),
+                    phone: r.phone.as_deref(),
+                    push: r.push.as_deref(),
+                    created_at: r.created_at,
+                })
+                .collect();
+            let json = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Corrupt(format!("subscriptions as JSON: {e}")))?;
+            sqlx::query(&sql)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Locations of active subscriptions with ids greater than `after`, in id order, `limit`
+    /// at a time: `(id, lat, lon)`, what the targeting index is built from.
+    pub async fn subscription_points(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, f64, f64)>, StoreError> {
+        sqlx::query(
+            "SELECT id, lat, lon FROM alert_subscriptions WHERE active = 1 AND id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
+    /// The active subscriptions among `ids` (ended and unknown ones are left out), in id
+    /// order; the ids travel as one JSON array parameter.
+    pub async fn subscriptions_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = match self.backend() {
+            Backend::Sqlite => "SELECT value FROM json_each($1)",
+            Backend::Postgres => "SELECT json_array_elements_text(CAST($1 AS JSON))",
+        };
+        let json = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
+        sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE active = 1 \
+             AND id IN ({list}) ORDER BY id"
+        ))
+        .bind(json)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(SubscriptionRecord::from_row)
+        .collect()
     }
 
     /// Ends a subscription (STOP, unsubscribe link); false when there is none active.
     pub async fn deactivate_subscription(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(
+        self.deactivate_subscription_with_events(id, &[]).await
+    }
+
+    /// Ends a subscription and, when it was active, writes `events` (e.g.
+    /// `alert.subscription.ended`) in the same transaction; false when there is none active.
+    pub async fn deactivate_subscription_with_events(
+        &self,
+        id: &str,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ended =
             sqlx::query("UPDATE alert_subscriptions SET active = 0 WHERE id = $1 AND active = 1")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1,
-        )
+                == 1;
+        if ended {
+            insert_events(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Ends every active subscription registered with `phone` (an SMS reply STOP from it);
@@ -906,57 +1148,6 @@ async fn supersede(
         }
     }
     Ok(())
-}
-
-/// Inserts queued deliveries of `alert_id`, skipping (alert, recipient, channel) triples
-/// that exist; returns the rows added.
-async fn insert_deliveries(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    alert_id: &str,
-    now: i64,
-    expires_at: Option<i64>,
-    deliveries: &[NewDelivery],
-) -> Result<u64, StoreError> {
-    let mut added = 0;
-    for chunk in deliveries.chunks(INSERT_BATCH) {
-        let mut sql = String::from(
-            "INSERT INTO alert_deliveries (id, alert_id, recipient_id, channel, address, \
-             state, next_attempt_at, expires_at, created_at, updated_at) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let p = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 8
-            ));
-        }
-        sql.push_str(" ON CONFLICT (alert_id, recipient_id, channel) DO NOTHING");
-        let mut q = sqlx::query(&sql);
-        for d in chunk {
-            q = q
-                .bind(uuid::Uuid::now_v7().simple().to_string())
-                .bind(alert_id)
-                .bind(&d.recipient_id)
-                .bind(&d.channel)
-                .bind(&d.address)
-                .bind(now)
-                .bind(expires_at)
-                .bind(now);
-        }
-        added += q.execute(&mut **tx).await?.rows_affected();
-    }
-    Ok(added)
 }
 
 #[cfg(test)]

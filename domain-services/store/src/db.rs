@@ -66,6 +66,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_alert_approval.sql"),
         postgres: include_str!("../migrations/postgres/0007_alert_approval.sql"),
     },
+    Migration {
+        version: 8,
+        name: "alert_ingest",
+        sqlite: include_str!("../migrations/sqlite/0008_alert_ingest.sql"),
+        postgres: include_str!("../migrations/postgres/0008_alert_ingest.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.

@@ -22,6 +22,8 @@
 //!   columns when available);
 //! - [`alerts`] — CAP alerts and their lifecycle, alert subscriptions, the durable
 //!   per-recipient delivery queue;
+//! - [`alert_ingest`] — external CAP feeds: poll validators, entries handled, alerts read
+//!   (deduplicated by CAP identifier/sender/sent);
 //! - [`healthcare`] — providers, slots, appointments (no double booking), consultations,
 //!   FHIR resources, disease-surveillance case reports;
 //! - [`education`] — courses, enrollments, live classes, assessments, certificates;
@@ -46,6 +48,7 @@
 //! # }
 //! ```
 
+pub mod alert_ingest;
 pub mod alerts;
 pub mod consumers;
 pub mod credentials;
@@ -59,6 +62,7 @@ pub mod outbox;
 pub mod testing;
 pub mod users;
 
+pub use alert_ingest::{FeedState, IngestOutcome, IngestRecord};
 pub use alerts::{
     AlertFilter, AlertRecord, AlertStatus, DeliveryOutcome, DeliveryRecord, DeliveryState,
     NewDelivery, SubscriptionRecord,

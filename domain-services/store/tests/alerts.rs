@@ -517,3 +517,141 @@ on_every_backend!(
     stop_by_phone_ends_that_numbers_subscriptions_on_every_backend,
     stop_by_phone_ends_that_numbers_subscriptions
 );
+
+/// Enqueuing moved from multi-row VALUES to one JSON array per batch: addresses with
+/// characters JSON escapes arrive intact, a delivery listed twice is queued once, batches
+/// larger than one statement all land, and an alert without `expires` queues rows without
+/// one.
+async fn batched_enqueue_keeps_addresses_and_is_idempotent(store: Store) {
+    let mut deliveries: Vec<NewDelivery> = (0..45_000)
+        .map(|i| {
+            to(
+                &format!("r{i:05}"),
+                if i % 2 == 0 { "email" } else { "sms" },
+            )
+        })
+        .collect();
+    deliveries.push(NewDelivery {
+        recipient_id: "odd".into(),
+        channel: "email".into(),
+        address: "\"quoted\\back\"\n<é@example.org>".into(),
+    });
+    deliveries.push(to("r00000", "email"));
+    store
+        .issue_alert(&alert("big", "BIG", "Alert", None), &[], &deliveries, &[])
+        .await
+        .unwrap();
+    let counts = store.delivery_counts("big").await.unwrap();
+    assert_eq!(
+        counts.iter().map(|c| c.2).sum::<i64>(),
+        45_001,
+        "{counts:?}"
+    );
+    let mut after = None;
+    let mut found = None;
+    loop {
+        let page = store
+            .deliveries_page("big", after.as_deref(), 10_000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        if let Some(d) = page.iter().find(|d| d.recipient_id == "odd") {
+            found = Some(d.clone());
+        }
+    }
+    let odd = found.expect("the odd address was queued");
+    assert_eq!(odd.address, "\"quoted\\back\"\n<é@example.org>");
+    assert_eq!(odd.state, DeliveryState::Queued);
+    assert_eq!(odd.expires_at, None);
+    assert_eq!(
+        store
+            .enqueue_deliveries("big", &deliveries, 2_000)
+            .await
+            .unwrap(),
+        0,
+        "the consumer's batched enqueue skips what is queued already"
+    );
+}
+on_every_backend!(
+    batched_enqueue_keeps_addresses_and_is_idempotent_on_every_backend,
+    batched_enqueue_keeps_addresses_and_is_idempotent
+);
+
+fn subscriber(id: &str, lat: f64, lon: f64) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: id.into(),
+        user_id: None,
+        lat,
+        lon,
+        language: None,
+        min_severity: Some("Severe".into()),
+        email: Some(format!("{id}@example.org")),
+        phone: None,
+        push: None,
+        created_at: 1,
+    }
+}
+
+/// What the targeting index is built from and reads back: locations of active
+/// subscriptions (paged by id), and rows by id — ended and unknown ones left out. Bulk
+/// import and the create/end events travel with their writes.
+async fn targeting_reads_locations_and_rows_of_active_subscriptions(store: Store) {
+    let bulk: Vec<SubscriptionRecord> = (0..1_500)
+        .map(|i| subscriber(&format!("s{i:04}"), 50.0 + i as f64 / 1_000.0, 0.5))
+        .collect();
+    store.insert_subscriptions(&bulk).await.unwrap();
+    let created = NewEvent::new("nexus.crisis", "t1", "alert.subscription.created", "{}");
+    let before = store.outbox_pending(100).await.unwrap().len();
+    store
+        .insert_subscription_with_events(&subscriber("t1", 51.0, 0.0), &[created])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 1);
+    let ended = NewEvent::new("nexus.crisis", "s0001", "alert.subscription.ended", "{}");
+    assert!(
+        store
+            .deactivate_subscription_with_events("s0001", std::slice::from_ref(&ended))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .deactivate_subscription_with_events("s0001", &[ended])
+            .await
+            .unwrap(),
+        "ended once"
+    );
+    assert_eq!(store.outbox_pending(100).await.unwrap().len(), before + 2);
+
+    let mut points = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .subscription_points(after.as_deref(), 400)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.0.clone());
+        points.extend(page);
+    }
+    assert_eq!(points.len(), 1_500, "1 500 imported + t1 - s0001");
+    assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(!points.iter().any(|p| p.0 == "s0001"));
+    let s0002 = points.iter().find(|p| p.0 == "s0002").unwrap();
+    assert_eq!((s0002.1, s0002.2), (50.0 + 2.0 / 1_000.0, 0.5));
+
+    let ids: Vec<String> = ["t1", "s0001", "nope", "s1499", "s0000"]
+        .map(String::from)
+        .to_vec();
+    let rows = store.subscriptions_by_ids(&ids).await.unwrap();
+    let got: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(got, ["s0000", "s1499", "t1"]);
+    assert_eq!(rows[0].email.as_deref(), Some("s0000@example.org"));
+    assert_eq!(rows[0].min_severity.as_deref(), Some("Severe"));
+    assert!(store.subscriptions_by_ids(&[]).await.unwrap().is_empty());
+}
+on_every_backend!(
+    targeting_reads_locations_and_rows_of_active_subscriptions_on_every_backend,
+    targeting_reads_locations_and_rows_of_active_subscriptions
+);

@@ -8,6 +8,7 @@ mod write;
 
 pub use write::{to_xml, to_xml_version};
 
+pub(crate) use decode::decode;
 pub(crate) use write::escape_into;
 
 use crate::codes::CapVersion;
