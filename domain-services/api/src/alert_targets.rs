@@ -116,7 +116,16 @@ impl AlertTargets {
 
     fn spawn(owner: Owner) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(owner.run(rx));
+        // Its own thread, not a tokio task: a 1M-subscriber `ids_within` takes tens of
+        // milliseconds of CPU, which must not stall a runtime worker (and the requests,
+        // WebSocket writes and consumers queued behind it).
+        let spawned = std::thread::Builder::new()
+            .name("alert-targets".into())
+            .spawn(move || owner.run(rx));
+        if let Err(e) = spawned {
+            // The handle's calls then answer `Stopped`.
+            tracing::error!(error = %e, "cannot start the alert targeting thread");
+        }
         AlertTargets { tx }
     }
 
@@ -212,8 +221,8 @@ impl Owner {
         Owner { index, ids, names }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.blocking_recv() {
             self.handle(cmd);
         }
     }
