@@ -462,7 +462,7 @@ impl Store {
             Some(b) => b.map(Some),
             None => [None; 4],
         };
-        sqlx::query(&format!(
+        crate::db::nullable_floats(&format!(
             "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))

@@ -148,7 +148,7 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(&format!(
+        crate::db::nullable_floats(&format!(
             "INSERT INTO crisis_objects ({OBJECT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
@@ -230,7 +230,7 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let done = crate::db::nullable_floats(
             "UPDATE crisis_objects SET object_type = $1, severity = $2, status = $3, lat = $4, \
              lon = $5, geometry = $6, details = $7, updated_at = $8 \
              WHERE id = $9 AND updated_at = $10",
@@ -454,7 +454,7 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        crate::db::nullable_floats(
             "INSERT INTO crisis_reports (id, incident_id, author_id, summary, details, lat, lon, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )

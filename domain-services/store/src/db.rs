@@ -276,6 +276,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A statement that binds an `Option<f64>` that may be `None`, kept out of the connection's
+/// prepared-statement cache.
+///
+/// sqlx 0.8's `Any` driver declares a null `f64` parameter to PostgreSQL as `float4` (its
+/// null `Double` and `Real` kinds are swapped), and a cached statement keeps the parameter
+/// types of its first preparation: once a statement was first prepared with a null there,
+/// binding a number to it later on the same connection fails with "incorrect binary data
+/// format". Preparing such statements afresh each time lets PostgreSQL see each execution's
+/// own types (a `float4` null converts to `DOUBLE PRECISION` silently); the cost is one parse
+/// per execution. SQLite is untyped and unaffected.
+pub(crate) fn nullable_floats(
+    sql: &str,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

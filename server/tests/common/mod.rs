@@ -192,6 +192,16 @@ impl Server {
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        if status >= 500 {
+            // A server error is never expected by a test: keep the server's side of it with
+            // the test's output (shown when the test fails). The log reader runs on its own
+            // thread, so give it a moment to catch up.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            eprintln!(
+                "{method} {path} answered {status}; server log:\n{}",
+                self.logs()
+            );
+        }
         Some(Resp {
             status,
             headers,
@@ -208,26 +218,9 @@ impl Server {
         headers: &[(String, String)],
         body: Option<Vec<u8>>,
     ) -> Resp {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path));
-        for (k, v) in headers {
-            builder = builder.header(k, v);
-        }
-        let req = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
-        let resp = self.client.request(req).await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Resp {
-            status,
-            headers,
-            body,
-            json,
-        }
+        self.try_raw(method, path, headers, body)
+            .await
+            .unwrap_or_else(|| panic!("{method} {path}: no response"))
     }
 
     /// Registers a user and logs in; returns (user id, access token, refresh token).
