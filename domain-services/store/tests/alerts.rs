@@ -303,6 +303,8 @@ async fn subscriptions_are_found_by_bounding_box(store: Store) {
                 phone: None,
                 push: None,
                 created_at: 1,
+                websocket: false,
+                device: None,
             })
             .await
             .unwrap();
@@ -490,6 +492,8 @@ async fn stop_by_phone_ends_that_numbers_subscriptions(store: Store) {
                 phone: Some(phone.into()),
                 push: None,
                 created_at: 1,
+                websocket: false,
+                device: None,
             })
             .await
             .unwrap();
@@ -590,6 +594,8 @@ fn subscriber(id: &str, lat: f64, lon: f64) -> SubscriptionRecord {
         phone: None,
         push: None,
         created_at: 1,
+        websocket: false,
+        device: None,
     }
 }
 
