@@ -279,7 +279,11 @@ impl Provider {
 // ---------------------------------------------------------------------------------------
 // Gateway helpers (as in tests/crisis.rs).
 
-async fn wait_for(ws: &mut Ws, wait: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+async fn wait_for(
+    ws: &mut Ws,
+    wait: Duration,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -1182,6 +1186,287 @@ async fn a_server_killed_mid_delivery_resumes_and_every_recipient_gets_one_messa
         PEOPLE,
         requests.len() - PEOPLE,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Last known device location, and the user's personal channel.
+
+/// Subscribers the preview of `doc` counts.
+async fn previewed(s: &Server, token: &str, doc: &str) -> Value {
+    let r = post_cap_to(s, "/api/v1/alerts/preview", token, doc).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json
+}
+
+/// Must show: targeting selects subscribers whose registered location *or last known
+/// device location* lies inside. Ann registered in London; her phone reports it is in
+/// Riverside and she gets the flood warning there; it moves to Paris and the next one
+/// passes her by; back in Riverside, the report targets her only until it is older than
+/// `NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE`. Only her own token may report for her
+/// subscription; bad coordinates are a 400 problem; the position reaches no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reporting_its_location_inside_the_area_gets_the_alert_until_it_moves_or_ages() {
+    let (sms_url, provider) = Provider::default().start().await;
+    let mut env = server_env(&None, "", &sms_url);
+    env.push(("NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE", "2s"));
+    let s = Server::start(&env);
+    let authority = s.token("authority-1", &[Role::AlertAuthority], 600);
+    // Bob lives in Riverside: the witness that each alert has been delivered.
+    subscribe_people(&s, &[("bob", 51.1, -1.1)]).await;
+    let ann = s.token("user-ann", &[Role::Patient], 600);
+    let ann_phone = "+447700900123";
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/alerts/subscriptions",
+            Some(&ann),
+            json!({"location": {"lat": 51.5, "lon": -0.12}, "phone": ann_phone}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let sub = r.json["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/alerts/subscriptions/{sub}/location");
+    let doc = |n: u32| {
+        cap(
+            &format!("DEVICE-{n}"),
+            &format!("2024-06-12T14:5{n}:00-07:00"),
+            "Alert",
+            None,
+        )
+    };
+    assert_eq!(previewed(&s, &authority, &doc(0)).await["subscribers"], 1);
+
+    // Bad reports: coordinates out of range or not numbers, someone else's token, no token.
+    for bad in [
+        json!({"lat": 91.0, "lon": -1.1}),
+        json!({"lat": 51.1, "lon": -181.0}),
+        json!({"lat": "51.1", "lon": -1.1}),
+        json!({"lat": 51.1}),
+        json!({"lat": 51.1, "lon": -1.1, "accuracy": 5}),
+    ] {
+        let r = s.req("PUT", &path, Some(&ann), bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.json);
+        assert_eq!(r.content_type(), "application/problem+json", "{bad}");
+    }
+    let r = s
+        .req("PUT", &path, Some(&ann), json!({"lat": 91.0, "lon": -1.1}))
+        .await;
+    r.assert_problem(400, "validation");
+    assert_eq!(r.json["errors"][0]["pointer"], "/lat", "{}", r.json);
+    let mallory = s.token("user-mallory", &[Role::Patient], 600);
+    let inside = json!({"lat": 51.123456, "lon": -1.098765});
+    s.req("PUT", &path, Some(&mallory), inside.clone())
+        .await
+        .assert_problem(404, "not-found");
+    s.req(
+        "PUT",
+        "/api/v1/alerts/subscriptions/no-such-thing/location",
+        Some(&ann),
+        inside.clone(),
+    )
+    .await
+    .assert_problem(404, "not-found");
+    let r = s.req("PUT", &path, None, inside.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.json);
+
+    // Her phone is in Riverside: she is targeted, and the warning reaches her.
+    let r = s.req("PUT", &path, Some(&ann), inside.clone()).await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    assert_eq!(previewed(&s, &authority, &doc(1)).await["subscribers"], 2);
+    let r = post_cap(&s, &authority, &doc(1)).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    eventually(
+        "the warning on ann's phone",
+        Duration::from_secs(30),
+        || provider.received().iter().any(|m| m.to == ann_phone),
+    )
+    .await;
+
+    // It moves to Paris (overwriting Riverside): the next warning passes her by.
+    let r = s
+        .req("PUT", &path, Some(&ann), json!({"lat": 48.85, "lon": 2.35}))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    assert_eq!(previewed(&s, &authority, &doc(2)).await["subscribers"], 1);
+    let r = post_cap(&s, &authority, &doc(2)).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    let bob_phone = phone_of("bob");
+    eventually("the second warning to bob", Duration::from_secs(30), || {
+        provider
+            .received()
+            .iter()
+            .filter(|m| m.to == bob_phone)
+            .count()
+            == 2
+    })
+    .await;
+    let report = s
+        .req(
+            "GET",
+            &format!("/api/v1/alerts/{id2}/deliveries"),
+            Some(&authority),
+            Value::Null,
+        )
+        .await;
+    let recipients: BTreeSet<_> = report.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["recipient_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!recipients.contains(&sub), "{}", report.json);
+    assert_eq!(
+        provider
+            .received()
+            .iter()
+            .filter(|m| m.to == ann_phone)
+            .count(),
+        1
+    );
+
+    // Back in Riverside, but the report ages past the limit: it targets no more.
+    let r = s.req("PUT", &path, Some(&ann), inside.clone()).await;
+    assert_eq!(r.status, 204, "{}", r.json);
+    assert_eq!(previewed(&s, &authority, &doc(3)).await["subscribers"], 2);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(previewed(&s, &authority, &doc(3)).await["subscribers"], 1);
+
+    // Positions are private: never in the logs.
+    let logs = s.logs();
+    assert!(
+        !logs.contains("51.123456") && !logs.contains("1.098765"),
+        "a device position leaked into the logs"
+    );
+}
+
+/// Must show: WebSocket delivery reaches the user's personal channel (`user#<id>`) as well as
+/// the `alerts` channel. Dan, signed in, subscribes twice inside the area (home and work)
+/// and watches his personal channel with a real WebSocket client on his connection token:
+/// each alert arrives there once, carrying the idempotency key of his `websocket` delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_subscriber_gets_each_alert_once_on_the_personal_channel() {
+    let s = Server::start(&[
+        ("NEXUS_RATE_LIMIT_PER_IP", "0"),
+        ("NEXUS_RATE_LIMIT_PER_USER", "0"),
+    ]);
+    let authority = s.token("authority-1", &[Role::AlertAuthority], 600);
+    let dan = s.token("user-dan", &[Role::Patient], 600);
+    for (lat, lon) in [(51.1, -1.1), (51.15, -1.05)] {
+        let r = s
+            .req(
+                "POST",
+                "/api/v1/alerts/subscriptions",
+                Some(&dan),
+                json!({"location": {"lat": lat, "lon": lon}, "channels": ["websocket"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        assert_eq!(r.json["channels"], json!(["websocket"]));
+    }
+    // An anonymous caller has no personal channel: `websocket` needs a signed-in user.
+    let out = s.cli(&["apikey", "create", "--name", "kiosk"], None);
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/subscriptions",
+            &[
+                ("x-api-key".into(), key),
+                ("content-type".into(), "application/json".into()),
+            ],
+            Some(
+                json!({"location": {"lat": 51.1, "lon": -1.1}, "channels": ["websocket"]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert!(
+        r.status == 400 || r.status == 401 || r.status == 403,
+        "{}",
+        r.json
+    );
+
+    // Dan's app: his connection token subscribes him to `user#user-dan` on the server side.
+    let rt = s
+        .req("POST", "/api/v1/realtime/token", Some(&dan), Value::Null)
+        .await;
+    assert_eq!(rt.status, 200, "{}", rt.json);
+    let url = s.base.replace("http://", "ws://") + "/connection/websocket";
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let reply = command(
+        &mut ws,
+        json!({"id": 1, "connect": {"token": rt.json["token"]}}),
+    )
+    .await;
+    assert!(
+        reply["connect"]["subs"].get("user#user-dan").is_some(),
+        "{reply}"
+    );
+
+    let personal = |id: &str| {
+        let id = id.to_string();
+        move |v: &Value| {
+            v["push"]["channel"] == "user#user-dan"
+                && v["push"]["pub"]["data"]["alert_id"] == id.as_str()
+        }
+    };
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let r = post_cap(
+            &s,
+            &authority,
+            &cap(
+                &format!("PERSONAL-{n}"),
+                &format!("2024-06-12T14:5{n}:00-07:00"),
+                "Alert",
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        let id = r.json["id"].as_str().unwrap().to_string();
+        // Everything the socket receives until this alert's personal message: a second
+        // copy of an earlier alert would be among it (one lane publishes in queue order).
+        let mut seen = Vec::new();
+        let got = wait_for(&mut ws, Duration::from_secs(30), |v| {
+            if v["push"]["channel"] == "user#user-dan" {
+                seen.push(v["push"]["pub"]["data"]["alert_id"].clone());
+            }
+            personal(&id)(v)
+        })
+        .await
+        .expect("the alert on dan's personal channel");
+        let data = &got["push"]["pub"]["data"];
+        assert_eq!(data["type"], "alert");
+        assert_eq!(data["headline"], "Flood warning for Riverside");
+        assert_eq!(
+            seen,
+            vec![json!(id)],
+            "each alert once on the personal channel, nothing else"
+        );
+        keys.push(data["key"].as_str().unwrap().to_string());
+        ids.push(id);
+    }
+    // The key is the personal delivery's id: one `websocket` row per alert for dan.
+    for (id, key) in ids.iter().zip(&keys) {
+        let report = s
+            .req(
+                "GET",
+                &format!("/api/v1/alerts/{id}/deliveries"),
+                Some(&authority),
+                Value::Null,
+            )
+            .await;
+        let items = report.json["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{}", report.json);
+        assert_eq!(items[0]["id"], key.as_str());
+        assert_eq!(items[0]["channel"], "websocket");
+        assert_eq!(items[0]["recipient_id"], "user#user-dan");
+    }
+    assert_ne!(keys[0], keys[1]);
 }
 
 // ---------------------------------------------------------------------------------------

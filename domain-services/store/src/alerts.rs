@@ -823,7 +823,7 @@ impl Store {
         let (channel_sql, channels): (String, Vec<&str>) = match filter {
             ChannelFilter::Any => (String::new(), Vec::new()),
             ChannelFilter::Only(c) => (" AND channel = $3".into(), vec![c]),
-            ChannelFilter::Except(cs) if cs.is_empty() => (String::new(), Vec::new()),
+            ChannelFilter::Except([]) => (String::new(), Vec::new()),
             ChannelFilter::Except(cs) => (
                 format!(
                     " AND channel NOT IN ({})",
