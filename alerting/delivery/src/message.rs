@@ -241,4 +241,26 @@ mod tests {
         assert!(body.contains("Delivery reference: k-1"));
         assert!(body.contains("What to do: Go up."));
     }
+
+    #[test]
+    fn the_personal_channel_message_carries_the_key_and_says_what_it_is() {
+        let mut a = alert("Flood warning", "Riverside", "Go up.");
+        a.status = Status::Exercise;
+        let m = crate::channel::Outgoing {
+            key: "k1",
+            address: "user#7",
+            alert: &a,
+            alert_id: "a1",
+            recipient_id: "user#7",
+            unsubscribe_url: None,
+        };
+        let v = realtime_message(&m);
+        assert_eq!(v["type"], "alert");
+        assert_eq!(v["key"], "k1");
+        assert_eq!(v["alert_id"], "a1");
+        assert_eq!(v["headline"], "EXERCISE: Flood warning");
+        assert_eq!(v["area"], "Riverside");
+        assert_eq!(v["instruction"], "Go up.");
+        assert_eq!(v["links"]["cap"], "/api/v1/alerts/a1");
+    }
 }

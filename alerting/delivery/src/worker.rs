@@ -106,6 +106,22 @@ impl Done {
 struct ChannelSlot {
     channel: Arc<dyn Channel>,
     bucket: TokenBucket,
+    limit: RateLimit,
+}
+
+impl ChannelSlot {
+    /// Deliveries to claim at once: `batch`, but no more than the rate limit lets go out in
+    /// half the lease — a batch claimed must be sent before its lease runs out, or another
+    /// worker claims the rest again and they go twice.
+    fn claim_size(&self, config: &WorkerConfig) -> i64 {
+        let rate = self.limit.per_sec;
+        if !(rate.is_finite() && rate > 0.0) {
+            return config.batch;
+        }
+        let within = rate * config.lease.as_secs_f64() / 2.0 + f64::from(self.limit.burst);
+        // Saturating float-to-int conversion; at least one.
+        (within.floor() as i64).clamp(1, config.batch.max(1))
+    }
 }
 
 /// The delivery queue worker.
@@ -163,6 +179,7 @@ impl Worker {
             ChannelSlot {
                 channel,
                 bucket: TokenBucket::new(limit.per_sec, limit.burst),
+                limit,
             },
         );
         self
@@ -323,9 +340,12 @@ async fn step(
 ) -> Result<TickReport, StoreError> {
     let now = nexus_store::now_ms();
     let lease = i64::try_from(shared.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let size = slot
+        .as_ref()
+        .map_or(shared.config.batch, |s| s.claim_size(&shared.config));
     let batch = shared
         .store
-        .claim_deliveries_on(filter, now, lease, shared.config.batch)
+        .claim_deliveries_on(filter, now, lease, size)
         .await?;
     let mut report = TickReport {
         claimed: batch.len(),
@@ -504,5 +524,45 @@ fn verdict(result: Result<(), SendError>, attempt: u32, backoff: &Backoff) -> De
                 error: format!("gave up after {attempt} attempts: {error}"),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+
+    impl Channel for Nowhere {
+        fn name(&self) -> &'static str {
+            "nowhere"
+        }
+
+        fn send<'a>(&'a self, _: Outgoing<'a>) -> crate::BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn slot(per_sec: f64, burst: u32) -> ChannelSlot {
+        let limit = RateLimit { per_sec, burst };
+        ChannelSlot {
+            channel: Arc::new(Nowhere),
+            bucket: TokenBucket::new(per_sec, burst),
+            limit,
+        }
+    }
+
+    #[test]
+    fn a_lane_claims_no_more_than_it_can_send_within_half_its_lease() {
+        let config = WorkerConfig {
+            lease: Duration::from_secs(10),
+            batch: 200,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(slot(0.0, 1).claim_size(&config), 200, "unlimited");
+        assert_eq!(slot(500.0, 500).claim_size(&config), 200);
+        assert_eq!(slot(30.0, 30).claim_size(&config), 180);
+        assert_eq!(slot(2.0, 2).claim_size(&config), 12);
+        assert_eq!(slot(0.01, 1).claim_size(&config), 1);
     }
 }
