@@ -1406,6 +1406,16 @@ async fn a_signed_in_subscriber_gets_each_alert_once_on_the_personal_channel() {
         "{reply}"
     );
 
+    // The preview counts both subscriptions, and one personal delivery for their user.
+    let preview = previewed(
+        &s,
+        &authority,
+        &cap("PERSONAL-P", "2024-06-12T14:00:00-07:00", "Alert", None),
+    )
+    .await;
+    assert_eq!(preview["subscribers"], 2, "{preview}");
+    assert_eq!(preview["channels"]["websocket"], 1, "{preview}");
+
     let personal = |id: &str| {
         let id = id.to_string();
         move |v: &Value| {

@@ -622,15 +622,10 @@ async fn preview_alert(
     let mut subscribers = 0;
     let mut targeting = Targeting::new(&state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
-        // A page holds a subscription's deliveries together, in subscription order.
-        let mut last: Option<&str> = None;
         for d in &page {
             *channels.entry(d.channel.clone()).or_default() += 1;
-            if d.channel != WEBSOCKET && last != Some(d.recipient_id.as_str()) {
-                subscribers += 1;
-                last = Some(d.recipient_id.as_str());
-            }
         }
+        subscribers += targeting.matched;
     }
     Ok(Json(AlertPreview {
         audience: audience.as_str().to_string(),
@@ -1471,6 +1466,8 @@ struct Targeting<'a> {
     /// Users given their personal-channel delivery already (one per user per alert, however
     /// many of their subscriptions are in the area).
     users: std::collections::HashSet<String>,
+    /// Subscriptions that matched in the last page (what the preview counts).
+    matched: usize,
 }
 
 impl<'a> Targeting<'a> {
@@ -1495,6 +1492,7 @@ impl<'a> Targeting<'a> {
                     .unwrap_or(i64::MAX),
             ),
             users: std::collections::HashSet::new(),
+            matched: 0,
         }
     }
 
@@ -1548,6 +1546,7 @@ impl<'a> Targeting<'a> {
         }
         let mut out = Vec::new();
         let mut stale = Vec::new();
+        self.matched = 0;
         for s in rows {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
@@ -1570,6 +1569,7 @@ impl<'a> Targeting<'a> {
             {
                 continue;
             }
+            self.matched += 1;
             for (channel, address) in [("email", s.email), ("sms", s.phone), ("push", s.push)] {
                 if let Some(address) = address {
                     out.push(NewDelivery {
