@@ -815,7 +815,6 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let mut tx = self.begin_write().await?;
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -835,10 +834,24 @@ impl Store {
                 cs.to_vec(),
             ),
         };
+        let due = format!(
+            "((state = 'queued' AND next_attempt_at <= $1) \
+             OR (state = 'sending' AND lease_until <= $1)){channel_sql}"
+        );
+        // Idle lanes poll several times a second: look without the write lock first (on
+        // SQLite a write transaction locks out every other writer while it lasts).
+        let probe = format!("SELECT id FROM alert_deliveries WHERE {due} LIMIT $2");
+        let mut q = sqlx::query(&probe).bind(now).bind(1_i64);
+        for c in &channels {
+            q = q.bind(*c);
+        }
+        if q.fetch_optional(&self.pool).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
         let sql = format!(
-            "SELECT id FROM alert_deliveries WHERE ((state = 'queued' AND next_attempt_at <= $1) \
-             OR (state = 'sending' AND lease_until <= $1)){channel_sql} \
-             ORDER BY next_attempt_at, id LIMIT $2{lock}"
+            "SELECT id FROM alert_deliveries WHERE {due} ORDER BY next_attempt_at, id \
+             LIMIT $2{lock}"
         );
         let mut q = sqlx::query(&sql).bind(now).bind(limit);
         for c in channels {
