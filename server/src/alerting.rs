@@ -7,8 +7,8 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use nexus_alert_delivery::{
-    OutboundPolicy, PushChannel, PushSettings, RateLimit, SmsChannel, SmsSettings, SmtpChannel,
-    VapidKey, Worker, WorkerConfig,
+    BoxFuture, Channel, OutboundPolicy, Outgoing, PushChannel, PushSettings, RateLimit, SendError,
+    SmsChannel, SmsSettings, SmtpChannel, VapidKey, Worker, WorkerConfig,
 };
 use nexus_api::ApiState;
 use nexus_api::alerts::{AlertSettings, Dispatched};
@@ -24,21 +24,22 @@ use tokio_util::task::TaskTracker;
 /// Consumer name (and Kafka group) of alerting.
 pub const ALERTING: &str = "alerting";
 
-/// E-mail: sustained messages per second and burst.
-const EMAIL_RATE: RateLimit = RateLimit {
-    per_sec: 50.0,
-    burst: 50,
-};
-/// SMS: sustained messages per second and burst (a provider account's usual limit).
-const SMS_RATE: RateLimit = RateLimit {
-    per_sec: 30.0,
-    burst: 30,
-};
-/// Web Push: push services take far more; this keeps one node's bursts polite.
-const PUSH_RATE: RateLimit = RateLimit {
-    per_sec: 200.0,
-    burst: 100,
-};
+/// Sends in flight at once per channel: enough to keep a provider with a few hundred
+/// milliseconds of latency at its rate limit.
+const DELIVERY_CONCURRENCY: usize = 32;
+/// Deliveries a channel's lane claims at a time.
+const DELIVERY_BATCH: i64 = 200;
+
+/// A channel's rate limit from `[alerts] rate_*` (messages per second, 0 = unlimited): a
+/// burst of one second's worth.
+fn rate(per_sec: f64) -> RateLimit {
+    RateLimit {
+        per_sec,
+        // At most u32::MAX by the `min`; a rate is finite and non-negative (config check).
+        burst: per_sec.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+    }
+}
+
 /// The VAPID contact when none is configured (push services may refuse it; set
 /// `NEXUS_VAPID_SUBJECT`).
 const DEFAULT_VAPID_SUBJECT: &str = "mailto:alerts@nexus.invalid";
@@ -90,6 +91,7 @@ pub fn settings(
         public_url: public_url.trim_end_matches('/').to_string(),
         sms_auth_token: config.sms.token.as_ref().map(|t| t.expose().to_string()),
         vapid_public_key: Some(keys.vapid.public_key()),
+        device_location_max_age: config.alerts.device_location_max_age,
     }
 }
 
@@ -112,6 +114,7 @@ pub fn start(
     config: &Config,
     api: &ApiState,
     keys: &AlertingKeys,
+    gateway: &nexus_gateway::Gateway,
     bus: Arc<dyn EventBus>,
     shutdown: &CancellationToken,
     background: &TaskTracker,
@@ -130,7 +133,8 @@ pub fn start(
         // Short enough that a crashed node's leased deliveries are resumed soon after a
         // restart, long enough for a batch at the channels' rates.
         lease: Duration::from_secs(10),
-        batch: 100,
+        batch: DELIVERY_BATCH,
+        concurrency: DELIVERY_CONCURRENCY,
         ..WorkerConfig::default()
     };
     let settings = api.alerting.clone();
@@ -140,7 +144,7 @@ pub fn start(
     if let Some(url) = &config.smtp.url {
         let email =
             SmtpChannel::from_url(url.expose(), None).context("smtp.url (NEXUS_SMTP_URL)")?;
-        worker = worker.with_channel(Arc::new(email), EMAIL_RATE);
+        worker = worker.with_channel(Arc::new(email), rate(config.alerts.rate_email));
     }
     if let Some(url) = &config.sms.url {
         let sms = SmsChannel::new(SmsSettings {
@@ -155,7 +159,7 @@ pub fn start(
             from: config.sms.from.clone().unwrap_or_default(),
         })
         .context("sms (NEXUS_SMS_URL, NEXUS_SMS_ACCOUNT, NEXUS_SMS_TOKEN, NEXUS_SMS_FROM)")?;
-        worker = worker.with_channel(Arc::new(sms), SMS_RATE);
+        worker = worker.with_channel(Arc::new(sms), rate(config.alerts.rate_sms));
     }
     let subject = config.vapid.subject.clone().unwrap_or_else(|| {
         tracing::warn!(
@@ -169,9 +173,42 @@ pub fn start(
         policy: push_policy(config),
     })
     .context("Web Push (NEXUS_VAPID_SUBJECT)")?;
-    worker = worker.with_channel(Arc::new(push), PUSH_RATE);
+    worker = worker.with_channel(Arc::new(push), rate(config.alerts.rate_push));
+    worker = worker.with_channel(
+        Arc::new(PersonalChannel(gateway.clone())),
+        rate(config.alerts.rate_websocket),
+    );
     background.spawn(worker.run(shutdown.clone()));
     Ok(())
+}
+
+/// The `websocket` delivery channel: a publication on the user's personal gateway channel
+/// (`user#<id>`, the delivery's address) carrying the delivery's idempotency key. Through
+/// the gateway's engine it reaches the user's connections on every node; delivered means
+/// the gateway took it (a user with no connection open misses it: the personal namespace
+/// keeps no history, and the other channels are the durable ones).
+struct PersonalChannel(nexus_gateway::Gateway);
+
+impl Channel for PersonalChannel {
+    fn name(&self) -> &'static str {
+        nexus_api::alerts::WEBSOCKET
+    }
+
+    fn send<'a>(&'a self, message: Outgoing<'a>) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            if !message.address.starts_with("user#") {
+                return Err(SendError::Permanent("not a personal channel".into()));
+            }
+            let data = nexus_alert_delivery::realtime_message(&message);
+            match self.0.publish(message.address, data).await {
+                Ok(_) => Ok(()),
+                Err(e @ nexus_gateway::GatewayError::UnknownChannel) => {
+                    Err(SendError::Permanent(e.to_string()))
+                }
+                Err(e) => Err(SendError::Transient(e.to_string())),
+            }
+        })
+    }
 }
 
 /// The alerting consumer: an alert that comes into force (issued, or approved) is targeted

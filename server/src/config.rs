@@ -333,7 +333,7 @@ pub struct VapidConfig {
 }
 
 /// `[alerts]`: who hears what, and how.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// The approval step: an `Actual` alert waits for a second `alert_authority`.
@@ -349,6 +349,37 @@ pub struct AlertsConfig {
     /// Base URL of links in messages (unsubscribe) and of the inbound SMS webhook's
     /// signature; default: `http(s)://` + the listener's address.
     pub public_url: Option<String>,
+    /// E-mails sent per second by this node's delivery worker (0: unlimited).
+    #[serde(deserialize_with = "de_rate")]
+    pub rate_email: f64,
+    /// SMS sent per second (a provider account's usual limit; 0: unlimited).
+    #[serde(deserialize_with = "de_rate")]
+    pub rate_sms: f64,
+    /// Web Push messages sent per second (0: unlimited).
+    #[serde(deserialize_with = "de_rate")]
+    pub rate_push: f64,
+    /// Personal-channel (`user#<id>`) WebSocket publications per second (0: unlimited).
+    #[serde(deserialize_with = "de_rate")]
+    pub rate_websocket: f64,
+    /// How long a device's last reported location keeps targeting its subscription.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub device_location_max_age: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            approval: false,
+            test_allowlist: Vec::new(),
+            allow_private_push: false,
+            public_url: None,
+            rate_email: 50.0,
+            rate_sms: 30.0,
+            rate_push: 200.0,
+            rate_websocket: 1000.0,
+            device_location_max_age: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 /// `[cap]`: external CAP ATOM feeds to ingest, and the geocode table.
@@ -524,6 +555,11 @@ impl Config {
                 "alerts.public_url (NEXUS_ALERTS_PUBLIC_URL) must start with http:// or https://"
             );
         }
+        if self.alerts.device_location_max_age.is_zero() {
+            bail!(
+                "alerts.device_location_max_age (NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE) must be positive"
+            );
+        }
         if let Some(s) = &self.vapid.subject
             && !(s.starts_with("mailto:") || s.starts_with("https://"))
         {
@@ -574,6 +610,28 @@ where
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid number"))),
     }
+}
+
+/// A rate (messages per second): a non-negative TOML number or a string holding one.
+fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(f64),
+        Str(String),
+    }
+    let rate = match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => n,
+        NumOrStr::Str(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("`{s}` is not a number of messages per second"))
+        })?,
+    };
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(serde::de::Error::custom(format!(
+            "{rate} is not a rate (a number of messages per second, 0 for unlimited)"
+        )));
+    }
+    Ok(rate)
 }
 
 /// Accepts a TOML boolean or `true`/`false`/`1`/`0`/`yes`/`no` (environment values).
@@ -860,11 +918,20 @@ mod tests {
                 ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "1"),
                 ("NEXUS_ALERTS_PUBLIC_URL", "https://alerts.example.org"),
                 ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
+                ("NEXUS_ALERTS_RATE_SMS", "400"),
+                ("NEXUS_ALERTS_RATE_PUSH", "0"),
+                ("NEXUS_ALERTS_RATE_EMAIL", "2.5"),
+                ("NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE", "30m"),
             ]),
             &Overrides::default(),
         )
         .unwrap();
         assert!(c.alerts.approval && c.alerts.allow_private_push);
+        assert_eq!(
+            (c.alerts.rate_sms, c.alerts.rate_push, c.alerts.rate_email),
+            (400.0, 0.0, 2.5)
+        );
+        assert_eq!(c.alerts.device_location_max_age, Duration::from_secs(1800));
         assert_eq!(
             c.alerts.test_allowlist,
             ["user-1", "+447700900123", "ops@example.org"]
@@ -874,8 +941,15 @@ mod tests {
             !defaults.alerts.approval,
             "the approval step is off by default"
         );
+        assert_eq!(
+            (defaults.alerts.rate_email, defaults.alerts.rate_sms),
+            (50.0, 30.0)
+        );
         for bad in [
             ("NEXUS_ALERTS_APPROVAL", "maybe"),
+            ("NEXUS_ALERTS_RATE_SMS", "-1"),
+            ("NEXUS_ALERTS_RATE_PUSH", "fast"),
+            ("NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE", "0s"),
             ("NEXUS_ALERTS_PUBLIC_URL", "alerts.example.org"),
             ("NEXUS_VAPID_SUBJECT", "ops@example.org"),
         ] {

@@ -197,6 +197,7 @@ pub async fn run(config: Config) -> Result<()> {
         &config,
         &alerting_api,
         &alerting_keys,
+        &gateway,
         bus,
         &shutdown,
         &background,

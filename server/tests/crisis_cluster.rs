@@ -3,8 +3,8 @@
 //! one node reaches the other node's geo index through the bus, without a restart: incidents
 //! appear in its geo queries, geofences made on one node fire on the other, and a volunteer's
 //! moves on either node leave both indexes agreeing on where the volunteer is. Alert
-//! subscriptions made or ended on one node reach the other node's alert targeting index the
-//! same way (issue 7).
+//! subscriptions made or ended, and the locations their devices report, on one node reach
+//! the other node's alert targeting index the same way (issue 7).
 //!
 //! Needs `NEXUS_TEST_DATABASE_URL` and `NEXUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services.sh env)"`); without them the test is skipped, or fails when
@@ -391,5 +391,29 @@ async fn alert_subscriptions_on_one_node_reach_the_other_nodes_targeting_index()
             |n| n == &json!(2),
         )
         .await;
+    }
+    // Far's phone reports (on A) that it is inside the flood area: both nodes target it
+    // by its last known location (`alert.subscription.located`, ids only); it moves out
+    // again: neither does.
+    let far = a.token("user-far", &[Role::Patient], 600);
+    for (at, expected) in [((51.5, -0.1), 3), ((48.85, 2.35), 2)] {
+        let r = a
+            .req(
+                "PUT",
+                &format!("/api/v1/alerts/subscriptions/{}/location", made[3]),
+                Some(&far),
+                json!({"lat": at.0, "lon": at.1}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.json);
+        for (name, node) in [("A", &a), ("B", &b)] {
+            eventually(
+                &format!("node {name} targets {expected} after far's device reported {at:?}"),
+                node,
+                async || previewed_subscribers(node, &authority).await,
+                |n| n == &json!(expected),
+            )
+            .await;
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Personal data never reaches the logs: a full account flow at debug level, and the log is
+//! Personal data never reaches the logs: a full account flow at debug level (an alert
+//! subscription and its device's location included), and the log is
+//! searched for every identifying value the flow used.
 
 #![allow(clippy::unwrap_used)]
-//! searched for every identifying value the flow used.
 
 mod common;
 
@@ -66,6 +67,26 @@ async fn no_personal_data_in_logs_during_a_full_account_flow() {
         body(json!({"phone": phone})),
     )
     .await;
+    // An alert subscription, and her phone reporting where it is.
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/alerts/subscriptions",
+            &hdr(Some(&access)),
+            body(json!({"location": {"lat": 51.234567, "lon": -1.345678}, "phone": phone})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let subscription = r.json["id"].as_str().unwrap().to_string();
+    let r = s
+        .raw(
+            "PUT",
+            &format!("/api/v1/alerts/subscriptions/{subscription}/location"),
+            &hdr(Some(&access)),
+            body(json!({"lat": 51.765432, "lon": -1.876543})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.json);
     s.raw(
         "POST",
         "/api/v1/auth/forgot-password",
@@ -111,6 +132,14 @@ async fn no_personal_data_in_logs_during_a_full_account_flow() {
     )
     .await;
 
+    // Erased with the account: the subscription, its addresses and the device's position.
+    let store =
+        nexus_store::Store::connect(&format!("sqlite://{}/nexus.db", s.dir.path().display()))
+            .await
+            .unwrap();
+    assert!(store.subscription(&subscription).await.unwrap().is_none());
+    store.close().await;
+
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let log = s.logs();
     assert!(log.contains(&id), "the log should still name users by id");
@@ -125,6 +154,10 @@ async fn no_personal_data_in_logs_during_a_full_account_flow() {
         password,
         &access,
         &refresh,
+        "51.234567",
+        "1.345678",
+        "51.765432",
+        "1.876543",
     ] {
         assert!(
             !log.to_lowercase().contains(&secret.to_lowercase()),

@@ -8,10 +8,15 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
+/// SMTP connections the e-mail channel keeps open at most.
+pub const SMTP_CONNECTIONS: u32 = 16;
+
 /// Sender of alert e-mails when none is configured.
 pub const DEFAULT_FROM: &str = "Nexus alerts <alerts@nexus.invalid>";
 
-/// The e-mail channel: one pooled SMTP transport. Every message's `Message-ID` is
+/// The e-mail channel: one pooled SMTP transport (up to [`SMTP_CONNECTIONS`] connections
+/// kept open and reused: an alert to thousands of recipients does not open a connection
+/// per message). Every message's `Message-ID` is
 /// `<KEY@nexus-alerts>` (KEY = the delivery's idempotency key), and the body ends with it;
 /// when the worker has unsubscribe links, the body and a `List-Unsubscribe` header carry
 /// the recipient's.
@@ -39,6 +44,7 @@ impl SmtpChannel {
             // lettre's message may quote the URL, password included: keep only its kind.
             .map_err(|_| ConfigError::Smtp("lettre cannot use this URL".into()))?
             .timeout(Some(Duration::from_secs(10)))
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(SMTP_CONNECTIONS))
             .build();
         let from = from
             .unwrap_or(DEFAULT_FROM)

@@ -59,7 +59,8 @@
 //! - `channel`: the [`Channel`] port and [`Outgoing`] message; `email`: [`SmtpChannel`]
 //!   (lettre); `sms`: [`SmsChannel`] (reqwest, Twilio-compatible form API); `push`:
 //!   [`PushChannel`], [`VapidKey`], [`PushSubscription`] (VAPID, RFC 8291 encryption).
-//! - `message`: [`sms_text`], [`email_text`]; `backoff`: [`Backoff`]; `rate`:
+//! - `message`: [`sms_text`], [`email_text`], [`realtime_message`] (a user's personal
+//!   gateway channel; the server implements that channel over its gateway); `backoff`: [`Backoff`]; `rate`:
 //!   [`TokenBucket`]; `error`: [`SendError`], [`ConfigError`], [`FetchError`], [`IngestError`].
 //! - [`outbound`]: the [`OutboundPolicy`] guard against requests to private, loopback,
 //!   link-local and multicast addresses (after DNS resolution and on redirects), and
@@ -82,10 +83,10 @@ mod worker;
 
 pub use backoff::Backoff;
 pub use channel::{BoxFuture, Channel, Outgoing};
-pub use email::{DEFAULT_FROM, SmtpChannel};
+pub use email::{DEFAULT_FROM, SMTP_CONNECTIONS, SmtpChannel};
 pub use error::{ConfigError, FetchError, IngestError, SendError};
 pub use ingest::{IngestConfig, Ingester, IssueError, IssuedAlert, Issuer, PollReport};
-pub use message::{SMS_MAX_CHARS, email_text, sms_text};
+pub use message::{SMS_MAX_CHARS, email_text, realtime_message, sms_text};
 pub use outbound::OutboundPolicy;
 pub use push::{
     MAX_PAYLOAD, PushChannel, PushKeys, PushSettings, PushSubscription, VapidKey, check_endpoint,

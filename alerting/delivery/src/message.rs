@@ -162,6 +162,33 @@ pub fn email_text(alert: &Alert, language: Option<&str>, key: &str) -> (String, 
     (subject, body)
 }
 
+/// What a user's personal gateway channel (`user#<id>`) receives for a delivery: JSON with
+/// `type: "alert"`, the delivery's idempotency key (`key`, so an app that hears it twice —
+/// sent again after a crash — shows it once), the alert's ids and a summary of the info
+/// block in the recipient's language.
+pub fn realtime_message(message: &crate::channel::Outgoing<'_>) -> serde_json::Value {
+    let alert = message.alert;
+    let info = info(alert, None);
+    serde_json::json!({
+        "type": "alert",
+        "key": message.key,
+        "alert_id": message.alert_id,
+        "identifier": alert.identifier,
+        "sender": alert.sender,
+        "sent": alert.sent.to_string(),
+        "msg_type": alert.msg_type.as_str(),
+        "status": alert.status.as_str(),
+        "event": info.map(|i| i.event.clone()),
+        "headline": format!("{}{}", prefix(alert), headline(alert, info)),
+        "severity": info.map(|i| i.severity.as_str()),
+        "urgency": info.map(|i| i.urgency.as_str()),
+        "area": areas(info),
+        "instruction": info.and_then(|i| i.instruction.clone()),
+        "expires": alert.expires_at().map(|e| e.to_string()),
+        "links": {"cap": format!("/api/v1/alerts/{}", message.alert_id)},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +240,27 @@ mod tests {
         assert_eq!(subject, "[Severe] Flood warning");
         assert!(body.contains("Delivery reference: k-1"));
         assert!(body.contains("What to do: Go up."));
+    }
+
+    #[test]
+    fn the_personal_channel_message_carries_the_key_and_says_what_it_is() {
+        let mut a = alert("Flood warning", "Riverside", "Go up.");
+        a.status = Status::Exercise;
+        let m = crate::channel::Outgoing {
+            key: "k1",
+            address: "user#7",
+            alert: &a,
+            alert_id: "a1",
+            recipient_id: "user#7",
+            unsubscribe_url: None,
+        };
+        let v = realtime_message(&m);
+        assert_eq!(v["type"], "alert");
+        assert_eq!(v["key"], "k1");
+        assert_eq!(v["alert_id"], "a1");
+        assert_eq!(v["headline"], "EXERCISE: Flood warning");
+        assert_eq!(v["area"], "Riverside");
+        assert_eq!(v["instruction"], "Go up.");
+        assert_eq!(v["links"]["cap"], "/api/v1/alerts/a1");
     }
 }

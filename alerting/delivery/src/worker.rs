@@ -1,8 +1,12 @@
 //! The queue worker: claims due deliveries from the store, sends them through their
 //! channel under the channel's rate limit, and records the outcome.
 //!
-//! One task owns the worker (and so the rate limiters and the alert cache); it is driven by
-//! [`Worker::run`] until shutdown, or step by step with [`Worker::tick`] in tests.
+//! [`Worker::run`] drives one lane per channel until shutdown: each lane task owns its
+//! channel's rate limiter and claims only that channel's deliveries, so a slow or
+//! rate-limited channel (SMS at a provider's 30/s) never holds back another (Web Push). A
+//! lane sends a claimed batch with up to [`WorkerConfig::concurrency`] sends in flight and
+//! records the batch's outcomes in one store transaction. [`Worker::tick`] does one round
+//! of every lane, step by step.
 
 use crate::backoff::Backoff;
 use crate::channel::{Channel, Outgoing};
@@ -11,7 +15,7 @@ use crate::rate::TokenBucket;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use nexus_cap::Alert;
-use nexus_store::{AlertStatus, DeliveryOutcome, DeliveryRecord, Store, StoreError};
+use nexus_store::{AlertStatus, ChannelFilter, DeliveryOutcome, DeliveryRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +106,22 @@ impl Done {
 struct ChannelSlot {
     channel: Arc<dyn Channel>,
     bucket: TokenBucket,
+    limit: RateLimit,
+}
+
+impl ChannelSlot {
+    /// Deliveries to claim at once: `batch`, but no more than the rate limit lets go out in
+    /// half the lease — a batch claimed must be sent before its lease runs out, or another
+    /// worker claims the rest again and they go twice.
+    fn claim_size(&self, config: &WorkerConfig) -> i64 {
+        let rate = self.limit.per_sec;
+        if !(rate.is_finite() && rate > 0.0) {
+            return config.batch;
+        }
+        let within = rate * config.lease.as_secs_f64() / 2.0 + f64::from(self.limit.burst);
+        // Saturating float-to-int conversion; at least one.
+        (within.floor() as i64).clamp(1, config.batch.max(1))
+    }
 }
 
 /// The delivery queue worker.
@@ -121,6 +141,14 @@ impl std::fmt::Debug for Worker {
             .field("channels", &self.channels.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// What every lane of a worker shares (read-only).
+struct Shared {
+    store: Store,
+    config: WorkerConfig,
+    origin: Instant,
+    links: Option<UnsubscribeLinks>,
 }
 
 impl Worker {
@@ -151,6 +179,7 @@ impl Worker {
             ChannelSlot {
                 channel,
                 bucket: TokenBucket::new(limit.per_sec, limit.burst),
+                limit,
             },
         );
         self
@@ -163,131 +192,238 @@ impl Worker {
         names
     }
 
-    /// Runs until `shutdown`: the batch in hand is finished (sends complete and their
-    /// outcomes are recorded) before it returns; nothing new is claimed after.
+    fn shared(&self) -> Shared {
+        Shared {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            origin: self.origin,
+            links: self.links.clone(),
+        }
+    }
+
+    /// Runs until `shutdown`: one lane per channel, each claiming only its channel's
+    /// deliveries (so a rate-limited channel never holds back another), a lane that fails
+    /// deliveries on channels this worker does not have, and the expiry sweep. Each lane
+    /// finishes the batch in hand (sends complete and their outcomes are recorded) before it
+    /// returns; nothing new is claimed after.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        tracing::info!(channels = ?self.channel_names(), "alert delivery worker started");
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match self.tick().await {
-                Ok(report) if report.claimed > 0 => {
-                    tracing::debug!(?report, "alert deliveries processed");
-                    continue;
+        let names = self.channel_names();
+        tracing::info!(channels = ?names, "alert delivery worker started");
+        let shared = Arc::new(self.shared());
+        let mut lanes = Vec::new();
+        for (name, slot) in std::mem::take(&mut self.channels) {
+            lanes.push(tokio::spawn(lane_loop(
+                shared.clone(),
+                LaneKind::Channel(name, slot),
+                shutdown.clone(),
+            )));
+        }
+        lanes.push(tokio::spawn(lane_loop(
+            shared.clone(),
+            LaneKind::Unconfigured(names),
+            shutdown.clone(),
+        )));
+        let sweep = {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = sweep(&shared.store).await {
+                        tracing::warn!(error = %e, "alert expiry sweep failed");
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(shared.config.expiry_sweep) => {}
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "alert delivery queue unavailable"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(self.config.idle_poll) => {}
+            })
+        };
+        for lane in lanes {
+            if let Err(e) = lane.await {
+                tracing::error!(error = %e, "alert delivery lane panicked");
             }
         }
+        let _ = sweep.await;
         tracing::info!("alert delivery worker stopped");
     }
 
-    /// One round: sweeps expired alerts when due, claims a batch and processes it.
+    /// One round: sweeps expired alerts when due, then one batch per channel (and one of
+    /// deliveries on channels this worker does not have). What [`Worker::run`] does
+    /// continuously, step by step.
     pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
-        let now = nexus_store::now_ms();
         if self
             .last_sweep
             .is_none_or(|at| at.elapsed() >= self.config.expiry_sweep)
         {
             self.last_sweep = Some(Instant::now());
-            let expired = self.store.expire_alerts(now).await?;
-            if !expired.is_empty() {
-                tracing::info!(count = expired.len(), "alerts expired");
+            sweep(&self.store).await?;
+        }
+        let shared = self.shared();
+        let names = self.channel_names();
+        let mut report = TickReport::default();
+        for name in &names {
+            if let Some(slot) = self.channels.get_mut(name) {
+                report.add(step(&shared, ChannelFilter::Only(name), Some(slot)).await?);
             }
         }
-        let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let batch = self
-            .store
-            .claim_deliveries(now, lease, self.config.batch)
-            .await?;
-        let mut report = TickReport {
-            claimed: batch.len(),
-            ..TickReport::default()
-        };
-        if batch.is_empty() {
-            return Ok(report);
-        }
-        let alerts = self.load_alerts(&batch).await?;
-        let mut by_channel: HashMap<String, Vec<DeliveryRecord>> = HashMap::new();
-        for d in batch {
-            by_channel.entry(d.channel.clone()).or_default().push(d);
-        }
-        let mut outcomes: Vec<Done> = Vec::new();
-        {
-            let origin = self.origin;
-            let config = &self.config;
-            let links = self.links.as_ref();
-            let mut lanes = Vec::new();
-            for (name, slot) in self.channels.iter_mut() {
-                if let Some(deliveries) = by_channel.remove(*name) {
-                    lanes.push(run_lane(slot, deliveries, &alerts, config, origin, links));
-                }
-            }
-            for (name, deliveries) in by_channel {
-                outcomes.extend(deliveries.into_iter().map(|d| {
-                    Done::new(
-                        d.id,
-                        DeliveryOutcome::Failed {
-                            error: format!("channel '{name}' is not configured"),
-                        },
-                    )
-                }));
-            }
-            for lane in futures_util::future::join_all(lanes).await {
-                outcomes.extend(lane);
-            }
-        }
-        let now = nexus_store::now_ms();
-        for Done { id, outcome, gone } in outcomes {
-            if let Some(recipient) = gone
-                && self.store.deactivate_subscription(&recipient).await?
-            {
-                report.ended += 1;
-                tracing::info!(delivery = %id, subscription = %recipient, "push subscription gone; subscription ended");
-            }
-            match &outcome {
-                DeliveryOutcome::Delivered => report.delivered += 1,
-                DeliveryOutcome::Retry { .. } => report.retried += 1,
-                DeliveryOutcome::Failed { .. } => report.failed += 1,
-                DeliveryOutcome::Expired { .. } => report.expired += 1,
-            }
-            self.store.complete_delivery(&id, &outcome, now).await?;
-        }
+        report.add(step(&shared, ChannelFilter::Except(&names), None).await?);
         Ok(report)
     }
+}
 
-    /// The alerts of a batch, decoded once each; `None` for an alert that is gone or
-    /// cancelled (its deliveries are dropped).
-    async fn load_alerts(
-        &self,
-        batch: &[DeliveryRecord],
-    ) -> Result<HashMap<String, Option<Arc<Alert>>>, StoreError> {
-        let mut alerts = HashMap::new();
-        for d in batch {
-            if alerts.contains_key(&d.alert_id) {
+impl TickReport {
+    fn add(&mut self, other: TickReport) {
+        self.claimed += other.claimed;
+        self.delivered += other.delivered;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.expired += other.expired;
+        self.ended += other.ended;
+    }
+}
+
+/// Marks expired alerts (and drops their queued deliveries).
+async fn sweep(store: &Store) -> Result<(), StoreError> {
+    let expired = store.expire_alerts(nexus_store::now_ms()).await?;
+    if !expired.is_empty() {
+        tracing::info!(count = expired.len(), "alerts expired");
+    }
+    Ok(())
+}
+
+/// What a lane serves: one channel, or the deliveries on channels the worker lacks.
+enum LaneKind {
+    Channel(&'static str, ChannelSlot),
+    Unconfigured(Vec<&'static str>),
+}
+
+/// A lane: claims and processes batches until shutdown; idle, it polls every
+/// `idle_poll` (the unconfigured lane ten times less often).
+async fn lane_loop(shared: Arc<Shared>, mut kind: LaneKind, shutdown: CancellationToken) {
+    let idle = match &kind {
+        LaneKind::Channel(..) => shared.config.idle_poll,
+        LaneKind::Unconfigured(_) => shared.config.idle_poll * 10,
+    };
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let result = match &mut kind {
+            LaneKind::Channel(name, slot) => {
+                step(&shared, ChannelFilter::Only(name), Some(slot)).await
+            }
+            LaneKind::Unconfigured(names) => {
+                step(&shared, ChannelFilter::Except(names), None).await
+            }
+        };
+        match result {
+            Ok(report) if report.claimed > 0 => {
+                tracing::debug!(?report, "alert deliveries processed");
                 continue;
             }
-            let alert = match self.store.alert(&d.alert_id).await? {
-                Some(rec) if rec.status != AlertStatus::Cancelled => {
-                    match serde_json::from_str::<Alert>(&rec.cap_json) {
-                        Ok(a) => Some(Arc::new(a)),
-                        Err(e) => {
-                            tracing::error!(alert = %rec.id, error = %e, "stored alert JSON unreadable");
-                            None
-                        }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "alert delivery queue unavailable"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(idle) => {}
+        }
+    }
+}
+
+/// Claims one batch of `filter`'s deliveries, sends them through `slot` (or fails them
+/// when there is no channel for them), and records every outcome in one transaction.
+async fn step(
+    shared: &Shared,
+    filter: ChannelFilter<'_>,
+    slot: Option<&mut ChannelSlot>,
+) -> Result<TickReport, StoreError> {
+    let now = nexus_store::now_ms();
+    let lease = i64::try_from(shared.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let size = slot
+        .as_ref()
+        .map_or(shared.config.batch, |s| s.claim_size(&shared.config));
+    let batch = shared
+        .store
+        .claim_deliveries_on(filter, now, lease, size)
+        .await?;
+    let mut report = TickReport {
+        claimed: batch.len(),
+        ..TickReport::default()
+    };
+    if batch.is_empty() {
+        return Ok(report);
+    }
+    let outcomes = match slot {
+        Some(slot) => {
+            let alerts = load_alerts(&shared.store, &batch).await?;
+            run_lane(
+                slot,
+                batch,
+                &alerts,
+                &shared.config,
+                shared.origin,
+                shared.links.as_ref(),
+            )
+            .await
+        }
+        None => batch
+            .into_iter()
+            .map(|d| {
+                let error = format!("channel '{}' is not configured", d.channel);
+                Done::new(d.id, DeliveryOutcome::Failed { error })
+            })
+            .collect(),
+    };
+    let mut records = Vec::with_capacity(outcomes.len());
+    for Done { id, outcome, gone } in outcomes {
+        if let Some(recipient) = gone
+            && shared.store.deactivate_subscription(&recipient).await?
+        {
+            report.ended += 1;
+            tracing::info!(delivery = %id, subscription = %recipient, "push subscription gone; subscription ended");
+        }
+        match &outcome {
+            DeliveryOutcome::Delivered => report.delivered += 1,
+            DeliveryOutcome::Retry { .. } => report.retried += 1,
+            DeliveryOutcome::Failed { .. } => report.failed += 1,
+            DeliveryOutcome::Expired { .. } => report.expired += 1,
+        }
+        records.push((id, outcome));
+    }
+    shared
+        .store
+        .complete_deliveries(&records, nexus_store::now_ms())
+        .await?;
+    Ok(report)
+}
+
+/// The alerts of a batch, decoded once each; `None` for an alert that is gone or
+/// cancelled (its deliveries are dropped).
+async fn load_alerts(
+    store: &Store,
+    batch: &[DeliveryRecord],
+) -> Result<HashMap<String, Option<Arc<Alert>>>, StoreError> {
+    let mut alerts = HashMap::new();
+    for d in batch {
+        if alerts.contains_key(&d.alert_id) {
+            continue;
+        }
+        let alert = match store.alert(&d.alert_id).await? {
+            Some(rec) if rec.status != AlertStatus::Cancelled => {
+                match serde_json::from_str::<Alert>(&rec.cap_json) {
+                    Ok(a) => Some(Arc::new(a)),
+                    Err(e) => {
+                        tracing::error!(alert = %rec.id, error = %e, "stored alert JSON unreadable");
+                        None
                     }
                 }
-                _ => None,
-            };
-            alerts.insert(d.alert_id.clone(), alert);
-        }
-        Ok(alerts)
+            }
+            _ => None,
+        };
+        alerts.insert(d.alert_id.clone(), alert);
     }
+    Ok(alerts)
 }
 
 /// Sends one channel's share of a batch: each send waits for a rate-limit token, at most
@@ -388,5 +524,45 @@ fn verdict(result: Result<(), SendError>, attempt: u32, backoff: &Backoff) -> De
                 error: format!("gave up after {attempt} attempts: {error}"),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+
+    impl Channel for Nowhere {
+        fn name(&self) -> &'static str {
+            "nowhere"
+        }
+
+        fn send<'a>(&'a self, _: Outgoing<'a>) -> crate::BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn slot(per_sec: f64, burst: u32) -> ChannelSlot {
+        let limit = RateLimit { per_sec, burst };
+        ChannelSlot {
+            channel: Arc::new(Nowhere),
+            bucket: TokenBucket::new(per_sec, burst),
+            limit,
+        }
+    }
+
+    #[test]
+    fn a_lane_claims_no_more_than_it_can_send_within_half_its_lease() {
+        let config = WorkerConfig {
+            lease: Duration::from_secs(10),
+            batch: 200,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(slot(0.0, 1).claim_size(&config), 200, "unlimited");
+        assert_eq!(slot(500.0, 500).claim_size(&config), 200);
+        assert_eq!(slot(30.0, 30).claim_size(&config), 180);
+        assert_eq!(slot(2.0, 2).claim_size(&config), 12);
+        assert_eq!(slot(0.01, 1).claim_size(&config), 1);
     }
 }

@@ -97,6 +97,8 @@ async fn run() {
             phone: Some("+15550000000".into()),
             push: None,
             created_at: 0,
+            websocket: false,
+            device: None,
         });
     }
     let total = recs.len();

@@ -4,24 +4,30 @@
 //!
 //! One task owns a [`GeoIndex`] of subscription locations (point objects, nothing else:
 //! contact details stay in the store); handlers and the alerting consumer hold a cloneable
-//! [`AlertTargets`] and talk to it by message (STYLE §3). It is a derived view of
-//! `alert_subscriptions`:
+//! [`AlertTargets`] and talk to it by message (STYLE §3). A subscription has up to two
+//! points: its registered location and its device's last known location
+//! ([`AlertTargets::locate`]); an area selects the subscription when either lies inside,
+//! and answers it once. It is a derived view of `alert_subscriptions`:
 //!
 //! - built from the store at start ([`AlertTargets::load`], one bulk load);
 //! - on the node that takes a subscription write, updated right after the commit
 //!   ([`AlertTargets::add`], [`AlertTargets::remove`]);
 //! - on every other node, by the `alert-targets` node-scope consumer ([`AlertTargetsSync`]):
-//!   `alert.subscription.created` and `alert.subscription.ended` carry the subscription id
-//!   only, and the node reads the row back from the store;
+//!   `alert.subscription.created`, `alert.subscription.located` (a device reported where
+//!   it is) and `alert.subscription.ended` carry the subscription id only, and the node reads
+//!   the row back from the store;
 //! - ends that no event announces (an SMS `STOP`, a push service's 410) are dropped
 //!   lazily: targeting reads the selected rows from the store (it needs their addresses
 //!   anyway), which leaves out ended subscriptions, and tells the index to forget them.
 //!
 //! So the index may hold a few subscriptions that have ended (never delivered to, since the
-//! store decides), but never misses one that the store has — as long as the events flow.
+//! store decides), and device locations past their age limit (targeting tests the age on
+//! the row and tells the index to drop them), but never misses one that the store has — as
+//! long as the events flow.
 //!
-//! The index speaks numeric [`ObjectId`]s; the owner maps them to subscription ids. Numbers
-//! are never persisted.
+//! The index speaks numeric [`ObjectId`]s: subscription number `n` (a dense slot) is
+//! `ObjectId(2n)` at its registered location and `ObjectId(2n + 1)` at its device's; the
+//! owner maps slots to subscription ids. Numbers are never persisted.
 
 use nexus_events::{CloudEvent, EventType, Handler, HandlerError};
 use nexus_geo::{
@@ -56,6 +62,10 @@ enum Command {
         id: String,
         at: Position,
     },
+    Locate {
+        id: String,
+        at: Option<Position>,
+    },
     Remove {
         ids: Vec<String>,
     },
@@ -83,7 +93,7 @@ impl AlertTargets {
     /// Builds the index from `(subscription id, position)` pairs (R-tree bulk load) and
     /// starts its task. CPU work proportional to the number of points.
     pub fn start(points: Vec<(String, Position)>) -> Self {
-        let (index, names) = build(points);
+        let (index, names) = build(points.into_iter().map(|(id, at)| (id, at, None)).collect());
         Self::spawn(Owner::new(index, names))
     }
 
@@ -94,14 +104,15 @@ impl AlertTargets {
         let mut after: Option<String> = None;
         loop {
             let page = store
-                .subscription_points(after.as_deref(), LOAD_PAGE)
+                .subscription_locations(after.as_deref(), LOAD_PAGE)
                 .await?;
             let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == LOAD_PAGE;
-            after = page.last().map(|p| p.0.clone());
-            points.extend(
-                page.into_iter()
-                    .filter_map(|(id, lat, lon)| Some((id, Position::new(lat, lon).ok()?))),
-            );
+            after = page.last().map(|p| p.id.clone());
+            points.extend(page.into_iter().filter_map(|p| {
+                let home = Position::new(p.lat, p.lon).ok()?;
+                let device = p.device.and_then(|d| Position::new(d.lat, d.lon).ok());
+                Some((p.id, home, device))
+            }));
             if !full {
                 break;
             }
@@ -133,6 +144,18 @@ impl AlertTargets {
     pub async fn add(&self, id: &str, at: Position) -> Result<(), TargetsError> {
         self.tx
             .send(Command::Add {
+                id: id.to_string(),
+                at,
+            })
+            .await
+            .map_err(|_| TargetsError::Stopped)
+    }
+
+    /// Places (or moves) the last known location of subscription `id`'s device at `at`;
+    /// `None` forgets it (too old). A subscription the index does not have is ignored.
+    pub async fn locate(&self, id: &str, at: Option<Position>) -> Result<(), TargetsError> {
+        self.tx
+            .send(Command::Locate {
                 id: id.to_string(),
                 at,
             })
@@ -177,16 +200,30 @@ impl AlertTargets {
     }
 }
 
-/// The index of `points` (bulk-loaded) and the subscription id of each `ObjectId(n)`.
-fn build(points: Vec<(String, Position)>) -> (GeoIndex, Vec<String>) {
+/// The index of `points` — (subscription id, registered location, device location) —
+/// bulk-loaded, and the subscription id of each slot.
+fn build(points: Vec<(String, Position, Option<Position>)>) -> (GeoIndex, Vec<String>) {
     let mut names = Vec::with_capacity(points.len());
     let mut objects = Vec::with_capacity(points.len());
-    for (n, (id, at)) in (0u64..).zip(points) {
+    for (slot, (id, home, device)) in (0u64..).zip(points) {
         names.push(id);
-        objects.push(point(ObjectId(n), at));
+        objects.push(point(home_id(slot), home));
+        if let Some(at) = device {
+            objects.push(point(device_id(slot), at));
+        }
     }
-    // Numbered here, one per point, so no id repeats and the bulk load cannot fail.
+    // Numbered here, two per slot, so no id repeats and the bulk load cannot fail.
     (GeoIndex::from_objects(objects).unwrap_or_default(), names)
+}
+
+/// The object at subscription `slot`'s registered location.
+fn home_id(slot: u64) -> ObjectId {
+    ObjectId(slot * 2)
+}
+
+/// The object at subscription `slot`'s device location.
+fn device_id(slot: u64) -> ObjectId {
+    ObjectId(slot * 2 + 1)
 }
 
 fn point(id: ObjectId, at: Position) -> Object {
@@ -203,20 +240,21 @@ fn point(id: ObjectId, at: Position) -> Object {
 /// The task state: the index and the id maps.
 struct Owner {
     index: GeoIndex,
-    ids: HashMap<Arc<str>, ObjectId>,
-    /// `names[n]`: the subscription id of `ObjectId(n)` (`None` once removed). Numbers are
-    /// dense, so the answer to a targeting query is mapped by array access.
+    /// Subscription id → slot.
+    ids: HashMap<Arc<str>, u64>,
+    /// `names[slot]`: the subscription id of a slot (`None` once removed). Slots are dense,
+    /// so the answer to a targeting query is mapped (and deduplicated) by array access.
     names: Vec<Option<Arc<str>>>,
 }
 
 impl Owner {
-    /// `names[n]` is the subscription id of `ObjectId(n)`.
+    /// `names[slot]` is the subscription id of a slot.
     fn new(index: GeoIndex, names: Vec<String>) -> Self {
         let names: Vec<Option<Arc<str>>> =
             names.into_iter().map(|id| Some(Arc::from(id))).collect();
         let ids = (0u64..)
             .zip(&names)
-            .filter_map(|(n, id)| Some((id.clone()?, ObjectId(n))))
+            .filter_map(|(n, id)| Some((id.clone()?, n)))
             .collect();
         Owner { index, ids, names }
     }
@@ -230,28 +268,42 @@ impl Owner {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Add { id, at } => {
-                let n = match self.ids.get(id.as_str()) {
-                    Some(n) => *n,
+                let slot = match self.ids.get(id.as_str()) {
+                    Some(slot) => *slot,
                     None => {
-                        let n = ObjectId(self.names.len() as u64);
+                        let slot = self.names.len() as u64;
                         let id: Arc<str> = Arc::from(id);
-                        self.ids.insert(id.clone(), n);
+                        self.ids.insert(id.clone(), slot);
                         self.names.push(Some(id));
-                        n
+                        slot
                     }
                 };
-                let _ = self.index.upsert(point(n, at), Timestamp(0));
+                let _ = self.index.upsert(point(home_id(slot), at), Timestamp(0));
+            }
+            Command::Locate { id, at } => {
+                let Some(slot) = self.ids.get(id.as_str()).copied() else {
+                    return;
+                };
+                match at {
+                    Some(at) => {
+                        let _ = self.index.upsert(point(device_id(slot), at), Timestamp(0));
+                    }
+                    None => {
+                        self.index.remove(device_id(slot));
+                    }
+                }
             }
             Command::Remove { ids } => {
                 for id in ids {
-                    if let Some(n) = self.ids.remove(id.as_str()) {
-                        if let Some(name) = usize::try_from(n.0)
+                    if let Some(slot) = self.ids.remove(id.as_str()) {
+                        if let Some(name) = usize::try_from(slot)
                             .ok()
                             .and_then(|i| self.names.get_mut(i))
                         {
                             *name = None;
                         }
-                        self.index.remove(n);
+                        self.index.remove(home_id(slot));
+                        self.index.remove(device_id(slot));
                     }
                 }
             }
@@ -264,30 +316,42 @@ impl Owner {
         }
     }
 
+    /// Each subscription with a point inside any area, once: a bitset over the slots drops
+    /// the second point of a subscription and the repeats across areas without sorting.
     fn within(&self, areas: &[Area]) -> Vec<Arc<str>> {
         let filter = Filter::default();
-        let mut found: Vec<ObjectId> = Vec::new();
+        let mut seen = vec![0u64; self.names.len().div_ceil(64)];
+        let mut out = Vec::new();
         for area in areas {
-            found.extend(
-                self.index
-                    .ids_within(area, &filter, &Budget::unlimited())
-                    .ids,
-            );
+            for ObjectId(n) in self
+                .index
+                .ids_within(area, &filter, &Budget::unlimited())
+                .ids
+            {
+                let Ok(slot) = usize::try_from(n / 2) else {
+                    continue;
+                };
+                let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+                let Some(w) = seen.get_mut(word) else {
+                    continue;
+                };
+                if *w & bit != 0 {
+                    continue;
+                }
+                *w |= bit;
+                if let Some(Some(name)) = self.names.get(slot) {
+                    out.push(name.clone());
+                }
+            }
         }
-        if areas.len() > 1 {
-            found.sort_unstable();
-            found.dedup();
-        }
-        found
-            .into_iter()
-            .filter_map(|n| self.names.get(usize::try_from(n.0).ok()?)?.clone())
-            .collect()
+        out
     }
 }
 
 /// The event handler that applies other nodes' subscription writes to this node's
-/// targeting index: `alert.subscription.created` reads the row back (an ended or missing
-/// one is removed), `alert.subscription.ended` removes it. Idempotent.
+/// targeting index: `alert.subscription.created` and `alert.subscription.located` read the
+/// row back (both locations; an ended or missing one is removed),
+/// `alert.subscription.ended` removes it. Idempotent.
 #[derive(Debug, Clone)]
 pub struct AlertTargetsSync {
     store: Store,
@@ -306,18 +370,27 @@ impl Handler for AlertTargetsSync {
     async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError> {
         let id = event.key();
         let result = match event.kind() {
-            Some(EventType::AlertSubscriptionCreated) => match self.store.subscription(id).await {
-                Ok(Some((rec, true))) => match Position::new(rec.lat, rec.lon) {
-                    Ok(at) => self.targets.add(id, at).await,
-                    Err(e) => {
-                        return Err(HandlerError::Permanent(format!(
-                            "subscription {id} has an invalid position: {e}"
-                        )));
-                    }
-                },
-                Ok(_) => self.targets.remove(vec![id.to_string()]).await,
-                Err(e) => return Err(HandlerError::Transient(e.to_string())),
-            },
+            Some(EventType::AlertSubscriptionCreated | EventType::AlertSubscriptionLocated) => {
+                match self.store.subscription(id).await {
+                    Ok(Some((rec, true))) => match Position::new(rec.lat, rec.lon) {
+                        Ok(at) => {
+                            let device = rec.device.and_then(|d| Position::new(d.lat, d.lon).ok());
+                            let placed = self.targets.add(id, at).await;
+                            match placed {
+                                Ok(()) => self.targets.locate(id, device).await,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Err(e) => {
+                            return Err(HandlerError::Permanent(format!(
+                                "subscription {id} has an invalid position: {e}"
+                            )));
+                        }
+                    },
+                    Ok(_) => self.targets.remove(vec![id.to_string()]).await,
+                    Err(e) => return Err(HandlerError::Transient(e.to_string())),
+                }
+            }
             Some(EventType::AlertSubscriptionEnded) => {
                 self.targets.remove(vec![id.to_string()]).await
             }
@@ -400,5 +473,35 @@ mod tests {
                 .unwrap_or_default()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_location_targets_its_subscription_once_until_it_moves_away() {
+        let targets = AlertTargets::start(vec![
+            ("home-inside".into(), at(0.5, 0.5)),
+            ("far-away".into(), at(40.0, 40.0)),
+        ]);
+        let a = square(0.0, 0.0, 2.0);
+        let ok = |r: Result<(), TargetsError>| r.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sorted(&targets, vec![a.clone()]).await, ["home-inside"]);
+        // The far-away subscriber's phone is in the area now; the other's is too (once).
+        ok(targets.locate("far-away", Some(at(1.0, 1.0))).await);
+        ok(targets.locate("home-inside", Some(at(1.5, 1.5))).await);
+        ok(targets.locate("never-there", Some(at(1.0, 1.0))).await);
+        assert_eq!(
+            sorted(&targets, vec![a.clone(), square(0.9, 0.9, 0.2)]).await,
+            ["far-away", "home-inside"]
+        );
+        // Its phone moves out: only its registered location counts again.
+        ok(targets.locate("far-away", Some(at(10.0, 10.0))).await);
+        assert_eq!(sorted(&targets, vec![a.clone()]).await, ["home-inside"]);
+        ok(targets.locate("far-away", Some(at(1.0, 1.0))).await);
+        ok(targets.locate("far-away", None).await);
+        assert_eq!(sorted(&targets, vec![a.clone()]).await, ["home-inside"]);
+        // Removing a subscription removes both of its points.
+        ok(targets.locate("far-away", Some(at(1.0, 1.0))).await);
+        ok(targets.remove(vec!["far-away".into()]).await);
+        assert_eq!(sorted(&targets, vec![a]).await, ["home-inside"]);
+        assert_eq!(targets.count().await.unwrap_or_else(|e| panic!("{e}")), 1);
     }
 }

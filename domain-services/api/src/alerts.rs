@@ -86,6 +86,11 @@ const MAX_LIMIT: i64 = 1000;
 const TARGET_PAGE: usize = 5000;
 /// Vertices of the polygon standing in for a CAP circle in published geometry.
 const CIRCLE_VERTICES: usize = 32;
+/// How long a device's last reported location targets, unless configured.
+pub const DEFAULT_DEVICE_LOCATION_MAX_AGE: std::time::Duration =
+    std::time::Duration::from_secs(12 * 3600);
+/// The delivery channel of a user's personal gateway channel.
+pub const WEBSOCKET: &str = "websocket";
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -102,6 +107,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(alert_deliveries))
         .routes(routes!(create_subscription))
         .routes(routes!(delete_subscription))
+        .routes(routes!(report_device_location))
         .routes(routes!(crisis_alerts))
 }
 
@@ -158,7 +164,8 @@ pub struct AlertPreview {
     /// `public` (Actual, Public scope), `allowlist` (Test, Exercise, Draft: allowlisted
     /// subscribers only) or `none`.
     pub audience: String,
-    /// Deliveries it would queue per channel (`email`, `sms`, `push`).
+    /// Deliveries it would queue per channel (`email`, `sms`, `push`, `websocket`: users'
+    /// personal channels).
     #[schema(value_type = Object)]
     pub channels: BTreeMap<String, usize>,
     /// Distinct subscriptions reached.
@@ -182,7 +189,7 @@ pub struct GeocodeRef {
 }
 
 /// The alerting policy of the API (the server fills it from its configuration).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AlertSettings {
     /// The approval step: an `Actual` alert waits for a second `alert_authority`.
     pub approval: bool,
@@ -201,6 +208,23 @@ pub struct AlertSettings {
     pub sms_auth_token: Option<String>,
     /// The VAPID public key browsers subscribe with, when Web Push is on.
     pub vapid_public_key: Option<String>,
+    /// How long a device's last reported location keeps targeting its subscription.
+    pub device_location_max_age: std::time::Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            approval: false,
+            test_allowlist: Vec::new(),
+            push_policy: nexus_alert_delivery::OutboundPolicy::default(),
+            link_key: Vec::new(),
+            public_url: String::new(),
+            sms_auth_token: None,
+            vapid_public_key: None,
+            device_location_max_age: DEFAULT_DEVICE_LOCATION_MAX_AGE,
+        }
+    }
 }
 
 impl std::fmt::Debug for AlertSettings {
@@ -210,6 +234,7 @@ impl std::fmt::Debug for AlertSettings {
             .field("test_allowlist", &self.test_allowlist.len())
             .field("push_policy", &self.push_policy)
             .field("public_url", &self.public_url)
+            .field("device_location_max_age", &self.device_location_max_age)
             .finish_non_exhaustive()
     }
 }
@@ -287,8 +312,9 @@ pub struct SubscriptionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub push: Option<nexus_alert_delivery::PushSubscription>,
-    /// Channels to receive on (`email`, `sms`, `push`); default: every channel given an
-    /// address. A listed channel needs its address.
+    /// Channels to receive on (`email`, `sms`, `push`, `websocket`); default: every channel
+    /// given an address, and `websocket` (the user's personal gateway channel `user#<id>`)
+    /// for a signed-in user. A listed channel needs its address (`websocket`: a user).
     #[serde(default)]
     pub channels: Option<Vec<String>>,
     /// Preferred language (BCP 47).
@@ -589,22 +615,17 @@ async fn preview_alert(
     let (alert, _) = decode(&headers, &body)?;
     let audience = Audience::of(&alert);
     let shapes = Shapes::of(&alert, &state.geocodes);
-    let mut channels: BTreeMap<String, usize> = ["email", "sms", "push"]
+    let mut channels: BTreeMap<String, usize> = ["email", "sms", "push", WEBSOCKET]
         .into_iter()
         .map(|c| (c.to_string(), 0))
         .collect();
     let mut subscribers = 0;
     let mut targeting = Targeting::new(&state, &alert, &shapes, audience);
     while let Some(page) = targeting.next_page().await? {
-        // A page holds a subscription's deliveries together, in subscription order.
-        let mut last: Option<&str> = None;
         for d in &page {
             *channels.entry(d.channel.clone()).or_default() += 1;
-            if last != Some(d.recipient_id.as_str()) {
-                subscribers += 1;
-                last = Some(d.recipient_id.as_str());
-            }
         }
+        subscribers += targeting.matched;
     }
     Ok(Json(AlertPreview {
         audience: audience.as_str().to_string(),
@@ -813,17 +834,21 @@ async fn create_subscription(
         checks.check(false, "/push", &e);
     }
     let mut req = req;
+    // The personal channel needs a user to address; by default every user's subscription
+    // has it.
+    let mut websocket = who.user_id().is_some();
     if let Some(channels) = req.channels.take() {
         for (i, c) in channels.iter().enumerate() {
             let given = match c.as_str() {
                 "email" => req.email.is_some(),
                 "sms" => req.phone.is_some(),
                 "push" => req.push.is_some(),
+                WEBSOCKET => who.user_id().is_some(),
                 _ => {
                     checks.check(
                         false,
                         &format!("/channels/{i}"),
-                        "must be email, sms or push",
+                        "must be email, sms, push or websocket",
                     );
                     continue;
                 }
@@ -831,10 +856,11 @@ async fn create_subscription(
             checks.check(
                 given,
                 &format!("/channels/{i}"),
-                "this channel needs its address (email, phone or push)",
+                "this channel needs its address (email, phone, push, or a signed-in user for websocket)",
             );
         }
         let wants = |c: &str| channels.iter().any(|x| x == c);
+        websocket = wants(WEBSOCKET);
         if !wants("email") {
             req.email = None;
         }
@@ -846,7 +872,7 @@ async fn create_subscription(
         }
     }
     checks.check(
-        req.email.is_some() || req.phone.is_some() || req.push.is_some(),
+        req.email.is_some() || req.phone.is_some() || req.push.is_some() || websocket,
         "",
         "give an email, a phone or a push subscription",
     );
@@ -866,6 +892,8 @@ async fn create_subscription(
         phone: req.phone,
         push,
         created_at: now_ms(),
+        websocket,
+        device: None,
     };
     let event = record(
         EventType::AlertSubscriptionCreated,
@@ -894,6 +922,9 @@ async fn create_subscription(
     if rec.push.is_some() {
         channels.push("push".to_string());
     }
+    if rec.websocket {
+        channels.push(WEBSOCKET.to_string());
+    }
     Ok((
         StatusCode::CREATED,
         Json(SubscriptionView {
@@ -915,6 +946,74 @@ async fn delete_subscription(
     } else {
         Err(Problem::not_found("no such active subscription"))
     }
+}
+
+/// Where the subscriber's device is now (`PUT /alerts/subscriptions/{id}/location`).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLocationIn {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+}
+
+/// A subscriber's device reports where it is: its last known location, which targets the
+/// subscription as its registered location does until the next report or until it is older
+/// than the configured age. Only the subscription's owner (the signed-in user who made it)
+/// may; the position overwrites the last one, and neither events nor logs carry it.
+#[utoipa::path(put, path = "/alerts/subscriptions/{id}/location", tag = "alerts",
+    params(("id" = String, Path, description = "Subscription id")), request_body = DeviceLocationIn,
+    responses((status = 204, description = "recorded"), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn report_device_location(
+    State(state): State<ApiState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DeviceLocationIn>,
+) -> Result<StatusCode, Problem> {
+    who.authorize(Action::SubscribeAlerts, None)?;
+    let Ok(at) = Position::new(req.lat, req.lon) else {
+        let mut checks = Checks::new();
+        checks.check(
+            req.lat.is_finite() && (-90.0..=90.0).contains(&req.lat),
+            "/lat",
+            "must be within ±90",
+        );
+        checks.check(
+            req.lon.is_finite() && (-180.0..=180.0).contains(&req.lon),
+            "/lon",
+            "must be within ±180",
+        );
+        checks.finish()?;
+        return Err(Problem::validation(vec![FieldError {
+            pointer: String::new(),
+            detail: "not a valid position".into(),
+        }]));
+    };
+    // Subscriptions made with an API key have no owner, so no device reports for them.
+    let Some(owner) = who.user_id() else {
+        return Err(Problem::not_found("no such active subscription of yours"));
+    };
+    let event = record(EventType::AlertSubscriptionLocated, &id, json!({"id": id}))
+        .map_err(|e| Problem::internal(&e))?;
+    let location = nexus_store::DeviceLocation {
+        lat: req.lat,
+        lon: req.lon,
+        at: now_ms(),
+    };
+    if !state
+        .store
+        .set_device_location(&id, Some(owner), location, &[event])
+        .await?
+    {
+        return Err(Problem::not_found("no such active subscription of yours"));
+    }
+    if let Err(e) = state.targets.locate(&id, Some(at)).await {
+        tracing::warn!(error = %e, "device location not placed in the targeting index");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Ends an active subscription with its `alert.subscription.ended` event, and takes it out
@@ -1362,6 +1461,13 @@ struct Targeting<'a> {
     /// Selected by the index and not read yet; `None` before the selection.
     selected: Option<std::collections::VecDeque<std::sync::Arc<str>>>,
     done: bool,
+    /// Device locations reported at or after this instant (Unix ms) target.
+    fresh_since: i64,
+    /// Users given their personal-channel delivery already (one per user per alert, however
+    /// many of their subscriptions are in the area).
+    users: std::collections::HashSet<String>,
+    /// Subscriptions that matched in the last page (what the preview counts).
+    matched: usize,
 }
 
 impl<'a> Targeting<'a> {
@@ -1381,6 +1487,12 @@ impl<'a> Targeting<'a> {
             severity,
             selected: None,
             done: shapes.bbox.is_none() || audience == Audience::Nobody,
+            fresh_since: now_ms().saturating_sub(
+                i64::try_from(state.alerting.device_location_max_age.as_millis())
+                    .unwrap_or(i64::MAX),
+            ),
+            users: std::collections::HashSet::new(),
+            matched: 0,
         }
     }
 
@@ -1433,11 +1545,22 @@ impl<'a> Targeting<'a> {
             }
         }
         let mut out = Vec::new();
+        let mut stale = Vec::new();
+        self.matched = 0;
         for s in rows {
             let Ok(at) = Position::new(s.lat, s.lon) else {
                 continue;
             };
-            if !self.shapes.covers(at)
+            let device = match s.device {
+                Some(d) if d.at >= self.fresh_since => Position::new(d.lat, d.lon).ok(),
+                Some(_) => {
+                    stale.push(s.id.clone());
+                    None
+                }
+                None => None,
+            };
+            let inside = self.shapes.covers(at) || device.is_some_and(|d| self.shapes.covers(d));
+            if !inside
                 || (self.audience == Audience::Allowlist && !self.listed(&s))
                 || s.min_severity
                     .as_deref()
@@ -1446,6 +1569,7 @@ impl<'a> Targeting<'a> {
             {
                 continue;
             }
+            self.matched += 1;
             for (channel, address) in [("email", s.email), ("sms", s.phone), ("push", s.push)] {
                 if let Some(address) = address {
                     out.push(NewDelivery {
@@ -1454,6 +1578,26 @@ impl<'a> Targeting<'a> {
                         address,
                     });
                 }
+            }
+            // The personal channel's recipient is the user: one delivery per user per
+            // alert (the queue's unique index holds it across pages and redelivered events).
+            if s.websocket
+                && let Some(user) = s.user_id
+                && self.users.insert(user.clone())
+            {
+                let channel = personal_channel(&user);
+                out.push(NewDelivery {
+                    recipient_id: channel.clone(),
+                    channel: WEBSOCKET.into(),
+                    address: channel,
+                });
+            }
+        }
+        // Device locations past the age limit: the index forgets them (the row keeps the
+        // last report until the next one overwrites it).
+        for id in stale {
+            if let Err(e) = self.targets.locate(&id, None).await {
+                tracing::warn!(error = %e, "targeting index not told of a stale device location");
             }
         }
         Ok(Some(out))
@@ -1519,6 +1663,11 @@ pub async fn dispatch(
     }
     tracing::info!(alert = %alert_id, targeted, added, published, "alert dispatched");
     Ok(Dispatched::Queued { added, published })
+}
+
+/// The gateway's personal channel of a user (`user#<id>`, see the gateway's namespaces).
+pub fn personal_channel(user_id: &str) -> String {
+    format!("user#{user_id}")
 }
 
 fn severity_name(s: Severity) -> &'static str {

@@ -134,6 +134,7 @@ catalogue! {
     AlertCancelled => "alert.cancelled", Crisis;
     AlertSubscriptionCreated => "alert.subscription.created", Crisis;
     AlertSubscriptionEnded => "alert.subscription.ended", Crisis;
+    AlertSubscriptionLocated => "alert.subscription.located", Crisis;
     ErrorOccurred => "error.occurred", System;
     MetricRecorded => "metric.recorded", System;
     AuditLogged => "audit.logged", System;

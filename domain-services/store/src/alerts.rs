@@ -17,7 +17,7 @@
 //! and the unique triple makes enqueuing twice a no-op. The alerting consumer enqueues
 //! them ([`Store::enqueue_deliveries`]) when it handles the alert's event. A worker
 //! [claims](Store::claim_deliveries) due rows (they become [`DeliveryState::Sending`] with a
-//! lease), sends, and [completes](Store::complete_delivery) them. A worker that dies while
+//! lease), sends, and [completes](Store::complete_deliveries) them (a batch per transaction). A worker that dies while
 //! sending leaves rows whose lease runs out; they are claimed again, and the idempotency key
 //! the message carries lets the receiving side drop the duplicate. A Cancel expires the
 //! queued deliveries of what it cancels; deliveries past their alert's `expires` are never
@@ -310,6 +310,17 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// Which channels' deliveries a claim takes ([`Store::claim_deliveries_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelFilter<'a> {
+    /// Every channel.
+    Any,
+    /// This channel only.
+    Only(&'a str),
+    /// Every channel but these (the ones no lane of the worker serves).
+    Except(&'a [&'a str]),
+}
+
 /// A row of `alert_subscriptions`: someone to alert at a place, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionRecord {
@@ -333,10 +344,53 @@ pub struct SubscriptionRecord {
     pub push: Option<String>,
     /// Creation time, Unix ms.
     pub created_at: i64,
+    /// For a subscription owned by a user: whether it is also delivered on that user's
+    /// personal gateway channel (`user#<id>`).
+    pub websocket: bool,
+    /// Where the subscriber's device last said it was, if it did (read only: written by
+    /// [`Store::set_device_location`], never by the inserts).
+    pub device: Option<DeviceLocation>,
+}
+
+/// A device's last reported position: one per subscription, overwritten by each report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceLocation {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// When it was reported, Unix ms.
+    pub at: i64,
+}
+
+/// Where an active subscription is: what the targeting index is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionPoint {
+    /// Subscription id.
+    pub id: String,
+    /// Latitude of the registered location.
+    pub lat: f64,
+    /// Longitude of the registered location.
+    pub lon: f64,
+    /// The device's last reported location, if any (of any age).
+    pub device: Option<DeviceLocation>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, user_id, lat, lon, language, min_severity, email, phone, push, created_at";
+    "id, user_id, lat, lon, language, min_severity, email, phone, push, created_at, websocket";
+/// What is read back: the written columns and the device's last location.
+const SUBSCRIPTION_READ: &str = "id, user_id, lat, lon, language, min_severity, email, phone, \
+    push, created_at, websocket, device_lat, device_lon, device_at";
+
+fn device_of(row: &AnyRow) -> Result<Option<DeviceLocation>, StoreError> {
+    let lat: Option<f64> = row.try_get("device_lat")?;
+    let lon: Option<f64> = row.try_get("device_lon")?;
+    let at: Option<i64> = row.try_get("device_at")?;
+    Ok(match (lat, lon, at) {
+        (Some(lat), Some(lon), Some(at)) => Some(DeviceLocation { lat, lon, at }),
+        _ => None,
+    })
+}
 
 impl SubscriptionRecord {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -351,6 +405,8 @@ impl SubscriptionRecord {
             phone: row.try_get("phone")?,
             push: row.try_get("push")?,
             created_at: row.try_get("created_at")?,
+            websocket: row.try_get::<i64, _>("websocket")? != 0,
+            device: device_of(row)?,
         })
     }
 }
@@ -745,59 +801,104 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        self.claim_deliveries_on(ChannelFilter::Any, now, lease_ms, limit)
+            .await
+    }
+
+    /// [`Store::claim_deliveries`] restricted to the channels `filter` selects: a worker
+    /// runs one claim loop per channel, so that a slow or rate-limited channel (SMS) never
+    /// holds back the others.
+    pub async fn claim_deliveries_on(
+        &self,
+        filter: ChannelFilter<'_>,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let ids: Vec<String> = sqlx::query(&format!(
-            "SELECT id FROM alert_deliveries WHERE (state = 'queued' AND next_attempt_at <= $1) \
-             OR (state = 'sending' AND lease_until <= $1) ORDER BY next_attempt_at, id \
-             LIMIT $2{lock}"
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?;
-        if ids.is_empty() {
+        let (channel_sql, channels): (String, Vec<&str>) = match filter {
+            ChannelFilter::Any => (String::new(), Vec::new()),
+            ChannelFilter::Only(c) => (" AND channel = $3".into(), vec![c]),
+            ChannelFilter::Except([]) => (String::new(), Vec::new()),
+            ChannelFilter::Except(cs) => (
+                format!(
+                    " AND channel NOT IN ({})",
+                    (0..cs.len())
+                        .map(|i| format!("${}", i + 3))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                cs.to_vec(),
+            ),
+        };
+        let due = format!(
+            "((state = 'queued' AND next_attempt_at <= $1) \
+             OR (state = 'sending' AND lease_until <= $1)){channel_sql}"
+        );
+        // Idle lanes poll several times a second: look without the write lock first (on
+        // SQLite a write transaction locks out every other writer while it lasts).
+        let probe = format!("SELECT id FROM alert_deliveries WHERE {due} LIMIT $2");
+        let mut q = sqlx::query(&probe).bind(now).bind(1_i64);
+        for c in &channels {
+            q = q.bind(*c);
+        }
+        if q.fetch_optional(&self.pool).await?.is_none() {
             return Ok(Vec::new());
         }
-        let list = (0..ids.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let update = format!(
-            "UPDATE alert_deliveries SET state = 'sending', attempt = attempt + 1, \
-             lease_until = $1, updated_at = $2 WHERE id IN ({list})"
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "SELECT id FROM alert_deliveries WHERE {due} ORDER BY next_attempt_at, id \
+             LIMIT $2{lock}"
         );
-        let mut q = sqlx::query(&update).bind(now + lease_ms).bind(now);
-        for id in &ids {
-            q = q.bind(id);
+        let mut q = sqlx::query(&sql).bind(now).bind(limit);
+        for c in channels {
+            q = q.bind(c);
         }
-        q.execute(&mut *tx).await?;
-        let select = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE id IN ({}) \
-             ORDER BY next_attempt_at, id",
-            (0..ids.len())
-                .map(|i| format!("${}", i + 1))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut q = sqlx::query(&select);
-        for id in &ids {
-            q = q.bind(id);
-        }
-        let rows = q
+        let ids: Vec<String> = q
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(DeliveryRecord::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
+        let list = self.json_id_list("$3");
+        sqlx::query(&format!(
+            "UPDATE alert_deliveries SET state = 'sending', attempt = attempt + 1, \
+             lease_until = $1, updated_at = $2 WHERE id IN ({list})"
+        ))
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(&json)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE id IN ({}) \
+             ORDER BY next_attempt_at, id",
+            self.json_id_list("$1")
+        ))
+        .bind(&json)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(DeliveryRecord::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    /// The rows of a JSON array of text parameter `param`, for `id IN (…)`.
+    fn json_id_list(&self, param: &str) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("SELECT value FROM json_each({param})"),
+            Backend::Postgres => format!("SELECT json_array_elements_text(CAST({param} AS JSON))"),
+        }
     }
 
     /// Records how an attempt ended. Only a delivery still `sending` changes (a delivery
@@ -808,27 +909,68 @@ impl Store {
         outcome: &DeliveryOutcome,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let (state, next, error): (&str, Option<i64>, Option<&str>) = match outcome {
-            DeliveryOutcome::Delivered => ("delivered", None, None),
-            DeliveryOutcome::Retry { at, error } => ("queued", Some(*at), Some(error)),
-            DeliveryOutcome::Failed { error } => ("failed", None, Some(error)),
-            DeliveryOutcome::Expired { reason } => ("expired", None, Some(reason)),
-        };
-        let done = sqlx::query(
-            "UPDATE alert_deliveries SET state = $1, \
-             next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
-             lease_until = NULL, updated_at = $4 WHERE id = $5 AND state = 'sending'",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(error.map(str::to_string))
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        Ok(done)
+        Ok(self
+            .complete_deliveries(&[(id.to_string(), outcome.clone())], now)
+            .await?
+            == 1)
+    }
+
+    /// Records the outcomes of a batch of attempts in one transaction (what a worker does
+    /// after each batch: one commit instead of one per delivery). As
+    /// [`Store::complete_delivery`], only deliveries still `sending` change; returns how
+    /// many did.
+    pub async fn complete_deliveries(
+        &self,
+        outcomes: &[(String, DeliveryOutcome)],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        // The common case, everything delivered, is one statement over the ids.
+        let (delivered, others): (Vec<_>, Vec<_>) = outcomes
+            .iter()
+            .partition(|(_, o)| matches!(o, DeliveryOutcome::Delivered));
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        if !delivered.is_empty() {
+            let ids: Vec<&str> = delivered.iter().map(|(id, _)| id.as_str()).collect();
+            let json = serde_json::to_string(&ids)
+                .map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
+            changed += sqlx::query(&format!(
+                "UPDATE alert_deliveries SET state = 'delivered', last_error = NULL, \
+                 lease_until = NULL, updated_at = $1 WHERE state = 'sending' AND id IN ({})",
+                self.json_id_list("$2")
+            ))
+            .bind(now)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        for (id, outcome) in others {
+            let (state, next, error): (&str, Option<i64>, Option<&str>) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", None, None),
+                DeliveryOutcome::Retry { at, error } => ("queued", Some(*at), Some(error)),
+                DeliveryOutcome::Failed { error } => ("failed", None, Some(error)),
+                DeliveryOutcome::Expired { reason } => ("expired", None, Some(reason)),
+            };
+            changed += sqlx::query(
+                "UPDATE alert_deliveries SET state = $1, \
+                 next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
+                 lease_until = NULL, updated_at = $4 WHERE id = $5 AND state = 'sending'",
+            )
+            .bind(state)
+            .bind(next)
+            .bind(error.map(str::to_string))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Number of an alert's deliveries per state name (`queued`, `sending`, …), by channel.
@@ -884,7 +1026,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&rec.id)
         .bind(rec.user_id.clone())
@@ -896,6 +1038,7 @@ impl Store {
         .bind(rec.phone.clone())
         .bind(rec.push.clone())
         .bind(rec.created_at)
+        .bind(i64::from(rec.websocket))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_write(e, "subscription exists"))?;
@@ -916,15 +1059,16 @@ impl Store {
                  json_extract(value, '$.lat'), json_extract(value, '$.lon'), \
                  json_extract(value, '$.language'), json_extract(value, '$.min_severity'), \
                  json_extract(value, '$.email'), json_extract(value, '$.phone'), \
-                 json_extract(value, '$.push'), json_extract(value, '$.created_at') \
-                 FROM json_each($1)"
+                 json_extract(value, '$.push'), json_extract(value, '$.created_at'), \
+                 json_extract(value, '$.websocket') FROM json_each($1)"
             }
             Backend::Postgres => {
                 "SELECT d.id, d.user_id, d.lat, d.lon, d.language, d.min_severity, d.email, \
-                 d.phone, d.push, d.created_at FROM json_to_recordset(CAST($1 AS JSON)) AS \
+                 d.phone, d.push, d.created_at, d.websocket FROM \
+                 json_to_recordset(CAST($1 AS JSON)) AS \
                  d(id TEXT, user_id TEXT, lat DOUBLE PRECISION, lon DOUBLE PRECISION, \
                  language TEXT, min_severity TEXT, email TEXT, phone TEXT, push TEXT, \
-                 created_at BIGINT)"
+                 created_at BIGINT, websocket BIGINT)"
             }
         };
         let sql = format!("INSERT INTO alert_subscriptions ({SUBSCRIPTION_COLUMNS}) {select}");
@@ -940,6 +1084,7 @@ impl Store {
             phone: Option<&'a str>,
             push: Option<&'a str>,
             created_at: i64,
+            websocket: i64,
         }
         let mut tx = self.begin_write().await?;
         for chunk in recs.chunks(INSERT_BATCH) {
@@ -956,6 +1101,7 @@ impl Store {
                     phone: r.phone.as_deref(),
                     push: r.push.as_deref(),
                     created_at: r.created_at,
+                    websocket: i64::from(r.websocket),
                 })
                 .collect();
             let json = serde_json::to_string(&rows)
@@ -990,6 +1136,71 @@ impl Store {
         .collect()
     }
 
+    /// Locations of active subscriptions — registered, and the device's last one — with
+    /// ids greater than `after`, in id order, `limit` at a time: what the targeting index is
+    /// built from.
+    pub async fn subscription_locations(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionPoint>, StoreError> {
+        sqlx::query(
+            "SELECT id, lat, lon, device_lat, device_lon, device_at FROM alert_subscriptions \
+             WHERE active = 1 AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(SubscriptionPoint {
+                id: r.try_get("id")?,
+                lat: r.try_get("lat")?,
+                lon: r.try_get("lon")?,
+                device: device_of(r)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Records where the device of active subscription `id` is now (overwriting the last
+    /// report: positions are not kept), with `events` in the same transaction; false when
+    /// there is no such active subscription. `owner`, when given, must be the subscription's
+    /// user (a subscription of someone else is "not found").
+    pub async fn set_device_location(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        location: DeviceLocation,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let owner_sql = if owner.is_some() {
+            " AND user_id = $5"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE alert_subscriptions SET device_lat = $1, device_lon = $2, device_at = $3 \
+             WHERE id = $4 AND active = 1{owner_sql}"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(location.lat)
+            .bind(location.lon)
+            .bind(location.at)
+            .bind(id);
+        if let Some(o) = owner {
+            q = q.bind(o);
+        }
+        let changed = q.execute(&mut *tx).await?.rows_affected() == 1;
+        if changed {
+            insert_events(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// The active subscriptions among `ids` (ended and unknown ones are left out), in id
     /// order; the ids travel as one JSON array parameter.
     pub async fn subscriptions_by_ids(
@@ -1006,7 +1217,7 @@ impl Store {
         let json = serde_json::to_string(ids)
             .map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
         sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE active = 1 \
+            "SELECT {SUBSCRIPTION_READ} FROM alert_subscriptions WHERE active = 1 \
              AND id IN ({list}) ORDER BY id"
         ))
         .bind(json)
@@ -1064,7 +1275,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<(SubscriptionRecord, bool)>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS}, active FROM alert_subscriptions WHERE id = $1"
+            "SELECT {SUBSCRIPTION_READ}, active FROM alert_subscriptions WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1094,7 +1305,7 @@ impl Store {
             "(lon >= $3 OR lon <= $4)"
         };
         sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE active = 1 \
+            "SELECT {SUBSCRIPTION_READ} FROM alert_subscriptions WHERE active = 1 \
              AND lat >= $1 AND lat <= $2 AND {lon} AND id > $5 ORDER BY id LIMIT $6"
         ))
         .bind(min_lat)

@@ -72,6 +72,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_alert_ingest.sql"),
         postgres: include_str!("../migrations/postgres/0008_alert_ingest.sql"),
     },
+    Migration {
+        version: 9,
+        name: "alert_device_location",
+        sqlite: include_str!("../migrations/sqlite/0009_alert_device_location.sql"),
+        postgres: include_str!("../migrations/postgres/0009_alert_device_location.sql"),
+    },
 ];
 
 /// Arbitrary constant for PostgreSQL's advisory lock serializing migrations across nodes.

@@ -64,8 +64,8 @@ pub mod users;
 
 pub use alert_ingest::{FeedState, IngestOutcome, IngestRecord};
 pub use alerts::{
-    AlertFilter, AlertRecord, AlertStatus, DeliveryOutcome, DeliveryRecord, DeliveryState,
-    NewDelivery, SubscriptionRecord,
+    AlertFilter, AlertRecord, AlertStatus, ChannelFilter, DeliveryOutcome, DeliveryRecord,
+    DeliveryState, DeviceLocation, NewDelivery, SubscriptionPoint, SubscriptionRecord,
 };
 pub use consumers::DeadLetter;
 pub use credentials::{ApiKeyRecord, RefreshRecord, RotateOutcome};

@@ -258,6 +258,21 @@ impl Store {
                 .await?;
         }
         crate::healthcare::erase_person_in(&mut tx, id).await?;
+        // Alert subscriptions hold addresses and the device's last known location; their
+        // deliveries hold the addresses too (the targeting index forgets the ids lazily:
+        // targeting finds the rows gone).
+        sqlx::query(
+            "DELETE FROM alert_deliveries WHERE recipient_id IN \
+             (SELECT id FROM alert_subscriptions WHERE user_id = $1) OR recipient_id = $2",
+        )
+        .bind(id)
+        .bind(format!("user#{id}"))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM alert_subscriptions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

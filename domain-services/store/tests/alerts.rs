@@ -1,13 +1,14 @@
 //! Conformance of the alerting tables: lifecycle, the unique CAP triple, targeting
-//! candidates, and the delivery queue (claim, lease, retry, idempotency, cancel, expiry) on
-//! SQLite and PostgreSQL.
+//! candidates, devices' last known locations, and the delivery queue (claim — per channel —,
+//! lease, retry, batched completion, idempotency, cancel, expiry) on SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
 
 use nexus_store::testing::{fresh_postgres_store, sqlite_store};
 use nexus_store::{
-    AlertFilter, AlertRecord, AlertStatus, Backend, DeliveryOutcome, DeliveryState, NewDelivery,
-    NewEvent, Store, StoreError, SubscriptionRecord,
+    AlertFilter, AlertRecord, AlertStatus, Backend, ChannelFilter, DeliveryOutcome, DeliveryState,
+    DeviceLocation, NewDelivery, NewEvent, Store, StoreError, SubscriptionPoint,
+    SubscriptionRecord,
 };
 
 /// Runs `scenario` on a fresh SQLite store and, when configured, a fresh PostgreSQL store.
@@ -303,6 +304,8 @@ async fn subscriptions_are_found_by_bounding_box(store: Store) {
                 phone: None,
                 push: None,
                 created_at: 1,
+                websocket: false,
+                device: None,
             })
             .await
             .unwrap();
@@ -490,6 +493,8 @@ async fn stop_by_phone_ends_that_numbers_subscriptions(store: Store) {
                 phone: Some(phone.into()),
                 push: None,
                 created_at: 1,
+                websocket: false,
+                device: None,
             })
             .await
             .unwrap();
@@ -590,6 +595,8 @@ fn subscriber(id: &str, lat: f64, lon: f64) -> SubscriptionRecord {
         phone: None,
         push: None,
         created_at: 1,
+        websocket: false,
+        device: None,
     }
 }
 
@@ -654,4 +661,193 @@ async fn targeting_reads_locations_and_rows_of_active_subscriptions(store: Store
 on_every_backend!(
     targeting_reads_locations_and_rows_of_active_subscriptions_on_every_backend,
     targeting_reads_locations_and_rows_of_active_subscriptions
+);
+
+/// What a worker's channel lanes do: each claims its own channel only (or every channel
+/// but those served), and records a whole batch's outcomes in one transaction.
+async fn lanes_claim_their_channel_and_complete_a_batch_at_once(store: Store) {
+    let deliveries = vec![
+        to("r1", "email"),
+        to("r1", "sms"),
+        to("r2", "sms"),
+        to("r2", "fax"),
+        to("r3", "sms"),
+    ];
+    store
+        .issue_alert(&alert("a1", "X", "Alert", None), &[], &deliveries, &[])
+        .await
+        .unwrap();
+    let sms = store
+        .claim_deliveries_on(ChannelFilter::Only("sms"), 2_000, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(sms.len(), 3);
+    assert!(sms.iter().all(|d| d.channel == "sms"));
+    let stray = store
+        .claim_deliveries_on(ChannelFilter::Except(&["sms", "email"]), 2_000, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        stray.iter().map(|d| d.channel.as_str()).collect::<Vec<_>>(),
+        ["fax"]
+    );
+    let retry = DeliveryOutcome::Retry {
+        at: 9_000,
+        error: "503".into(),
+    };
+    let outcomes = vec![
+        (sms[0].id.clone(), DeliveryOutcome::Delivered),
+        (sms[1].id.clone(), DeliveryOutcome::Delivered),
+        (sms[2].id.clone(), retry),
+        (
+            stray[0].id.clone(),
+            DeliveryOutcome::Failed {
+                error: "no fax".into(),
+            },
+        ),
+    ];
+    assert_eq!(
+        store.complete_deliveries(&outcomes, 3_000).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        store.complete_deliveries(&outcomes, 3_000).await.unwrap(),
+        0,
+        "only sending rows complete"
+    );
+    let mut counts = store.delivery_counts("a1").await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("email".to_string(), "queued".to_string(), 1),
+            ("fax".to_string(), "failed".to_string(), 1),
+            ("sms".to_string(), "delivered".to_string(), 2),
+            ("sms".to_string(), "queued".to_string(), 1),
+        ]
+    );
+    // The e-mail lane still finds its row; the retry waits for its time.
+    let email = store
+        .claim_deliveries_on(ChannelFilter::Only("email"), 3_000, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(email.len(), 1);
+    assert!(
+        store
+            .claim_deliveries_on(ChannelFilter::Only("sms"), 8_999, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_deliveries_on(ChannelFilter::Only("sms"), 9_000, 10_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+on_every_backend!(
+    lanes_claim_their_channel_and_complete_a_batch_at_once_on_every_backend,
+    lanes_claim_their_channel_and_complete_a_batch_at_once
+);
+
+/// A device's last known location: written only for the owner's active subscription, with
+/// its event, overwritten by the next report, read back with the row and the index's
+/// locations.
+async fn device_locations_overwrite_and_belong_to_the_owner(store: Store) {
+    let mut ann = subscriber("s-ann", 51.5, -0.1);
+    ann.user_id = Some("u-ann".into());
+    ann.websocket = true;
+    store.insert_subscription(&ann).await.unwrap();
+    store
+        .insert_subscription(&subscriber("s-bob", 51.0, -1.0))
+        .await
+        .unwrap();
+    let (row, _) = store.subscription("s-ann").await.unwrap().unwrap();
+    assert!(row.websocket && row.device.is_none());
+    let here = DeviceLocation {
+        lat: 51.1,
+        lon: -1.1,
+        at: 5_000,
+    };
+    let ev = || {
+        vec![NewEvent::new(
+            "nexus.crisis",
+            "s-ann",
+            "alert.subscription.located",
+            r#"{"id":"s-ann"}"#,
+        )]
+    };
+    assert!(
+        !store
+            .set_device_location("s-ann", Some("u-mallory"), here, &ev())
+            .await
+            .unwrap(),
+        "someone else's subscription"
+    );
+    assert!(
+        !store
+            .set_device_location("s-none", Some("u-ann"), here, &ev())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_device_location("s-ann", Some("u-ann"), here, &ev())
+            .await
+            .unwrap()
+    );
+    let there = DeviceLocation {
+        lat: 48.85,
+        lon: 2.35,
+        at: 6_000,
+    };
+    assert!(
+        store
+            .set_device_location("s-ann", Some("u-ann"), there, &ev())
+            .await
+            .unwrap()
+    );
+    let (row, _) = store.subscription("s-ann").await.unwrap().unwrap();
+    assert_eq!(row.device, Some(there), "the last report, not a history");
+    let by_id = store
+        .subscriptions_by_ids(&["s-ann".into(), "s-bob".into()])
+        .await
+        .unwrap();
+    assert_eq!(by_id[0].device, Some(there));
+    assert_eq!(by_id[1].device, None);
+    let points = store.subscription_locations(None, 10).await.unwrap();
+    assert_eq!(
+        points,
+        [
+            SubscriptionPoint {
+                id: "s-ann".into(),
+                lat: 51.5,
+                lon: -0.1,
+                device: Some(there),
+            },
+            SubscriptionPoint {
+                id: "s-bob".into(),
+                lat: 51.0,
+                lon: -1.0,
+                device: None,
+            },
+        ]
+    );
+    // Ended: no more reports.
+    store.deactivate_subscription("s-ann").await.unwrap();
+    assert!(
+        !store
+            .set_device_location("s-ann", Some("u-ann"), here, &ev())
+            .await
+            .unwrap()
+    );
+}
+
+on_every_backend!(
+    device_locations_overwrite_and_belong_to_the_owner_on_every_backend,
+    device_locations_overwrite_and_belong_to_the_owner
 );
