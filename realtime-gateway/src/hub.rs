@@ -97,8 +97,8 @@ impl Round {
                     }
                     buf.extend_from_slice(&f.frame);
                 }
-                let stamps: Arc<[u64]> = many.iter().map(|f| f.published_us).collect();
-                (buf.freeze(), Stamps::Many(stamps))
+                let stamps = many.iter().map(|f| f.published_us).collect();
+                (buf.freeze(), Stamps::Many(Arc::new(stamps)))
             }
         };
         Round {

@@ -586,13 +586,12 @@ impl Publisher {
 async fn publish_step(
     server: SocketAddr,
     api_key: &str,
-    channel: &str,
-    payload_bytes: usize,
+    args: &Args,
     rate: u64,
-    secs: u64,
     seq: Arc<AtomicU64>,
-    aligned: bool,
 ) -> Result<(u64, u64, Vec<u64>)> {
+    let (channel, payload_bytes) = (&args.channel, args.payload_bytes);
+    let (secs, aligned) = (args.step_secs, args.aligned_lanes);
     let lanes = rate.clamp(1, 32);
     let period = Duration::from_secs_f64(lanes as f64 / rate as f64);
     let mut publishers = Vec::with_capacity(lanes as usize);
@@ -864,17 +863,8 @@ async fn main() -> Result<()> {
         let hist0 = server_histogram(server).await;
         let w0 = Instant::now();
         meters.set_step(s);
-        let (published, pub_failed, mut took) = publish_step(
-            server,
-            &api_key,
-            &args.channel,
-            args.payload_bytes,
-            rate,
-            args.step_secs,
-            seq.clone(),
-            args.aligned_lanes,
-        )
-        .await?;
+        let (published, pub_failed, mut took) =
+            publish_step(server, &api_key, &args, rate, seq.clone()).await?;
         // Let the tail arrive, then account it to this step.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let window = w0.elapsed().as_secs_f64();
