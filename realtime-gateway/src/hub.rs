@@ -9,8 +9,10 @@
 //! A sweep is paced: every few dozen deliveries it yields, so that the writers it woke run
 //! (on every worker) before it wakes more, and the runtime's other tasks — the next publish
 //! request among them — are not queued behind 10 000 writers. Publications of one channel that
-//! queue up behind each other while a sweep runs make up the next *round*: they are joined
-//! into one frame, once, and each subscriber gets one write for all of them.
+//! arrive while a sweep runs join it where it is, as a new *round*: the subscribers still
+//! ahead get the rounds under way joined in one frame (joined once, shared by all of them),
+//! and the sweep wraps round to give the new round to those it had passed. Every subscriber
+//! gets every round once, in order, and a publication never waits for a whole sweep.
 //!
 //! A subscription starts *buffering*: publications for it are kept aside while the
 //! connection reads history for its subscribe reply, then [`Hub::activate`] flushes those
@@ -24,7 +26,7 @@ use crate::outbox::{Outbox, Stamps};
 use crate::protocol::{encode_join, encode_leave, encode_publication};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,6 +45,7 @@ const MAX_ROUND: usize = 64;
 pub(crate) type ConnId = u64;
 
 /// One event to fan out: an encoded publication (or join/leave push) for one channel.
+#[derive(Clone)]
 struct Fanout {
     channel: Arc<str>,
     frame: Bytes,
@@ -75,9 +78,9 @@ enum HubCmd {
     },
 }
 
-/// The fan-outs of one channel that were queued one behind the other, swept together: live
-/// subscribers without a geo filter get them in one frame (newline-separated, as the JSON
-/// protocol allows), joined once for all of them.
+/// The fan-outs of one channel that a part of a sweep delivers together: live subscribers
+/// without a geo filter get them in one frame (newline-separated, as the JSON protocol
+/// allows), joined once for all of them.
 struct Round {
     fanouts: Vec<Fanout>,
     joined: Bytes,
@@ -106,10 +109,6 @@ impl Round {
             joined,
             stamps,
         }
-    }
-
-    fn channel(&self) -> &str {
-        self.fanouts.first().map_or("", |f| &f.channel)
     }
 }
 
@@ -243,67 +242,89 @@ impl Shard {
             let Some(first) = self.handle(cmd) else {
                 continue;
             };
-            // What queued up behind it for the same channel rides in the same round: one
-            // write per connection instead of one per publication when publishing outpaces
-            // the sweep.
-            let mut bytes = first.frame.len();
+            let channel = first.channel.clone();
+            let room = self.max_round_bytes.saturating_sub(first.frame.len());
             let mut fanouts = vec![first];
-            while fanouts.len() < MAX_ROUND && bytes < self.max_round_bytes {
-                match rx.try_recv() {
-                    Ok(HubCmd::Fanout(f)) if f.channel == fanouts[0].channel => {
-                        bytes += f.frame.len() + 1;
-                        fanouts.push(f);
-                    }
-                    Ok(other) => {
-                        next = Some(other);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.sweep(Round::new(fanouts)).await;
+            pull(
+                &channel,
+                &mut rx,
+                &mut next,
+                &mut fanouts,
+                MAX_ROUND - 1,
+                room,
+            );
+            self.sweep(fanouts, Some(&mut rx), &mut next).await;
         }
     }
 
-    /// Delivers a round to the channel's subscribers, yielding every [`SWEEP_CHUNK`]
-    /// deliveries. The shard handles no other command meanwhile, so the subscriber lists do
-    /// not change under it.
-    async fn sweep(&mut self, round: Round) {
+    /// Delivers `fanouts` (one channel's) to the channel's subscribers, yielding every
+    /// [`SWEEP_CHUNK`] deliveries.
+    ///
+    /// Fan-outs of the same channel that arrive during the sweep (read from `rx` at each
+    /// yield) join it where it is: from there on, subscribers get the rounds under way in one
+    /// frame, and the sweep goes round the subscriber list until each round has visited every
+    /// subscriber once. So each subscriber gets every round once and in order, and a
+    /// publication does not wait for the whole previous sweep. The shard handles no other
+    /// command meanwhile (the first one read is left in `next`), so the lists do not change.
+    async fn sweep(
+        &mut self,
+        fanouts: Vec<Fanout>,
+        mut rx: Option<&mut mpsc::Receiver<HubCmd>>,
+        next: &mut Option<HubCmd>,
+    ) {
+        let Some(channel) = fanouts.first().map(|f| f.channel.clone()) else {
+            return;
+        };
         let Shard {
             channels,
             stats,
             buffer_limit,
+            max_round_bytes,
             scratch,
-            ..
         } = self;
-        let limit = *buffer_limit;
-        let Some(ch) = channels.get_mut(round.channel()) else {
+        let (limit, max_bytes) = (*buffer_limit, *max_round_bytes);
+        let Some(ch) = channels.get_mut(&channel) else {
             return;
         };
         let mut pace = Pacer(0);
-        let mut sent = 0u64;
-        let mut i = 0;
-        while i < ch.plain.len() {
-            let end = (i + SWEEP_CHUNK).min(ch.plain.len());
-            for (_, sub) in &mut ch.plain[i..end] {
+        let mut sent = deliver_geo(ch, &fanouts, scratch, limit, &mut pace).await;
+        let n = ch.plain.len();
+        // Rounds under way: where each started in `plain`, and its fan-outs.
+        let mut rounds: VecDeque<(usize, Vec<Fanout>)> = VecDeque::from([(0, fanouts)]);
+        let mut round = Round::new(rounds[0].1.clone());
+        let mut pos = 0;
+        while n > 0 && !rounds.is_empty() {
+            let end = (pos + SWEEP_CHUNK).min(n);
+            for (_, sub) in &mut ch.plain[pos..end] {
                 sent += sub.deliver_round(&round, limit);
             }
-            pace.delivered(end - i).await;
-            i = end;
-        }
-        if !ch.geo.is_empty() {
-            for f in &round.fanouts {
-                scratch.clear();
-                match &f.location {
-                    None => scratch.extend(ch.geo.keys().copied()),
-                    Some(loc) => ch.index.matches(loc, scratch),
-                }
-                for id in scratch.iter() {
-                    if let Some((sub, _)) = ch.geo.get_mut(id) {
-                        sent += u64::from(sub.deliver(f, limit));
-                    }
-                    pace.delivered(1).await;
-                }
+            pace.delivered(end - pos).await;
+            pos = if end == n { 0 } else { end };
+            let before = rounds.len();
+            rounds.retain(|(start, _)| *start != pos);
+            if rounds.is_empty() {
+                break;
+            }
+            let mut more = Vec::new();
+            if let Some(rx) = rx.as_deref_mut() {
+                let count: usize = rounds.iter().map(|r| r.1.len()).sum();
+                let bytes: usize = rounds
+                    .iter()
+                    .flat_map(|r| &r.1)
+                    .map(|f| f.frame.len() + 1)
+                    .sum();
+                let (room_n, room_bytes) = (
+                    MAX_ROUND.saturating_sub(count),
+                    max_bytes.saturating_sub(bytes),
+                );
+                pull(&channel, rx, next, &mut more, room_n, room_bytes);
+            }
+            if !more.is_empty() {
+                sent += deliver_geo(ch, &more, scratch, limit, &mut pace).await;
+                rounds.push_back((pos, more));
+            }
+            if rounds.len() != before {
+                round = Round::new(rounds.iter().flat_map(|r| r.1.iter().cloned()).collect());
             }
         }
         stats.messages_sent.fetch_add(sent, Relaxed);
@@ -378,6 +399,59 @@ impl Shard {
         }
         None
     }
+}
+
+/// Moves the fan-outs of `channel` queued at the front of `rx` into `out`, at most `room_n`
+/// of them and about `room_bytes`; the first other command read is left in `next` (and
+/// nothing is read while `next` holds one).
+fn pull(
+    channel: &Arc<str>,
+    rx: &mut mpsc::Receiver<HubCmd>,
+    next: &mut Option<HubCmd>,
+    out: &mut Vec<Fanout>,
+    room_n: usize,
+    room_bytes: usize,
+) {
+    let (mut n, mut bytes) = (0, 0);
+    while next.is_none() && n < room_n && bytes < room_bytes {
+        match rx.try_recv() {
+            Ok(HubCmd::Fanout(f)) if f.channel == *channel => {
+                n += 1;
+                bytes += f.frame.len() + 1;
+                out.push(f);
+            }
+            Ok(other) => *next = Some(other),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Delivers `fanouts` to the channel's geo-filtered subscribers, each by its location.
+async fn deliver_geo(
+    ch: &mut ChannelSubs,
+    fanouts: &[Fanout],
+    scratch: &mut Vec<u64>,
+    limit: usize,
+    pace: &mut Pacer,
+) -> u64 {
+    let mut sent = 0;
+    if ch.geo.is_empty() {
+        return sent;
+    }
+    for f in fanouts {
+        scratch.clear();
+        match &f.location {
+            None => scratch.extend(ch.geo.keys().copied()),
+            Some(loc) => ch.index.matches(loc, scratch),
+        }
+        for id in scratch.iter() {
+            if let Some((sub, _)) = ch.geo.get_mut(id) {
+                sent += u64::from(sub.deliver(f, limit));
+            }
+            pace.delivered(1).await;
+        }
+    }
+    sent
 }
 
 /// Handle to the hub's shard tasks.
@@ -617,11 +691,11 @@ mod tests {
         }
     }
 
-    /// Sweeps one round to completion (its yields return at once outside a runtime).
+    /// Sweeps one round to completion.
     fn sweep(s: &mut Shard, round: Vec<Fanout>) {
         let rt = tokio::runtime::Builder::new_current_thread().build();
         rt.expect("a current-thread runtime")
-            .block_on(s.sweep(Round::new(round)));
+            .block_on(s.sweep(round, None, &mut None));
     }
 
     fn fan(s: &mut Shard, ch: &str, body: &'static str, offset: u64, location: Option<Location>) {
@@ -795,5 +869,56 @@ mod tests {
         let got: Vec<usize> = rxs.iter_mut().map(|rx| drain(rx).len()).collect();
         assert_eq!(got, [1, 0, 1, 0, 1]);
         assert_eq!(s.channels.get("c").map(ChannelSubs::len), Some(3));
+    }
+
+    #[test]
+    fn a_publication_arriving_mid_sweep_joins_it_and_each_subscriber_gets_both_in_order() {
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK + SWEEP_CHUNK / 2;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live(&mut s, "c", c)).collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
+        let mut next = None;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        // Read at the first yield: the first chunk had A alone, the rest get both at once,
+        // then the sweep wraps round and gives B to the first chunk.
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            let want: &[&str] = if i < SWEEP_CHUNK {
+                &["A", "B"]
+            } else {
+                &["A\nB"]
+            };
+            assert_eq!(drain(rx), want, "subscriber {i}");
+        }
+        assert_eq!(s.stats.snapshot().messages_sent, 2 * n as u64);
+        assert!(next.is_none());
+    }
+
+    #[test]
+    fn another_command_stops_a_sweep_from_taking_more_publications() {
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK * 2;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live(&mut s, "c", c)).collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let (reply, _) = oneshot::channel();
+        let _ = tx.try_send(HubCmd::Channels { reply });
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
+        let mut next = None;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        assert!(
+            matches!(next, Some(HubCmd::Channels { .. })),
+            "kept for after the sweep"
+        );
+        assert!(
+            matches!(rx.try_recv(), Ok(HubCmd::Fanout(_))),
+            "B waits its turn"
+        );
+        assert!(rxs.iter_mut().all(|rx| drain(rx) == ["A"]));
     }
 }
