@@ -305,6 +305,7 @@ impl Shard {
             if rounds.is_empty() {
                 break;
             }
+            let mut changed = rounds.len() != before;
             let mut more = Vec::new();
             if let Some(rx) = rx.as_deref_mut() {
                 let count: usize = rounds.iter().map(|r| r.1.len()).sum();
@@ -322,8 +323,11 @@ impl Shard {
             if !more.is_empty() {
                 sent += deliver_geo(ch, &more, scratch, limit, &mut pace).await;
                 rounds.push_back((pos, more));
+                changed = true;
             }
-            if rounds.len() != before {
+            // (A round may end and another start at the same place: compare contents, not
+            // the number of rounds.)
+            if changed {
                 round = Round::new(rounds.iter().flat_map(|r| r.1.iter().cloned()).collect());
             }
         }
@@ -920,5 +924,53 @@ mod tests {
             "B waits its turn"
         );
         assert!(rxs.iter_mut().all(|rx| drain(rx) == ["A"]));
+    }
+
+    #[test]
+    fn a_round_ending_where_another_starts_is_not_delivered_twice() {
+        // The rounds under way hold MAX_ROUND publications at most: B joins after the first
+        // chunk, C only once the first round has ended, where the sweep wrapped round.
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK * 3;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live_deep(&mut s, "c", c)).collect();
+        let first: Vec<Fanout> = (1..MAX_ROUND as u64)
+            .map(|o| fanout("c", "A", o, None))
+            .collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 100, None)));
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "C", 101, None)));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(first, Some(&mut rx), &mut None));
+        let mut want = vec!["A"; MAX_ROUND - 1];
+        want.extend(["B", "C"]);
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            let frames = drain(rx);
+            let got: Vec<&str> = frames
+                .iter()
+                .flat_map(|f| std::str::from_utf8(f).unwrap_or("?").split('\n'))
+                .collect();
+            assert_eq!(got, want, "subscriber {i}: each publication once, in order");
+        }
+    }
+
+    /// A live subscriber whose queue takes a few hundred messages.
+    fn live_deep(s: &mut Shard, ch: &str, conn: ConnId) -> mpsc::Receiver<Queued> {
+        let (outbox, rx) = Outbox::new(512, 1 << 20, s.stats.clone());
+        let (ack, _) = oneshot::channel();
+        s.handle(HubCmd::Subscribe {
+            channel: ch.into(),
+            conn,
+            outbox,
+            geo: None,
+            ack,
+        });
+        s.handle(HubCmd::Activate {
+            channel: ch.into(),
+            conn,
+            after_offset: 0,
+        });
+        rx
     }
 }
