@@ -119,9 +119,7 @@ impl Drop for AbortOnDrop {
 }
 
 fn stamp(stamps: &mut Vec<u64>, q: &Queued) {
-    if q.published_us != 0 {
-        stamps.push(q.published_us);
-    }
+    q.stamps.extend_into(stamps);
 }
 
 async fn write_loop<S: Sink<Outgoing> + Unpin>(

@@ -102,7 +102,11 @@ impl Gateway {
         config.validate()?;
         let config = Arc::new(config);
         let stats = Arc::new(Stats::default());
-        let hub = Hub::start(stats.clone(), config.client_queue_max_messages);
+        let hub = Hub::start(
+            stats.clone(),
+            config.client_queue_max_messages,
+            config.max_write_batch_bytes,
+        );
         engine.attach(EventSink::hub(hub.clone(), config.clone(), stats.clone()));
         let inner = Inner {
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),

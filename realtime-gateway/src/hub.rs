@@ -6,6 +6,14 @@
 //! into each recipient's bounded [`Outbox`] without waiting: a full outbox closes its
 //! connection with 3008 slow instead of slowing anyone else.
 //!
+//! A sweep is paced: every few dozen deliveries it yields, so that the writers it woke run
+//! (on every worker) before it wakes more, and the runtime's other tasks — the next publish
+//! request among them — are not queued behind 10 000 writers. Publications of one channel that
+//! arrive while a sweep runs join it where it is, as a new *round*: the subscribers still
+//! ahead get the rounds under way joined in one frame (joined once, shared by all of them),
+//! and the sweep wraps round to give the new round to those it had passed. Every subscriber
+//! gets every round once, in order, and a publication never waits for a whole sweep.
+//!
 //! A subscription starts *buffering*: publications for it are kept aside while the
 //! connection reads history for its subscribe reply, then [`Hub::activate`] flushes those
 //! newer than the reply's position. So a subscriber never misses a publication between
@@ -14,11 +22,11 @@
 use crate::config::GatewayConfig;
 use crate::engine::EngineEvent;
 use crate::geo::{GeoBox, GeoIndex, Location};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Stamps};
 use crate::protocol::{encode_join, encode_leave, encode_publication};
 use crate::stats::Stats;
-use bytes::Bytes;
-use std::collections::HashMap;
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,9 +34,26 @@ use tokio::sync::{mpsc, oneshot};
 
 const SHARDS: usize = 16;
 const SHARD_QUEUE: usize = 4096;
+/// Deliveries between two yields of a sweep. Each delivery wakes a writer task; a sweep that
+/// woke all 10 000 at once queued them ahead of every other task of its worker — the next
+/// publish request included — until all had written (see `docs/benchmarks-gateway.md`).
+const SWEEP_CHUNK: usize = 128;
+/// Publications joined into one round at most.
+const MAX_ROUND: usize = 64;
 
 /// Id of a local connection.
 pub(crate) type ConnId = u64;
+
+/// One event to fan out: an encoded publication (or join/leave push) for one channel.
+#[derive(Clone)]
+struct Fanout {
+    channel: Arc<str>,
+    frame: Bytes,
+    offset: u64,
+    location: Option<Location>,
+    /// Unix microseconds of the publish call (0: not a publication).
+    published_us: u64,
+}
 
 enum HubCmd {
     Subscribe {
@@ -47,17 +72,44 @@ enum HubCmd {
         channel: Arc<str>,
         conn: ConnId,
     },
-    Fanout {
-        channel: Arc<str>,
-        frame: Bytes,
-        offset: u64,
-        location: Option<Location>,
-        /// Unix microseconds of the publish call (0: not a publication).
-        published_us: u64,
-    },
+    Fanout(Fanout),
     Channels {
         reply: oneshot::Sender<Vec<(String, usize)>>,
     },
+}
+
+/// The fan-outs of one channel that a part of a sweep delivers together: live subscribers
+/// without a geo filter get them in one frame (newline-separated, as the JSON protocol
+/// allows), joined once for all of them.
+struct Round {
+    fanouts: Vec<Fanout>,
+    joined: Bytes,
+    stamps: Stamps,
+}
+
+impl Round {
+    fn new(fanouts: Vec<Fanout>) -> Round {
+        let (joined, stamps) = match fanouts.as_slice() {
+            [one] => (one.frame.clone(), Stamps::one(one.published_us)),
+            many => {
+                let len = many.iter().map(|f| f.frame.len() + 1).sum();
+                let mut buf = BytesMut::with_capacity(len);
+                for (i, f) in many.iter().enumerate() {
+                    if i > 0 {
+                        buf.extend_from_slice(b"\n");
+                    }
+                    buf.extend_from_slice(&f.frame);
+                }
+                let stamps = many.iter().map(|f| f.published_us).collect();
+                (buf.freeze(), Stamps::Many(Arc::new(stamps)))
+            }
+        };
+        Round {
+            fanouts,
+            joined,
+            stamps,
+        }
+    }
 }
 
 enum SubState {
@@ -72,24 +124,49 @@ struct Sub {
 }
 
 impl Sub {
-    fn deliver(&mut self, frame: &Bytes, offset: u64, published_us: u64, limit: usize) -> bool {
+    /// Delivers one fan-out; `true` when it was queued for the connection.
+    fn deliver(&mut self, f: &Fanout, limit: usize) -> bool {
         match &mut self.state {
-            SubState::Live => self.outbox.push_publication(frame.clone(), published_us),
+            SubState::Live => self
+                .outbox
+                .push_publication(f.frame.clone(), f.published_us),
             SubState::Buffering(buf) => {
                 if buf.len() >= limit {
                     self.outbox.overflow();
                     return false;
                 }
-                buf.push((offset, frame.clone(), published_us));
+                buf.push((f.offset, f.frame.clone(), f.published_us));
                 false
             }
         }
+    }
+
+    /// Delivers a whole round; returns how many of its fan-outs were queued.
+    fn deliver_round(&mut self, round: &Round, limit: usize) -> u64 {
+        if let SubState::Live = self.state {
+            let queued = self
+                .outbox
+                .push_stamped(round.joined.clone(), round.stamps.clone());
+            return if queued {
+                round.fanouts.len() as u64
+            } else {
+                0
+            };
+        }
+        round
+            .fanouts
+            .iter()
+            .map(|f| u64::from(self.deliver(f, limit)))
+            .sum()
     }
 }
 
 #[derive(Default)]
 struct ChannelSubs {
-    plain: HashMap<ConnId, Sub>,
+    /// Subscribers without a geo filter, in a dense list that a sweep walks by index.
+    plain: Vec<(ConnId, Sub)>,
+    /// Where each of them is in `plain`.
+    slots: HashMap<ConnId, usize>,
     geo: HashMap<ConnId, (Sub, GeoBox)>,
     index: GeoIndex,
 }
@@ -99,9 +176,30 @@ impl ChannelSubs {
         self.plain.len() + self.geo.len()
     }
 
+    fn insert_plain(&mut self, conn: ConnId, sub: Sub) {
+        match self.slots.get(&conn) {
+            Some(&i) => self.plain[i].1 = sub,
+            None => {
+                self.slots.insert(conn, self.plain.len());
+                self.plain.push((conn, sub));
+            }
+        }
+    }
+
+    fn remove_plain(&mut self, conn: ConnId) -> bool {
+        let Some(i) = self.slots.remove(&conn) else {
+            return false;
+        };
+        self.plain.swap_remove(i);
+        if let Some((moved, _)) = self.plain.get(i) {
+            self.slots.insert(*moved, i);
+        }
+        true
+    }
+
     fn get_mut(&mut self, conn: ConnId) -> Option<&mut Sub> {
-        match self.plain.get_mut(&conn) {
-            Some(s) => Some(s),
+        match self.slots.get(&conn) {
+            Some(&i) => self.plain.get_mut(i).map(|(_, s)| s),
             None => self.geo.get_mut(&conn).map(|(s, _)| s),
         }
     }
@@ -111,17 +209,133 @@ struct Shard {
     channels: HashMap<Arc<str>, ChannelSubs>,
     stats: Arc<Stats>,
     buffer_limit: usize,
+    /// Bytes of joined frames in one round at most.
+    max_round_bytes: usize,
     scratch: Vec<u64>,
+}
+
+/// Counts deliveries and yields to the runtime every [`SWEEP_CHUNK`] of them, so that the
+/// writers just woken run (on both workers) and other tasks get their turn mid-sweep.
+struct Pacer(usize);
+
+impl Pacer {
+    async fn delivered(&mut self, n: usize) {
+        self.0 += n;
+        if self.0 >= SWEEP_CHUNK {
+            self.0 = 0;
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Shard {
     async fn run(mut self, mut rx: mpsc::Receiver<HubCmd>) {
-        while let Some(cmd) = rx.recv().await {
-            self.handle(cmd);
+        let mut next: Option<HubCmd> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(cmd) => cmd,
+                None => match rx.recv().await {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+            };
+            let Some(first) = self.handle(cmd) else {
+                continue;
+            };
+            let channel = first.channel.clone();
+            let room = self.max_round_bytes.saturating_sub(first.frame.len());
+            let mut fanouts = vec![first];
+            pull(
+                &channel,
+                &mut rx,
+                &mut next,
+                &mut fanouts,
+                MAX_ROUND - 1,
+                room,
+            );
+            self.sweep(fanouts, Some(&mut rx), &mut next).await;
         }
     }
 
-    fn handle(&mut self, cmd: HubCmd) {
+    /// Delivers `fanouts` (one channel's) to the channel's subscribers, yielding every
+    /// [`SWEEP_CHUNK`] deliveries.
+    ///
+    /// Fan-outs of the same channel that arrive during the sweep (read from `rx` at each
+    /// yield) join it where it is: from there on, subscribers get the rounds under way in one
+    /// frame, and the sweep goes round the subscriber list until each round has visited every
+    /// subscriber once. So each subscriber gets every round once and in order, and a
+    /// publication does not wait for the whole previous sweep. The shard handles no other
+    /// command meanwhile (the first one read is left in `next`), so the lists do not change.
+    async fn sweep(
+        &mut self,
+        fanouts: Vec<Fanout>,
+        mut rx: Option<&mut mpsc::Receiver<HubCmd>>,
+        next: &mut Option<HubCmd>,
+    ) {
+        let Some(channel) = fanouts.first().map(|f| f.channel.clone()) else {
+            return;
+        };
+        let Shard {
+            channels,
+            stats,
+            buffer_limit,
+            max_round_bytes,
+            scratch,
+        } = self;
+        let (limit, max_bytes) = (*buffer_limit, *max_round_bytes);
+        let Some(ch) = channels.get_mut(&channel) else {
+            return;
+        };
+        let mut pace = Pacer(0);
+        let mut sent = deliver_geo(ch, &fanouts, scratch, limit, &mut pace).await;
+        let n = ch.plain.len();
+        // Rounds under way: where each started in `plain`, and its fan-outs.
+        let mut rounds: VecDeque<(usize, Vec<Fanout>)> = VecDeque::from([(0, fanouts)]);
+        let mut round = Round::new(rounds[0].1.clone());
+        let mut pos = 0;
+        while n > 0 && !rounds.is_empty() {
+            let end = (pos + SWEEP_CHUNK).min(n);
+            for (_, sub) in &mut ch.plain[pos..end] {
+                sent += sub.deliver_round(&round, limit);
+            }
+            pace.delivered(end - pos).await;
+            pos = if end == n { 0 } else { end };
+            let before = rounds.len();
+            rounds.retain(|(start, _)| *start != pos);
+            if rounds.is_empty() {
+                break;
+            }
+            let mut changed = rounds.len() != before;
+            let mut more = Vec::new();
+            if let Some(rx) = rx.as_deref_mut() {
+                let count: usize = rounds.iter().map(|r| r.1.len()).sum();
+                let bytes: usize = rounds
+                    .iter()
+                    .flat_map(|r| &r.1)
+                    .map(|f| f.frame.len() + 1)
+                    .sum();
+                let (room_n, room_bytes) = (
+                    MAX_ROUND.saturating_sub(count),
+                    max_bytes.saturating_sub(bytes),
+                );
+                pull(&channel, rx, next, &mut more, room_n, room_bytes);
+            }
+            if !more.is_empty() {
+                sent += deliver_geo(ch, &more, scratch, limit, &mut pace).await;
+                rounds.push_back((pos, more));
+                changed = true;
+            }
+            // (A round may end and another start at the same place: compare contents, not
+            // the number of rounds.)
+            if changed {
+                round = Round::new(rounds.iter().flat_map(|r| r.1.iter().cloned()).collect());
+            }
+        }
+        stats.messages_sent.fetch_add(sent, Relaxed);
+    }
+
+    /// Handles a command; a fan-out is handed back, for the caller to sweep.
+    fn handle(&mut self, cmd: HubCmd) -> Option<Fanout> {
         match cmd {
             HubCmd::Subscribe {
                 channel,
@@ -140,9 +354,7 @@ impl Shard {
                         ch.index.insert(conn, &bbox);
                         ch.geo.insert(conn, (sub, bbox));
                     }
-                    None => {
-                        ch.plain.insert(conn, sub);
-                    }
+                    None => ch.insert_plain(conn, sub),
                 }
                 let _ = ack.send(());
             }
@@ -151,13 +363,10 @@ impl Shard {
                 conn,
                 after_offset,
             } => {
-                let Some(sub) = self
+                let sub = self
                     .channels
                     .get_mut(&channel)
-                    .and_then(|c| c.get_mut(conn))
-                else {
-                    return;
-                };
+                    .and_then(|c| c.get_mut(conn))?;
                 if let SubState::Buffering(buf) = std::mem::replace(&mut sub.state, SubState::Live)
                 {
                     let mut sent = 0;
@@ -172,10 +381,8 @@ impl Shard {
                 }
             }
             HubCmd::Unsubscribe { channel, conn } => {
-                let Some(ch) = self.channels.get_mut(&channel) else {
-                    return;
-                };
-                if ch.plain.remove(&conn).is_none()
+                let ch = self.channels.get_mut(&channel)?;
+                if !ch.remove_plain(conn)
                     && let Some((_, bbox)) = ch.geo.remove(&conn)
                 {
                     ch.index.remove(conn, &bbox);
@@ -184,39 +391,7 @@ impl Shard {
                     self.channels.remove(&channel);
                 }
             }
-            HubCmd::Fanout {
-                channel,
-                frame,
-                offset,
-                location,
-                published_us,
-            } => {
-                let Some(ch) = self.channels.get_mut(&channel) else {
-                    return;
-                };
-                let limit = self.buffer_limit;
-                let mut sent = 0u64;
-                for sub in ch.plain.values_mut() {
-                    sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
-                }
-                match location {
-                    None => {
-                        for (sub, _) in ch.geo.values_mut() {
-                            sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
-                        }
-                    }
-                    Some(loc) if !ch.geo.is_empty() => {
-                        ch.index.matches(&loc, &mut self.scratch);
-                        for id in &self.scratch {
-                            if let Some((sub, _)) = ch.geo.get_mut(id) {
-                                sent += u64::from(sub.deliver(&frame, offset, published_us, limit));
-                            }
-                        }
-                    }
-                    Some(_) => {}
-                }
-                self.stats.messages_sent.fetch_add(sent, Relaxed);
-            }
+            HubCmd::Fanout(f) => return Some(f),
             HubCmd::Channels { reply } => {
                 let list = self
                     .channels
@@ -226,7 +401,61 @@ impl Shard {
                 let _ = reply.send(list);
             }
         }
+        None
     }
+}
+
+/// Moves the fan-outs of `channel` queued at the front of `rx` into `out`, at most `room_n`
+/// of them and about `room_bytes`; the first other command read is left in `next` (and
+/// nothing is read while `next` holds one).
+fn pull(
+    channel: &Arc<str>,
+    rx: &mut mpsc::Receiver<HubCmd>,
+    next: &mut Option<HubCmd>,
+    out: &mut Vec<Fanout>,
+    room_n: usize,
+    room_bytes: usize,
+) {
+    let (mut n, mut bytes) = (0, 0);
+    while next.is_none() && n < room_n && bytes < room_bytes {
+        match rx.try_recv() {
+            Ok(HubCmd::Fanout(f)) if f.channel == *channel => {
+                n += 1;
+                bytes += f.frame.len() + 1;
+                out.push(f);
+            }
+            Ok(other) => *next = Some(other),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Delivers `fanouts` to the channel's geo-filtered subscribers, each by its location.
+async fn deliver_geo(
+    ch: &mut ChannelSubs,
+    fanouts: &[Fanout],
+    scratch: &mut Vec<u64>,
+    limit: usize,
+    pace: &mut Pacer,
+) -> u64 {
+    let mut sent = 0;
+    if ch.geo.is_empty() {
+        return sent;
+    }
+    for f in fanouts {
+        scratch.clear();
+        match &f.location {
+            None => scratch.extend(ch.geo.keys().copied()),
+            Some(loc) => ch.index.matches(loc, scratch),
+        }
+        for id in scratch.iter() {
+            if let Some((sub, _)) = ch.geo.get_mut(id) {
+                sent += u64::from(sub.deliver(f, limit));
+            }
+            pace.delivered(1).await;
+        }
+    }
+    sent
 }
 
 /// Handle to the hub's shard tasks.
@@ -237,8 +466,9 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// Spawns the shard tasks.
-    pub(crate) fn start(stats: Arc<Stats>, buffer_limit: usize) -> Hub {
+    /// Spawns the shard tasks. `buffer_limit`: publications kept aside per buffering
+    /// subscription; `max_round_bytes`: size of the frame joining one round's publications.
+    pub(crate) fn start(stats: Arc<Stats>, buffer_limit: usize, max_round_bytes: usize) -> Hub {
         let shards: Vec<_> = (0..SHARDS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
@@ -246,6 +476,7 @@ impl Hub {
                     channels: HashMap::new(),
                     stats: stats.clone(),
                     buffer_limit,
+                    max_round_bytes,
                     scratch: Vec::new(),
                 };
                 tokio::spawn(shard.run(rx));
@@ -317,13 +548,13 @@ impl Hub {
     ) {
         let _ = self
             .shard(channel)
-            .send(HubCmd::Fanout {
+            .send(HubCmd::Fanout(Fanout {
                 channel: channel.into(),
                 frame,
                 offset,
                 location,
                 published_us,
-            })
+            }))
             .await;
     }
 
@@ -436,6 +667,7 @@ mod tests {
             channels: HashMap::new(),
             stats: Arc::new(Stats::default()),
             buffer_limit: limit,
+            max_round_bytes: 64 << 10,
             scratch: Vec::new(),
         }
     }
@@ -453,14 +685,26 @@ mod tests {
         rx
     }
 
-    fn fan(s: &mut Shard, ch: &str, body: &'static str, offset: u64, location: Option<Location>) {
-        s.handle(HubCmd::Fanout {
+    fn fanout(ch: &str, body: &'static str, offset: u64, location: Option<Location>) -> Fanout {
+        Fanout {
             channel: ch.into(),
             frame: Bytes::from_static(body.as_bytes()),
             offset,
             location,
-            published_us: 0,
-        });
+            published_us: offset * 10,
+        }
+    }
+
+    /// Sweeps one round to completion.
+    fn sweep(s: &mut Shard, round: Vec<Fanout>) {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        rt.expect("a current-thread runtime")
+            .block_on(s.sweep(round, None, &mut None));
+    }
+
+    fn fan(s: &mut Shard, ch: &str, body: &'static str, offset: u64, location: Option<Location>) {
+        let f = s.handle(HubCmd::Fanout(fanout(ch, body, offset, location)));
+        sweep(s, f.into_iter().collect());
     }
 
     fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<Bytes> {
@@ -545,5 +789,188 @@ mod tests {
             .and_then(|c| c.get_mut(1))
             .map(|s| s.outbox.clone());
         assert_eq!(slow.and_then(|o| o.reason().map(|r| r.code)), Some(3008));
+    }
+
+    fn live(s: &mut Shard, ch: &str, conn: ConnId) -> mpsc::Receiver<Queued> {
+        let rx = sub(s, ch, conn, None);
+        s.handle(HubCmd::Activate {
+            channel: ch.into(),
+            conn,
+            after_offset: 0,
+        });
+        rx
+    }
+
+    #[test]
+    fn publications_queued_behind_each_other_reach_a_subscriber_in_one_frame() {
+        let mut s = shard(100);
+        let mut plain = live(&mut s, "c", 1);
+        let mut late = sub(&mut s, "c", 2, None);
+        let (tx, rx) = mpsc::channel(16);
+        for (body, offset) in [("a", 1), ("b", 2), ("c", 3)] {
+            let _ = tx.try_send(HubCmd::Fanout(fanout("c", body, offset, None)));
+        }
+        drop(tx);
+        let stats = s.stats.clone();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.run(rx));
+        let q = plain.try_recv().expect("one frame");
+        assert_eq!(q.frame, "a\nb\nc");
+        let mut stamps = Vec::new();
+        q.stamps.extend_into(&mut stamps);
+        assert_eq!(
+            stamps,
+            [10, 20, 30],
+            "each publication keeps its publish time"
+        );
+        assert!(plain.try_recv().is_err(), "one write for the whole round");
+        assert_eq!(stats.snapshot().messages_sent, 3);
+        assert!(
+            drain(&mut late).is_empty(),
+            "a buffering subscriber got nothing yet"
+        );
+    }
+
+    #[test]
+    fn a_round_is_kept_aside_publication_by_publication_for_a_buffering_subscriber() {
+        let mut s = shard(100);
+        let mut plain = live(&mut s, "c", 1);
+        let mut late = sub(&mut s, "c", 2, None);
+        sweep(
+            &mut s,
+            vec![
+                fanout("c", "p1", 1, None),
+                fanout("c", "p2", 2, None),
+                fanout("c", "p3", 3, None),
+            ],
+        );
+        assert_eq!(drain(&mut plain), ["p1\np2\np3"]);
+        s.handle(HubCmd::Activate {
+            channel: "c".into(),
+            conn: 2,
+            after_offset: 1,
+        });
+        assert_eq!(
+            drain(&mut late),
+            ["p2", "p3"],
+            "only those after its reply's offset"
+        );
+    }
+
+    #[test]
+    fn unsubscribing_from_the_middle_of_a_channel_keeps_everyone_else() {
+        let mut s = shard(100);
+        let mut rxs: Vec<_> = (1..=5).map(|c| live(&mut s, "c", c)).collect();
+        for conn in [2, 4] {
+            s.handle(HubCmd::Unsubscribe {
+                channel: "c".into(),
+                conn,
+            });
+        }
+        fan(&mut s, "c", "x", 1, None);
+        let got: Vec<usize> = rxs.iter_mut().map(|rx| drain(rx).len()).collect();
+        assert_eq!(got, [1, 0, 1, 0, 1]);
+        assert_eq!(s.channels.get("c").map(ChannelSubs::len), Some(3));
+    }
+
+    #[test]
+    fn a_publication_arriving_mid_sweep_joins_it_and_each_subscriber_gets_both_in_order() {
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK + SWEEP_CHUNK / 2;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live(&mut s, "c", c)).collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
+        let mut next = None;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        // Read at the first yield: the first chunk had A alone, the rest get both at once,
+        // then the sweep wraps round and gives B to the first chunk.
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            let want: &[&str] = if i < SWEEP_CHUNK {
+                &["A", "B"]
+            } else {
+                &["A\nB"]
+            };
+            assert_eq!(drain(rx), want, "subscriber {i}");
+        }
+        assert_eq!(s.stats.snapshot().messages_sent, 2 * n as u64);
+        assert!(next.is_none());
+    }
+
+    #[test]
+    fn another_command_stops_a_sweep_from_taking_more_publications() {
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK * 2;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live(&mut s, "c", c)).collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let (reply, _) = oneshot::channel();
+        let _ = tx.try_send(HubCmd::Channels { reply });
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
+        let mut next = None;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        assert!(
+            matches!(next, Some(HubCmd::Channels { .. })),
+            "kept for after the sweep"
+        );
+        assert!(
+            matches!(rx.try_recv(), Ok(HubCmd::Fanout(_))),
+            "B waits its turn"
+        );
+        assert!(rxs.iter_mut().all(|rx| drain(rx) == ["A"]));
+    }
+
+    #[test]
+    fn a_round_ending_where_another_starts_is_not_delivered_twice() {
+        // The rounds under way hold MAX_ROUND publications at most: B joins after the first
+        // chunk, C only once the first round has ended, where the sweep wrapped round.
+        let mut s = shard(100);
+        let n = SWEEP_CHUNK * 3;
+        let mut rxs: Vec<_> = (0..n as u64).map(|c| live_deep(&mut s, "c", c)).collect();
+        let first: Vec<Fanout> = (1..MAX_ROUND as u64)
+            .map(|o| fanout("c", "A", o, None))
+            .collect();
+        let (tx, mut rx) = mpsc::channel(4);
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 100, None)));
+        let _ = tx.try_send(HubCmd::Fanout(fanout("c", "C", 101, None)));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(s.sweep(first, Some(&mut rx), &mut None));
+        let mut want = vec!["A"; MAX_ROUND - 1];
+        want.extend(["B", "C"]);
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            let frames = drain(rx);
+            let got: Vec<&str> = frames
+                .iter()
+                .flat_map(|f| std::str::from_utf8(f).unwrap_or("?").split('\n'))
+                .collect();
+            assert_eq!(got, want, "subscriber {i}: each publication once, in order");
+        }
+    }
+
+    /// A live subscriber whose queue takes a few hundred messages.
+    fn live_deep(s: &mut Shard, ch: &str, conn: ConnId) -> mpsc::Receiver<Queued> {
+        let (outbox, rx) = Outbox::new(512, 1 << 20, s.stats.clone());
+        let (ack, _) = oneshot::channel();
+        s.handle(HubCmd::Subscribe {
+            channel: ch.into(),
+            conn,
+            outbox,
+            geo: None,
+            ack,
+        });
+        s.handle(HubCmd::Activate {
+            channel: ch.into(),
+            conn,
+            after_offset: 0,
+        });
+        rx
     }
 }

@@ -16,7 +16,9 @@
 //! ```
 //! Options: `--connections 10000 --rates 10,25,50,100 --step-secs 8 --source-ips 4
 //! --channel incidents:bench --payload-bytes 200 --max-secs 110 --connect-concurrency 200
-//! --max-p99-ms 2000` (a step that delivers < 90 %, or whose p99 is above this, is the last).
+//! --max-p99-ms 2000` (a step that delivers < 90 %, or whose p99 is above this, is the last)
+//! `--aligned-lanes` (fire all publisher lanes at once, in bursts, as the harness did before
+//! 2026-11-26: to compare with earlier figures).
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,6 +51,7 @@ struct Args {
     connect_concurrency: usize,
     client_threads: usize,
     max_p99_ms: f64,
+    aligned_lanes: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Args> {
         connect_concurrency: 200,
         client_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_p99_ms: 2000.0,
+        aligned_lanes: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -93,6 +97,7 @@ fn parse_args() -> Result<Args> {
             "--connect-concurrency" => a.connect_concurrency = val()?.parse()?,
             "--client-threads" => a.client_threads = val()?.parse()?,
             "--max-p99-ms" => a.max_p99_ms = val()?.parse()?,
+            "--aligned-lanes" => a.aligned_lanes = true,
             "-h" | "--help" => {
                 println!(
                     "{}",
@@ -576,28 +581,42 @@ impl Publisher {
 }
 
 /// Publishes at `rate`/s for `secs` over up to 32 keep-alive connections (one request at a
-/// time each); returns the published and failed counts.
+/// time each), evenly spaced in time; returns the published and failed counts and each
+/// request's duration (µs, request written → response read).
 async fn publish_step(
     server: SocketAddr,
     api_key: &str,
-    channel: &str,
-    payload_bytes: usize,
+    args: &Args,
     rate: u64,
-    secs: u64,
     seq: Arc<AtomicU64>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Vec<u64>)> {
+    let (channel, payload_bytes) = (&args.channel, args.payload_bytes);
+    let (secs, aligned) = (args.step_secs, args.aligned_lanes);
     let lanes = rate.clamp(1, 32);
-    let per_lane = rate as f64 / lanes as f64;
+    let period = Duration::from_secs_f64(lanes as f64 / rate as f64);
+    let mut publishers = Vec::with_capacity(lanes as usize);
+    for _ in 0..lanes {
+        publishers.push(Publisher::connect(server, api_key).await?);
+    }
+    let start = tokio::time::Instant::now();
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for _ in 0..lanes {
-        let mut p = Publisher::connect(server, api_key).await?;
+    for (k, mut p) in publishers.into_iter().enumerate() {
         let channel = channel.to_string();
         let seq = seq.clone();
+        // Lane k starts k/lanes of a period late, so that publications arrive one every
+        // 1/rate s. In phase, every lane would fire at the same instant: bursts of `lanes`
+        // publications once per period (what `--aligned-lanes` keeps, to compare).
+        let first = if aligned {
+            start
+        } else {
+            start + period.mul_f64(k as f64 / lanes as f64)
+        };
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_lane));
+            let mut tick = tokio::time::interval_at(first, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let (mut ok, mut failed) = (0u64, 0u64);
+            let mut took = Vec::new();
             while Instant::now() < until {
                 tick.tick().await;
                 let n = seq.fetch_add(1, Relaxed);
@@ -607,7 +626,10 @@ async fn publish_step(
                     r#"{{"channel":"{channel}","data":{head}{}"}}}}"#,
                     "x".repeat(pad)
                 );
-                match p.publish(&body).await {
+                let t = Instant::now();
+                let r = p.publish(&body).await;
+                took.push(t.elapsed().as_micros() as u64);
+                match r {
                     Ok(()) => ok += 1,
                     Err(e) => {
                         failed += 1;
@@ -617,16 +639,17 @@ async fn publish_step(
                     }
                 }
             }
-            (ok, failed)
+            (ok, failed, took)
         }));
     }
-    let (mut ok, mut failed) = (0, 0);
+    let (mut ok, mut failed, mut took) = (0, 0, Vec::new());
     for t in tasks {
-        let (o, f) = t.await?;
+        let (o, f, d) = t.await?;
         ok += o;
         failed += f;
+        took.extend(d);
     }
-    Ok((ok, failed))
+    Ok((ok, failed, took))
 }
 
 /// A `nexus serve` started by the harness; killed on drop.
@@ -824,9 +847,9 @@ async fn main() -> Result<()> {
     };
 
     println!(
-        "\n| publications/s offered | published | deliveries/s | complete | p50 ms | p99 ms | server publish→write p50 / p99 ms | nexus CPU s/s | harness CPU s/s | deliveries per nexus CPU-s |"
+        "\n| publications/s offered | published | deliveries/s | complete | p50 ms | p99 ms | server publish→write p50 / p99 ms | publish request p50 / p99 ms | nexus CPU s/s | harness CPU s/s | deliveries per nexus CPU-s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let seq = Arc::new(AtomicU64::new(0));
     let mut best: Option<(f64, f64, f64)> = None;
     for (s, &rate) in args.rates.iter().enumerate() {
@@ -840,16 +863,8 @@ async fn main() -> Result<()> {
         let hist0 = server_histogram(server).await;
         let w0 = Instant::now();
         meters.set_step(s);
-        let (published, pub_failed) = publish_step(
-            server,
-            &api_key,
-            &args.channel,
-            args.payload_bytes,
-            rate,
-            args.step_secs,
-            seq.clone(),
-        )
-        .await?;
+        let (published, pub_failed, mut took) =
+            publish_step(server, &api_key, &args, rate, seq.clone()).await?;
         // Let the tail arrive, then account it to this step.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let window = w0.elapsed().as_secs_f64();
@@ -873,12 +888,18 @@ async fn main() -> Result<()> {
         let rate_out = delivered as f64 / window;
         let p50 = meters.quantile_ms(s, 0.50).unwrap_or(f64::NAN);
         let p99 = meters.quantile_ms(s, 0.99).unwrap_or(f64::NAN);
+        took.sort_unstable();
+        let took_ms = |q: f64| {
+            took.get(((took.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .map_or(f64::NAN, |&us| us as f64 / 1000.0)
+        };
+        let (req50, req99) = (took_ms(0.5), took_ms(0.99));
         let cpu_s = cpu.map_or("n/a".into(), |c| format!("{:.2}", c / window));
         let per_cpu = cpu.map_or("n/a".into(), |c| {
             format!("{:.0}", delivered as f64 / c.max(1e-9))
         });
         println!(
-            "| {rate} | {published} ({pub_failed} failed) | {rate_out:.0} | {:.1}% | {p50:.1} | {p99:.1} | {srv50} / {srv99} | {cpu_s} | {own} | {per_cpu} |",
+            "| {rate} | {published} ({pub_failed} failed) | {rate_out:.0} | {:.1}% | {p50:.1} | {p99:.1} | {srv50} / {srv99} | {req50:.1} / {req99:.1} | {cpu_s} | {own} | {per_cpu} |",
             complete * 100.0
         );
         if complete >= 0.99 && best.is_none_or(|(r, _, _)| rate_out > r) {
