@@ -25,12 +25,18 @@
 //! - Datagrams are routed to a peer by remote address, then by the STUN USERNAME's ufrag, then
 //!   (STUN only) by asking each peer's `Rtc::accepts`. Anything else is dropped and counted;
 //!   bytes from the network never panic.
-//! - Forwarding works on depacketized frames (str0m's frame API): str0m answers NACKs with RTX
-//!   and paces; the shard copies each frame (an `Arc<[u8]>`, not the bytes) to every subscriber
-//!   of the track, choosing the simulcast layer per subscriber with [`layer::select_layer`]
-//!   and switching only on a keyframe of the new layer. A subscriber held below the layer it
-//!   wants by its bandwidth estimate gets periodic BWE probes (backing off from 4 s to 32 s), so
-//!   that it moves up again when its link recovers.
+//! - Forwarding works on RTP packets (str0m's RTP mode), as each arrives: no frame assembly,
+//!   no depacketizing or packetizing. Per subscriber the shard chooses the simulcast layer with
+//!   [`layer::select_layer`], switches only at the first packet of a keyframe of the new layer
+//!   ([`rtp::starts_keyframe`]), rewrites sequence numbers and timestamps so that the
+//!   subscriber sees one continuous stream ([`rtp::Rewriter`]), and hands the packet (its
+//!   payload shared, not copied) to the subscriber's send stream; str0m does SRTP, RTCP,
+//!   NACK/RTX from its send buffer, TWCC and pacing. A subscriber held below the layer it
+//!   wants by its bandwidth estimate gets periodic BWE probes (backing off from 4 s to 32 s),
+//!   so that it moves up again when its link recovers.
+//! - A peer whose timeout is already due is served at once (str0m's pacer releases one packet
+//!   per timeout), and the shard keeps its peers' timeouts in a heap: a wake-up touches only
+//!   the peers that are due.
 //! - Keyframe requests (PLI/FIR) from subscribers and from layer switches go to the publisher
 //!   at most once per [`ShardConfig::keyframe_interval`] per track and layer.
 //! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),
@@ -74,6 +80,7 @@
 //! - [`protocol`] — the room protocol's JSON messages and the joining [`Identity`];
 //! - [`layer`] — simulcast layer choice, keyframe throttle, bitrate meter (pure);
 //! - [`speaker`] — active-speaker detection (pure);
+//! - [`rtp`] — keyframe detection and sequence/timestamp rewriting for forwarded RTP (pure);
 //! - [`stun`] — the ufrag of a STUN binding request (pure);
 //! - [`ids`] — [`RoomId`], [`ParticipantId`], [`TrackId`];
 //! - [`error`] — [`SfuError`].
@@ -82,6 +89,7 @@ pub mod error;
 pub mod ids;
 pub mod layer;
 pub mod protocol;
+pub mod rtp;
 pub mod shard;
 pub mod speaker;
 pub mod stun;

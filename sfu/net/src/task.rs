@@ -1,7 +1,7 @@
 //! One shard's task: owns the UDP socket and the [`Shard`], and nothing else touches them.
 
 use crate::config::SfuConfig;
-use crate::latency::{ForwardClock, LatencyHistogram};
+use crate::latency::{LatencyHistogram, rtp_id};
 use nexus_sfu_core::{
     Command, Identity, Input, JoinOptions, Output, ParticipantId, Reply, ServerMessage, SfuError,
     Shard, ShardConfig, ShardStats,
@@ -102,7 +102,7 @@ pub(crate) fn spawn(
         signals: HashMap::new(),
         next_conn: 1,
         busy_ns: 0,
-        clock: ForwardClock::default(),
+        latency: LatencyHistogram::default(),
     };
     tokio::spawn(task.run(commands));
     Ok(())
@@ -122,7 +122,7 @@ struct ShardTask {
     signals: HashMap<ParticipantId, (u64, mpsc::Sender<ServerMessage>)>,
     next_conn: u64,
     busy_ns: u64,
-    clock: ForwardClock,
+    latency: LatencyHistogram,
 }
 
 impl ShardTask {
@@ -171,6 +171,9 @@ impl ShardTask {
                             // A GRO read holds several datagrams of `stride` bytes.
                             for datagram in buf[..m.len].chunks(m.stride.max(1)) {
                                 self.receive(now, m.addr, datagram);
+                                // Send as produced: what this datagram caused is queued (and
+                                // sent once a batch is full) before the next one is handled.
+                                self.collect().await;
                             }
                         }
                     }
@@ -187,7 +190,6 @@ impl ShardTask {
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
-        self.clock.ingress(contents, now);
         self.shard.handle_input(
             now,
             Input::Receive {
@@ -243,7 +245,7 @@ impl ShardTask {
                 let _ = reply.send((
                     self.shard.stats(),
                     self.busy_ns,
-                    self.clock.histogram.clone(),
+                    self.latency.clone(),
                 ));
             }
             ShardCmd::Shutdown(done) => {
@@ -256,12 +258,17 @@ impl ShardTask {
 
     /// Sends everything the shard has to send; returns its next timeout.
     async fn flush(&mut self) -> Instant {
+        let next = self.collect().await;
+        self.send_queued().await;
+        next
+    }
+
+    /// Takes the shard's outputs: datagrams are queued and sent a batch at a time, messages
+    /// go to their participants. Returns the shard's next timeout.
+    async fn collect(&mut self) -> Instant {
         loop {
             match self.shard.poll_output() {
-                Output::Timeout(t) => {
-                    self.send_queued().await;
-                    return t;
-                }
+                Output::Timeout(t) => return t,
                 Output::Transmit {
                     destination,
                     contents,
@@ -329,11 +336,10 @@ impl ShardTask {
                 }
             }
             let sent = Instant::now();
-            for (destination, d) in &queued[i..end] {
-                let shard = &self.shard;
-                self.clock.egress(d, *destination, sent, || {
-                    shard.resend_payload_types(*destination)
-                });
+            for (_, d) in &queued[i..end] {
+                if let Some(arrived) = rtp_id(d).and_then(|(s, n)| self.shard.take_arrival(s, n)) {
+                    self.latency.record(sent.saturating_duration_since(arrived));
+                }
             }
             i = end;
         }
