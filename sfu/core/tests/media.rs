@@ -64,6 +64,28 @@ fn media_flows_from_a_whip_publisher_to_whep_subscribers() {
 }
 
 #[test]
+fn forwarded_packets_leave_in_the_round_they_arrive() {
+    // Packets are forwarded as they arrive, and a subscriber's packets are sent without waiting
+    // for the shard's next timer (str0m's pacer releases one per timeout; the shard serves a
+    // due peer at once). On the forced clock, the delay is zero.
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-4", RoomKind::Class, all_grants()),
+        true,
+    );
+    for s in ["s1", "s2", "s3"] {
+        net.connect(identity(s, "class-4", RoomKind::Class, subscriber()), false);
+    }
+    net.run(Duration::from_secs(2));
+    stream(&mut net, publisher, 0, 2);
+    let delays = &net.forward_delays;
+    // 3 subscribers x (30 video frames of ~3 packets + 50 audio packets) a second, for 2 s.
+    assert!(delays.len() > 3 * 2 * 100, "{} timed", delays.len());
+    let late = delays.iter().filter(|d| !d.is_zero()).count();
+    assert_eq!(late, 0, "{late} of {} packets waited", delays.len());
+}
+
+#[test]
 fn a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled() {
     let mut net = Net::new();
     let publisher = net.connect(
