@@ -197,7 +197,10 @@ mod tests {
         let now = Instant::now();
         let mut r = Rewriter::default();
         let seq = 3 * 65_536 + 100;
-        assert_eq!(r.map((1, None), seq, 9_000, 90_000, now), Some((100, 9_000)));
+        assert_eq!(
+            r.map((1, None), seq, 9_000, 90_000, now),
+            Some((100, 9_000))
+        );
         assert_eq!(
             r.map((1, None), seq + 1, 12_000, 90_000, now),
             Some((101, 12_000))
@@ -210,8 +213,14 @@ mod tests {
     fn a_layer_switch_continues_the_sequence_and_the_timestamps() {
         let t0 = Instant::now();
         let mut r = Rewriter::default();
-        assert_eq!(r.map((1, Some(0)), 500, 1_000, 90_000, t0), Some((500, 1_000)));
-        assert_eq!(r.map((1, Some(0)), 501, 1_000, 90_000, t0), Some((501, 1_000)));
+        assert_eq!(
+            r.map((1, Some(0)), 500, 1_000, 90_000, t0),
+            Some((500, 1_000))
+        );
+        assert_eq!(
+            r.map((1, Some(0)), 501, 1_000, 90_000, t0),
+            Some((501, 1_000))
+        );
         // Another layer with an unrelated timestamp base, 33 ms later.
         let t1 = t0 + Duration::from_millis(33);
         let (seq, ts) = r.map((1, Some(2)), 70_000, 4_000_000, 90_000, t1).unwrap();

@@ -4,11 +4,11 @@
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 use crate::layer::{KeyframeThrottle, LayerInfo, RateMeter, select_layer};
-use crate::rtp::{Rewriter, starts_keyframe};
 use crate::protocol::{
     ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
     TrackInfo, TrackKind, TrackSource,
 };
+use crate::rtp::{Rewriter, starts_keyframe};
 use crate::speaker::ActiveSpeaker;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -2277,8 +2277,7 @@ impl Shard {
                     o
                 }
             };
-            let Some((out_seq, out_ts)) = slot.rewrite.map(source, seq, ts, clock_rate, now)
-            else {
+            let Some((out_seq, out_ts)) = slot.rewrite.map(source, seq, ts, clock_rate, now) else {
                 continue;
             };
             let mut api = peer.rtc.direct_api();

@@ -18,7 +18,6 @@ pub const LATENCY_BUCKETS_US: [u64; 22] = [
     25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 
-
 /// A latency histogram with [`LATENCY_BUCKETS_US`] bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencyHistogram {

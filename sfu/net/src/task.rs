@@ -242,11 +242,7 @@ impl ShardTask {
                 }
             }
             ShardCmd::Stats(reply) => {
-                let _ = reply.send((
-                    self.shard.stats(),
-                    self.busy_ns,
-                    self.latency.clone(),
-                ));
+                let _ = reply.send((self.shard.stats(), self.busy_ns, self.latency.clone()));
             }
             ShardCmd::Shutdown(done) => {
                 let _ = self.shard.handle_command(now, Command::Shutdown);
