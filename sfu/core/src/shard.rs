@@ -42,6 +42,8 @@ const MAX_UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(32);
 /// Rounds of `handle_timeout` + `poll_output` given to one peer whose timeout is already due
 /// (str0m's pacer releases one packet per round), before it waits for the shard's timer.
 const MAX_IMMEDIATE_ROUNDS: usize = 64;
+/// How far after its last round str0m's pacer schedules the next one.
+const PACER_STEP: Duration = Duration::from_micros(1);
 /// Forwarded packets whose arrival time is remembered for [`Shard::take_arrival`]; past this
 /// the memory is cleared (entries a driver never asks for must not pile up).
 const MAX_REMEMBERED_ARRIVALS: usize = 1 << 16;
@@ -574,7 +576,7 @@ impl Shard {
             } => self.receive(now, source, destination, contents),
             Input::Timeout => self.timeout(now),
         }
-        self.drive(now);
+        // The work it causes is done by `poll_output`, a peer at a time.
     }
 
     /// Handles a signaling command.
@@ -618,11 +620,24 @@ impl Shard {
     }
 
     /// The next output; [`Output::Timeout`] when there is nothing more for now.
+    ///
+    /// The work an input caused is done here, one peer at a time: a forwarded packet's first
+    /// subscriber's datagram comes out before the last subscriber is served, so that the driver
+    /// can send each datagram as it is produced.
     pub fn poll_output(&mut self) -> Output {
-        if let Some(o) = self.outputs.pop_front() {
-            return o;
+        loop {
+            if let Some(o) = self.outputs.pop_front() {
+                return o;
+            }
+            let now = self.last_now.unwrap_or(self.epoch);
+            if let Some(p) = self.propagated.pop_front() {
+                self.handle_propagated(now, p);
+            } else if let Some(id) = self.dirty.pop() {
+                self.poll_peer(id);
+            } else {
+                return Output::Timeout(self.next_timeout());
+            }
         }
-        Output::Timeout(self.next_timeout())
     }
 
     /// Whether a timer entry still stands for something: the participant's peer timeout or its
@@ -725,7 +740,9 @@ impl Shard {
             }
             self.by_addr.insert(source, id);
         }
-        self.dirty.push(id);
+        // Polled now, not lazily: in RTP mode str0m holds one received packet until the next
+        // poll, and the driver may feed this peer another datagram first.
+        self.poll_peer(id);
     }
 
     fn timeout(&mut self, now: Instant) {
@@ -833,6 +850,10 @@ impl Shard {
             return;
         };
         let mut rounds = 0;
+        // The pacer asks for its next round 1 µs after the last ("to ensure time advances
+        // between packets"); the peer's clock may run that much ahead of the shard's for the
+        // packets it sends now (at most MAX_IMMEDIATE_ROUNDS µs).
+        let mut clock = now;
         loop {
             if !peer.rtc.is_alive() {
                 self.propagated.push_back(Propagated::Failed(id));
@@ -849,12 +870,15 @@ impl Shard {
                 }
             };
             match out {
-                str0m::Output::Timeout(t) if t <= now && rounds < MAX_IMMEDIATE_ROUNDS => {
+                str0m::Output::Timeout(t)
+                    if t <= clock + PACER_STEP && rounds < MAX_IMMEDIATE_ROUNDS =>
+                {
                     // Due already: str0m's pacer hands out one packet per `handle_timeout`, and
                     // queued media waits for one. Going round here sends a subscriber's packets
                     // now, instead of one per wake-up of the shard's timer.
                     rounds += 1;
-                    if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(now)) {
+                    clock = clock.max(t);
+                    if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(clock)) {
                         tracing::debug!(participant = %id, error = %e, "peer timeout failed");
                         self.propagated.push_back(Propagated::Failed(id));
                         peer.next_timeout = Some(never);
@@ -2285,6 +2309,10 @@ impl Shard {
                 continue;
             };
             let ssrc = *stream.ssrc();
+            // Not paced again: forwarded packet by packet, the stream keeps the publisher's own
+            // pacing, and a second pacer here only adds delay (mediasoup does not pace
+            // forwarded media either). BWE still runs on TWCC and probes with padding.
+            stream.set_unpaced(true);
             stream.write_rtp(
                 RtpWrite::new(
                     pt_out,

@@ -25,8 +25,10 @@ const MAX_DATAGRAM: usize = 2048;
 const RECV_BUFFERS: usize = 8;
 /// `recvmmsg` calls made in one wake-up before outputs are flushed.
 const RECV_ROUNDS: usize = 4;
-/// Datagrams queued before a flush sends them.
-const SEND_BATCH: usize = 64;
+/// Datagrams queued before a flush sends them: few, since the shard hands them out as it
+/// produces them (the queue only finds GSO runs, e.g. a subscriber's burst of equal-sized
+/// packets).
+const SEND_BATCH: usize = 16;
 /// Largest GSO send (the kernel's limit is 64 KiB).
 const MAX_GSO_BYTES: usize = 60_000;
 /// Socket buffer asked for in each direction (the kernel caps it at `net.core.rmem_max` /
