@@ -136,6 +136,9 @@ impl ShardTask {
             let timeout = self.flush().await;
             let deadline = tokio::time::Instant::from_std(timeout);
             tokio::select! {
+                // Signaling first: a saturated shard (every branch always ready) must still
+                // answer offers, stats and shutdown within a loop round.
+                biased;
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
                     let start = Instant::now();
