@@ -9,8 +9,8 @@
 //!   (`/proc/stat`), and the load generator's own CPU;
 //! - forwarded packets/s per nexus core and subscribers per core;
 //! - added forwarding latency p50/p99 inside the SFU (the `nexus_sfu_forward_latency_seconds`
-//!   histogram of `/metrics/sfu`: a frame's last datagram received → each of its forwarded
-//!   datagrams handed to the kernel).
+//!   histogram of `/metrics/sfu`: a publisher's datagram received → each datagram forwarded
+//!   from it handed to the kernel).
 //!
 //! Then, with the publisher stopped, the raw UDP send ceiling of this machine measured by the
 //! same tool: one thread sending datagrams of the SFU's average egress size to 64 loopback

@@ -41,7 +41,7 @@ pub struct SfuStats {
 /// Name (after `nexus_sfu_`) and help of the forwarding latency histogram.
 pub const FORWARD_LATENCY_METRIC: (&str, &str) = (
     "forward_latency_seconds",
-    "Added forwarding latency: a frame's last datagram received to each forwarded datagram sent",
+    "Added forwarding latency: a publisher's datagram received to each datagram forwarded from it sent",
 );
 
 /// One exported series of [`SfuStats::rows`]: the name after `nexus_sfu_`, the Prometheus type
