@@ -354,7 +354,6 @@ impl Driver {
             return Ok(());
         };
         let (audio_mid, video_mid) = (self.peers[i].mids[0].0, self.peers[i].mids[1].0);
-        let mut wrote = false;
         while start + Duration::from_millis(self.playout.audio_n * 20) <= now {
             let n = self.playout.audio_n;
             let data = self.clip.audio[n as usize % AUDIO_FRAMES].clone();
@@ -364,7 +363,9 @@ impl Driver {
                 writer.write(pt, now, MediaTime::from_micros(n * 20_000), data)?;
             }
             self.playout.audio_n += 1;
-            wrote = true;
+            // str0m wants a poll between two writes of one track: a loop that fell behind
+            // (a busy machine) catches up frame by frame.
+            self.drain(i)?;
         }
         while start + Duration::from_micros(self.playout.video_n * 1_000_000 / u64::from(FPS))
             <= now
@@ -387,9 +388,6 @@ impl Driver {
             }
             self.playout.clip_pos = (pos + 1) % CLIP_FRAMES;
             self.playout.video_n += 1;
-            wrote = true;
-        }
-        if wrote {
             self.drain(i)?;
         }
         Ok(())
