@@ -43,6 +43,10 @@
 //!   `Waiting` (consultation waiting room), `Connected`, `Reconnecting` (signaling dropped; may
 //!   resume with its resume token until a deadline), `Left`. An empty room closes after
 //!   [`ShardConfig::room_close_grace`].
+//! - A saturated shard degrades, it does not collapse: the driver reports the loop's busy time
+//!   ([`Shard::record_busy`]); while the busy ratio over [`ShardConfig::busy_window`] is at or
+//!   above [`ShardConfig::max_busy`], new subscribers (WHEP, and room-protocol joins without
+//!   the `publish` grant) are refused with [`SfuError::Saturated`] ([`load`]).
 //!
 //! # Example
 //!
@@ -79,6 +83,7 @@
 //! - [`shard`] — [`Shard`], its inputs, commands and outputs;
 //! - [`protocol`] — the room protocol's JSON messages and the joining [`Identity`];
 //! - [`layer`] — simulcast layer choice, keyframe throttle, bitrate meter (pure);
+//! - [`load`] — the loop's busy ratio and the admission rule on it (pure);
 //! - [`speaker`] — active-speaker detection (pure);
 //! - [`rtp`] — keyframe detection and sequence/timestamp rewriting for forwarded RTP (pure);
 //! - [`stun`] — the ufrag of a STUN binding request (pure);
@@ -88,6 +93,7 @@
 pub mod error;
 pub mod ids;
 pub mod layer;
+pub mod load;
 pub mod protocol;
 pub mod rtp;
 pub mod shard;

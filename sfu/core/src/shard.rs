@@ -4,6 +4,7 @@
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 use crate::layer::{KeyframeThrottle, LayerInfo, RateMeter, select_layer};
+use crate::load::BusyMeter;
 use crate::protocol::{
     ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
     TrackInfo, TrackKind, TrackSource,
@@ -69,6 +70,12 @@ pub struct ShardConfig {
     pub max_consultation: usize,
     /// Shortest time an active speaker is kept before a louder one takes over.
     pub speaker_hold: Duration,
+    /// Busy ratio (0–1] of the shard's loop over [`ShardConfig::busy_window`] at or above which
+    /// new subscribers are refused with [`SfuError::Saturated`] ([`crate::load`]); above 1
+    /// never refuses.
+    pub max_busy: f64,
+    /// The window the busy ratio is measured over.
+    pub busy_window: Duration,
 }
 
 impl ShardConfig {
@@ -84,6 +91,8 @@ impl ShardConfig {
             keyframe_interval: Duration::from_secs(1),
             max_consultation: 8,
             speaker_hold: Duration::from_millis(1500),
+            max_busy: 0.8,
+            busy_window: Duration::from_secs(2),
         }
     }
 }
@@ -233,6 +242,8 @@ pub struct ShardStats {
     pub layer_switches: u64,
     /// Worst ingress packet loss over the last stats interval, in per mille (gauge).
     pub loss_permille: u64,
+    /// New subscribers refused because the shard was saturated ([`crate::load`]).
+    pub refused_saturated: u64,
 }
 
 /// A participant's lifecycle.
@@ -466,6 +477,8 @@ pub struct Shard {
     last_now: Option<Instant>,
     /// The `now` the shard was created at.
     epoch: Instant,
+    /// The loop's busy time over a sliding window, reported by the driver.
+    load: BusyMeter,
 }
 
 impl std::fmt::Debug for Shard {
@@ -487,6 +500,7 @@ impl Shard {
             .generate_certificate()
             .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
         let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let config_window = config.busy_window;
         Ok(Shard {
             config,
             crypto,
@@ -507,6 +521,7 @@ impl Shard {
             next_speaker_tick: None,
             last_now: None,
             epoch: now,
+            load: BusyMeter::new(now, config_window),
         })
     }
 
@@ -544,6 +559,29 @@ impl Shard {
     /// forwarding latency.
     pub fn take_arrival(&mut self, ssrc: u32, seq: u16) -> Option<Instant> {
         self.arrivals.remove(&(ssrc, seq))
+    }
+
+    /// Reports that the shard's loop worked `busy` (reading and handling input, firing
+    /// timers, sending outputs, serving commands), ending at `now`. The admission rule reads
+    /// the busy ratio this gives ([`crate::load`]).
+    pub fn record_busy(&mut self, now: Instant, busy: Duration) {
+        self.load.record(now, busy);
+    }
+
+    /// The share of the last [`ShardConfig::busy_window`] before `now` the loop spent busy.
+    pub fn busy_ratio(&self, now: Instant) -> f64 {
+        self.load.busy_ratio(now)
+    }
+
+    /// Refuses a new subscriber while the shard is saturated.
+    fn admit_subscriber(&mut self, now: Instant) -> Result<(), SfuError> {
+        if self.load.saturated(now, self.config.max_busy) {
+            self.stats.refused_saturated += 1;
+            return Err(SfuError::Saturated {
+                retry_after_secs: self.config.busy_window.as_secs().max(1),
+            });
+        }
+        Ok(())
     }
 
     /// Current counters.
@@ -1169,6 +1207,7 @@ impl Shard {
                 return Err(SfuError::NoSuchParticipant);
             }
         }
+        self.admit_subscriber(now)?;
         self.http_session(now, identity, offer, Mode::Whep { publisher })
     }
 
@@ -1183,6 +1222,11 @@ impl Shard {
         }
         if let Some(token) = options.resume.as_deref() {
             return self.resume(now, &identity, token);
+        }
+        if !identity.grants.publish {
+            // A new participant that only receives adds fan-out work and nothing others wait
+            // for; publishers (teachers, providers) are still let in.
+            self.admit_subscriber(now)?;
         }
         self.admission(now, &identity, true)?;
         let id = self.new_id();

@@ -77,6 +77,7 @@ pub(crate) fn spawn(
     shard_config.announce_addr = announce;
     shard_config.room_close_grace = config.room_close_grace;
     shard_config.reconnect_grace = config.reconnect_grace;
+    shard_config.max_busy = config.max_busy;
     let shard = Shard::new(Instant::now(), shard_config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let udp = UdpSocketState::new((&socket).into())?;
@@ -133,7 +134,9 @@ impl ShardTask {
         let mut bufs = vec![vec![0u8; buf_len]; RECV_BUFFERS];
         let mut meta = vec![RecvMeta::default(); RECV_BUFFERS];
         loop {
+            let start = Instant::now();
             let timeout = self.flush().await;
+            self.busy(start);
             let deadline = tokio::time::Instant::from_std(timeout);
             tokio::select! {
                 // Signaling first: a saturated shard (every branch always ready) must still
@@ -147,7 +150,7 @@ impl ShardTask {
                         let _ = done.send(());
                         break;
                     }
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
                 readable = self.socket.readable() => {
                     let start = Instant::now();
@@ -182,16 +185,25 @@ impl ShardTask {
                             }
                         }
                     }
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     let start = Instant::now();
                     self.shard.handle_input(start, Input::Timeout);
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
             }
         }
         tracing::debug!(addr = %self.local, "SFU shard stopped");
+    }
+
+    /// Counts the work since `start` in the loop time metric and in the shard's busy ratio
+    /// (the admission rule, `nexus_sfu_core::load`).
+    fn busy(&mut self, start: Instant) {
+        let now = Instant::now();
+        let busy = now.saturating_duration_since(start);
+        self.busy_ns += u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+        self.shard.record_busy(now, busy);
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
@@ -367,8 +379,4 @@ impl ShardTask {
             self.signals.remove(&to);
         }
     }
-}
-
-fn elapsed_ns(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

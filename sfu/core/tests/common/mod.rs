@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use nexus_sfu_core::{
-    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, Shard,
+    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, SfuError, Shard,
     ShardConfig,
 };
 use std::collections::VecDeque;
@@ -114,6 +114,11 @@ impl Net {
 
     /// A client that offers `dir` audio + video; `publish` picks WHIP (else WHEP).
     pub fn connect(&mut self, identity: Identity, publish: bool) -> usize {
+        self.try_connect(identity, publish).unwrap()
+    }
+
+    /// [`Net::connect`], or the shard's refusal of the offer (no client is added then).
+    pub fn try_connect(&mut self, identity: Identity, publish: bool) -> Result<usize, SfuError> {
         let i = self.new_client();
         let dir = if publish {
             Direction::SendOnly
@@ -136,7 +141,13 @@ impl Net {
                 publisher: None,
             }
         };
-        let reply = self.shard.handle_command(self.now, command).unwrap();
+        let reply = match self.shard.handle_command(self.now, command) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.clients.pop();
+                return Err(e);
+            }
+        };
         let Reply::Session { id, answer } = reply else {
             panic!("unexpected {reply:?}")
         };
@@ -144,7 +155,7 @@ impl Net {
         c.session = Some(id);
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        i
+        Ok(i)
     }
 
     /// A WHIP client publishing one video track as simulcast layers `rids`.
