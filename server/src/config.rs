@@ -750,6 +750,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sfu_admission_limit_is_a_positive_percentage() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.sfu.max_busy_percent, 80);
+        let c = Config::load(
+            None,
+            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "95")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.sfu.max_busy_percent, 95);
+        let err = Config::load(
+            None,
+            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("NEXUS_SFU_MAX_BUSY_PERCENT"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn kafka_structured_mode_is_selectable_and_typos_are_named() {
         let c = Config::load(
             None,

@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn a_saturated_shard_answers_503_with_retry_after() {
+        let p = problem(SfuError::Saturated {
+            retry_after_secs: 2,
+        });
+        assert_eq!(p.status, 503);
+        assert_eq!(p.retry_after, Some(2));
+        assert!(
+            p.detail.as_deref().is_some_and(|d| d.contains("saturated")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn whip_answers_announce_turn_servers_in_link_headers() {
         let session = ParticipantId::new(0, 42);
         let resp = created("whip", "r", session, "v=0".into(), Some(&turn()));
