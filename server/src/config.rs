@@ -276,6 +276,10 @@ pub struct SfuConfig {
     pub shards: Option<usize>,
     /// Address announced in ICE candidates.
     pub public_ip: Option<IpAddr>,
+    /// A shard whose loop was busy at least this percentage of the last 2 s refuses new
+    /// subscribers (WHEP 503 + `Retry-After`, room protocol `saturated`); above 100 never.
+    #[serde(deserialize_with = "de_num")]
+    pub max_busy_percent: u32,
 }
 
 impl Default for SfuConfig {
@@ -284,6 +288,7 @@ impl Default for SfuConfig {
             udp_addr: SocketAddr::from(([127, 0, 0, 1], 7882)),
             shards: None,
             public_ip: None,
+            max_busy_percent: 80,
         }
     }
 }
@@ -540,6 +545,11 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections (NEXUS_MAX_CONNECTIONS) must be positive");
         }
+        if self.sfu.max_busy_percent == 0 {
+            bail!(
+                "sfu.max_busy_percent (NEXUS_SFU_MAX_BUSY_PERCENT) must be positive (above 100 never refuses)"
+            );
+        }
         if let Some(s) = &self.jwt.secret
             && s.expose().len() < nexus_auth::token::MIN_SECRET_LEN
         {
@@ -795,6 +805,29 @@ mod tests {
         assert_eq!(c.sfu.udp_addr.to_string(), "127.0.0.1:7882");
         assert_eq!(c.kafka.topic_prefix, "nexus.");
         assert_eq!(c.kafka.content_mode, ContentMode::Binary);
+    }
+
+    #[test]
+    fn the_sfu_admission_limit_is_a_positive_percentage() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.sfu.max_busy_percent, 80);
+        let c = Config::load(
+            None,
+            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "95")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.sfu.max_busy_percent, 95);
+        let err = Config::load(
+            None,
+            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("NEXUS_SFU_MAX_BUSY_PERCENT"),
+            "{err:#}"
+        );
     }
 
     #[test]

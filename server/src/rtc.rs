@@ -78,6 +78,10 @@ fn problem(e: SfuError) -> Problem {
         SfuError::ShuttingDown | SfuError::Unavailable => {
             Problem::new(ProblemKind::Unavailable, detail)
         }
+        SfuError::Saturated { retry_after_secs } => Problem {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Problem::new(ProblemKind::Unavailable, detail)
+        },
         _ => Problem::internal(&e),
     }
 }
@@ -305,6 +309,7 @@ async fn run_room_socket(
         Ok(pair) => pair,
         Err(e) => {
             let code = match problem(e.clone()).status {
+                _ if matches!(e, SfuError::Saturated { .. }) => "saturated",
                 403 => "forbidden",
                 404 => "no_such_session",
                 409 => "conflict",
@@ -334,6 +339,16 @@ async fn run_room_socket(
                 match serde_json::from_str::<ClientMessage>(&text) {
                     Ok(msg) => {
                         if handle.send(msg).await.is_err() {
+                            // The participant is gone (the room closed, the server stops):
+                            // the shard queued its `leave` before refusing this message, so
+                            // deliver what is queued rather than drop the reason.
+                            while let Ok(msg) = messages.try_recv() {
+                                let leaving = matches!(msg, ServerMessage::Leave { .. });
+                                let Some(text) = client_text(&msg, turn.as_ref()) else { break };
+                                if !send_text(&mut socket, text).await || leaving {
+                                    break;
+                                }
+                            }
                             break;
                         }
                     }
@@ -390,6 +405,19 @@ mod tests {
             secret: Some(Secret("s3cret".into())),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_saturated_shard_answers_503_with_retry_after() {
+        let p = problem(SfuError::Saturated {
+            retry_after_secs: 2,
+        });
+        assert_eq!(p.status, 503);
+        assert_eq!(p.retry_after, Some(2));
+        assert!(
+            p.detail.as_deref().is_some_and(|d| d.contains("saturated")),
+            "{p:?}"
+        );
     }
 
     #[test]

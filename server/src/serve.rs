@@ -115,6 +115,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sfu_config = nexus_sfu_net::SfuConfig::new(config.sfu.udp_addr);
     sfu_config.shards = config.sfu.shards.unwrap_or(sfu_config.shards);
     sfu_config.public_ip = config.sfu.public_ip;
+    sfu_config.max_busy = f64::from(config.sfu.max_busy_percent) / 100.0;
     let sfu = nexus_sfu_net::SfuHandle::start(sfu_config)
         .await
         .with_context(|| format!("cannot start the SFU on {}", config.sfu.udp_addr))?;

@@ -9,8 +9,8 @@
 //!   (`/proc/stat`), and the load generator's own CPU;
 //! - forwarded packets/s per nexus core and subscribers per core;
 //! - added forwarding latency p50/p99 inside the SFU (the `nexus_sfu_forward_latency_seconds`
-//!   histogram of `/metrics/sfu`: a frame's last datagram received → each of its forwarded
-//!   datagrams handed to the kernel).
+//!   histogram of `/metrics/sfu`: a publisher's datagram received → each datagram forwarded
+//!   from it handed to the kernel).
 //!
 //! Then, with the publisher stopped, the raw UDP send ceiling of this machine measured by the
 //! same tool: one thread sending datagrams of the SFU's average egress size to 64 loopback
@@ -388,6 +388,10 @@ struct Stage {
     subscribers: usize,
     /// Subscribers whose ICE and DTLS completed (fewer than asked when the SFU saturated).
     connected: usize,
+    /// WHEP offers refused with 503 (saturated) up to this stage.
+    refused: usize,
+    /// Subscribers with a session that received no media datagram in the window.
+    starved: usize,
     fwd_pps: f64,
     rx_pps: f64,
     egress_mbps: f64,
@@ -501,24 +505,48 @@ fn main() -> Result<()> {
 
     let mut stages = Vec::new();
     let mut added = 0usize;
+    // WHEP offers a saturated SFU refused (503): they count toward N, as people turned away.
+    let mut refused = 0usize;
     for &target in &args.subscribers {
         let t = Instant::now();
         // A saturated SFU answers slowly: past the budget, the stage measures what it has.
         let budget = t + Duration::from_secs(args.connect_secs);
-        while added < target && Instant::now() < budget {
+        while added + refused < target && Instant::now() < budget {
             let role = if added < args.full_subscribers {
                 peers::Role::Full
             } else {
                 peers::Role::Sink
             };
             let (rtc, socket, offer, pending) = peers::subscriber_offer()?;
-            let r = http(
+            let r = match http(
                 server,
                 "POST",
                 &format!("/whep/{room}"),
                 Some(&subscriber_token),
                 &offer,
-            )?;
+            ) {
+                Ok(r) => r,
+                // A saturated SFU may not answer within the HTTP timeout: the stage measures
+                // the subscribers it has (the first one must connect).
+                Err(e) if added > 0 => {
+                    eprintln!(
+                        "sfu-class: WHEP failed after {added} sessions ({e}); measuring those"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if r.status == 503 {
+                refused += 1;
+                if refused == 1 || refused.is_multiple_of(100) {
+                    eprintln!(
+                        "sfu-class: WHEP refused (503) after {added} sessions: {refused} refused so far"
+                    );
+                }
+                // Not a tight loop against a saturated server.
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             if r.status != 201 {
                 bail!("WHEP answered {}: {}", r.status, r.body);
             }
@@ -549,10 +577,14 @@ fn main() -> Result<()> {
         }
         let mut stage = measure(&args, server, nexus_pid, &shared, target)?;
         stage.connected = shared.subscribers_connected.load(Relaxed);
+        stage.refused = refused;
         stages.push(stage);
         let s = stages.last().context("stage")?;
         eprintln!(
-            "sfu-class: N={target}: {:.0} pkt/s out, nexus {:.2} cores → {:.0} pkt/s per core, p50 {} µs, p99 {} µs",
+            "sfu-class: N={target}: {} admitted, {} refused, {} admitted got no media; {:.0} pkt/s out, nexus {:.2} cores → {:.0} pkt/s per core, p50 {} µs, p99 {} µs",
+            s.connected,
+            s.refused,
+            s.starved,
             s.fwd_pps,
             s.nexus_cores,
             s.pps_per_core(),
@@ -598,6 +630,7 @@ fn measure(
     let l0 = proc::cpu_secs(std::process::id()).context("own CPU time")?;
     let p0 = proc::machine_cpu();
     let (rx0, v0, a0) = shared.snapshot();
+    let per0 = shared.per_subscriber();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(args.stage_secs));
     let secs = t0.elapsed().as_secs_f64();
@@ -606,11 +639,19 @@ fn measure(
     let l1 = proc::cpu_secs(std::process::id()).context("own CPU time")?;
     let p1 = proc::machine_cpu();
     let (rx1, v1, a1) = shared.snapshot();
+    let per1 = shared.per_subscriber();
+    let starved = per1
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| per0.get(*i).copied().unwrap_or(0) == **n)
+        .count();
     let packets = m1.packets_out - m0.packets_out;
     let full = args.full_subscribers.min(subscribers).max(1) as f64;
     Ok(Stage {
         subscribers,
         connected: shared.subscribers_connected.load(Relaxed),
+        refused: 0,
+        starved,
         fwd_pps: packets / secs,
         rx_pps: (rx1 - rx0) as f64 / secs,
         egress_mbps: (m1.bytes_out - m0.bytes_out) * 8.0 / secs / 1e6,
@@ -637,6 +678,8 @@ fn report(args: &Args, stages: &[Stage], ceiling: &udp::Ceiling, size: usize, cl
                 serde_json::json!({
                     "subscribers": s.subscribers,
                     "connected": s.connected,
+                    "refused": s.refused,
+                    "connected_without_media": s.starved,
                     "forwarded_pps": s.fwd_pps.round(),
                     "received_pps": s.rx_pps.round(),
                     "egress_mbps": (s.egress_mbps * 10.0).round() / 10.0,
@@ -676,14 +719,16 @@ fn report(args: &Args, stages: &[Stage], ceiling: &udp::Ceiling, size: usize, cl
     );
     println!();
     println!(
-        "| subscribers (connected) | forwarded pkt/s | received pkt/s | egress Mbit/s | nexus CPU (cores) | pkt/s per core | subscribers per core | latency p50 (µs) | latency p99 (µs) | load generator CPU | machine CPU busy | full subscriber fps (video/audio) |"
+        "| subscribers: asked (connected / refused / connected without media) | forwarded pkt/s | received pkt/s | egress Mbit/s | nexus CPU (cores) | pkt/s per core | subscribers per core | latency p50 (µs) | latency p99 (µs) | load generator CPU | machine CPU busy | full subscriber fps (video/audio) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for s in stages {
         println!(
-            "| {} ({}) | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {:.0}/{:.0} |",
+            "| {} ({} / {} / {}) | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {:.0}/{:.0} |",
             s.subscribers,
             s.connected,
+            s.refused,
+            s.starved,
             s.fwd_pps,
             s.rx_pps,
             s.egress_mbps,

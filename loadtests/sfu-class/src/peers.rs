@@ -33,9 +33,20 @@ pub struct Shared {
     pub video_frames: AtomicU64,
     pub audio_frames: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Per subscriber (in the order they were added), its media datagrams received: a stage
+    /// counts the admitted subscribers that got none in its window.
+    pub per_subscriber: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Shared {
+    /// Each subscriber's media datagrams received so far.
+    pub fn per_subscriber(&self) -> Vec<u64> {
+        self.per_subscriber
+            .lock()
+            .map(|c| c.iter().map(|n| n.load(Relaxed)).collect())
+            .unwrap_or_default()
+    }
+
     /// (media datagrams received, full subscribers' video frames, their audio frames)
     pub fn snapshot(&self) -> (u64, u64, u64) {
         (
@@ -66,6 +77,8 @@ pub struct Peer {
     mids: Vec<(Mid, MediaKind)>,
     connected: bool,
     next_timeout: Instant,
+    /// Media datagrams this peer received.
+    received: Arc<AtomicU64>,
 }
 
 fn new_rtc() -> Result<(Rtc, UdpSocket, SocketAddr)> {
@@ -135,6 +148,7 @@ pub fn accept(
         mids,
         connected: false,
         next_timeout: Instant::now(),
+        received: Arc::default(),
     })
 }
 
@@ -245,6 +259,11 @@ impl Driver {
                             token,
                             Interest::READABLE,
                         )?;
+                        if peer.role != Role::Publisher
+                            && let Ok(mut counters) = self.shared.per_subscriber.lock()
+                        {
+                            counters.push(peer.received.clone());
+                        }
                         self.peers.push(peer);
                         self.drain(token.0)?;
                     }
@@ -280,6 +299,7 @@ impl Driver {
         let peer = &mut self.peers[i];
         if peer.role != Role::Publisher && is_rtp(data) {
             self.shared.rtp_received.fetch_add(1, Relaxed);
+            peer.received.fetch_add(1, Relaxed);
             if peer.role == Role::Sink && peer.connected {
                 return;
             }
@@ -354,7 +374,6 @@ impl Driver {
             return Ok(());
         };
         let (audio_mid, video_mid) = (self.peers[i].mids[0].0, self.peers[i].mids[1].0);
-        let mut wrote = false;
         while start + Duration::from_millis(self.playout.audio_n * 20) <= now {
             let n = self.playout.audio_n;
             let data = self.clip.audio[n as usize % AUDIO_FRAMES].clone();
@@ -364,7 +383,9 @@ impl Driver {
                 writer.write(pt, now, MediaTime::from_micros(n * 20_000), data)?;
             }
             self.playout.audio_n += 1;
-            wrote = true;
+            // str0m wants a poll between two writes of one track: a loop that fell behind
+            // (a busy machine) catches up frame by frame.
+            self.drain(i)?;
         }
         while start + Duration::from_micros(self.playout.video_n * 1_000_000 / u64::from(FPS))
             <= now
@@ -387,9 +408,6 @@ impl Driver {
             }
             self.playout.clip_pos = (pos + 1) % CLIP_FRAMES;
             self.playout.video_n += 1;
-            wrote = true;
-        }
-        if wrote {
             self.drain(i)?;
         }
         Ok(())

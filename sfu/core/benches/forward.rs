@@ -1,7 +1,7 @@
 //! RTP forwarding throughput of the core: one publisher (VP8 ~3 packets per frame at 30 fps,
 //! Opus 50 packets/s) to N WHEP subscribers, all str0m peers over a simulated network. Only
-//! the shard's work is timed: receiving the publisher's SRTP datagrams, depacketizing,
-//! fanning out, packetizing, encrypting and pacing toward every subscriber.
+//! the shard's work is timed: receiving the publisher's SRTP datagrams, fanning each RTP
+//! packet out (rewrite, SRTP) toward every subscriber, and RTCP/STUN for all peers.
 //!
 //! `cargo bench -p nexus-sfu-core --bench forward`
 

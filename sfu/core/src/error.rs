@@ -5,7 +5,7 @@
 /// The HTTP layer maps these to problem+json: `WrongRoom`, `MissingGrant`, `NotARoomToken` and
 /// `NotAdmitted` → 403; `BadSdp`, `InvalidRoomName`, `BadMessage` → 400; `NoSuch*` → 404;
 /// `NotSupported` → 405; `RoomFull`, `RoomKindMismatch`, `InvalidState` → 409;
-/// `ShuttingDown`, `Unavailable` → 503; `Rtc` → 500.
+/// `ShuttingDown`, `Unavailable`, `Saturated` → 503 (`Saturated` with `Retry-After`); `Rtc` → 500.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SfuError {
@@ -60,6 +60,13 @@ pub enum SfuError {
     /// The SFU is shutting down and takes no new sessions.
     #[error("the SFU is shutting down")]
     ShuttingDown,
+    /// The shard is saturated (its loop's busy ratio is at or above the limit, see
+    /// [`crate::load`]) and admits no new subscribers for now; retry after `retry_after_secs`.
+    #[error("the SFU is saturated and admits no new subscribers; retry in {retry_after_secs} s")]
+    Saturated {
+        /// Seconds after which the load has been measured again.
+        retry_after_secs: u64,
+    },
     /// The shard task is gone or overloaded (driver only).
     #[error("the SFU is unavailable")]
     Unavailable,

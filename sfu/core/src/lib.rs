@@ -25,18 +25,28 @@
 //! - Datagrams are routed to a peer by remote address, then by the STUN USERNAME's ufrag, then
 //!   (STUN only) by asking each peer's `Rtc::accepts`. Anything else is dropped and counted;
 //!   bytes from the network never panic.
-//! - Forwarding works on depacketized frames (str0m's frame API): str0m answers NACKs with RTX
-//!   and paces; the shard copies each frame (an `Arc<[u8]>`, not the bytes) to every subscriber
-//!   of the track, choosing the simulcast layer per subscriber with [`layer::select_layer`]
-//!   and switching only on a keyframe of the new layer. A subscriber held below the layer it
-//!   wants by its bandwidth estimate gets periodic BWE probes (backing off from 4 s to 32 s), so
-//!   that it moves up again when its link recovers.
+//! - Forwarding works on RTP packets (str0m's RTP mode), as each arrives: no frame assembly,
+//!   no depacketizing or packetizing. Per subscriber the shard chooses the simulcast layer with
+//!   [`layer::select_layer`], switches only at the first packet of a keyframe of the new layer
+//!   ([`rtp::starts_keyframe`]), rewrites sequence numbers and timestamps so that the
+//!   subscriber sees one continuous stream ([`rtp::Rewriter`]), and hands the packet (its
+//!   payload shared, not copied) to the subscriber's send stream; str0m does SRTP, RTCP,
+//!   NACK/RTX from its send buffer, TWCC and pacing. A subscriber held below the layer it
+//!   wants by its bandwidth estimate gets periodic BWE probes (backing off from 4 s to 32 s),
+//!   so that it moves up again when its link recovers.
+//! - A peer whose timeout is already due is served at once (str0m's pacer releases one packet
+//!   per timeout), and the shard keeps its peers' timeouts in a heap: a wake-up touches only
+//!   the peers that are due.
 //! - Keyframe requests (PLI/FIR) from subscribers and from layer switches go to the publisher
 //!   at most once per [`ShardConfig::keyframe_interval`] per track and layer.
 //! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),
 //!   `Waiting` (consultation waiting room), `Connected`, `Reconnecting` (signaling dropped; may
 //!   resume with its resume token until a deadline), `Left`. An empty room closes after
 //!   [`ShardConfig::room_close_grace`].
+//! - A saturated shard degrades, it does not collapse: the driver reports the loop's busy time
+//!   ([`Shard::record_busy`]); while the busy ratio over [`ShardConfig::busy_window`] is at or
+//!   above [`ShardConfig::max_busy`], new subscribers (WHEP, and room-protocol joins without
+//!   the `publish` grant) are refused with [`SfuError::Saturated`] ([`load`]).
 //!
 //! # Example
 //!
@@ -73,7 +83,9 @@
 //! - [`shard`] — [`Shard`], its inputs, commands and outputs;
 //! - [`protocol`] — the room protocol's JSON messages and the joining [`Identity`];
 //! - [`layer`] — simulcast layer choice, keyframe throttle, bitrate meter (pure);
+//! - [`load`] — the loop's busy ratio and the admission rule on it (pure);
 //! - [`speaker`] — active-speaker detection (pure);
+//! - [`rtp`] — keyframe detection and sequence/timestamp rewriting for forwarded RTP (pure);
 //! - [`stun`] — the ufrag of a STUN binding request (pure);
 //! - [`ids`] — [`RoomId`], [`ParticipantId`], [`TrackId`];
 //! - [`error`] — [`SfuError`].
@@ -81,7 +93,9 @@
 pub mod error;
 pub mod ids;
 pub mod layer;
+pub mod load;
 pub mod protocol;
+pub mod rtp;
 pub mod shard;
 pub mod speaker;
 pub mod stun;

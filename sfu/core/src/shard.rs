@@ -4,12 +4,15 @@
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 use crate::layer::{KeyframeThrottle, LayerInfo, RateMeter, select_layer};
+use crate::load::BusyMeter;
 use crate::protocol::{
     ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
     TrackInfo, TrackKind, TrackSource,
 };
+use crate::rtp::{Rewriter, starts_keyframe};
 use crate::speaker::ActiveSpeaker;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +20,9 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
 
 /// Largest chat line or relayed data-channel message, in bytes.
@@ -36,6 +40,14 @@ const DESIRED_SUBSCRIBER_BITRATE_KBPS: u64 = 2_500;
 const UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(4);
 /// Longest wait between two upgrade probes toward one subscriber.
 const MAX_UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(32);
+/// Rounds of `handle_timeout` + `poll_output` given to one peer whose timeout is already due
+/// (str0m's pacer releases one packet per round), before it waits for the shard's timer.
+const MAX_IMMEDIATE_ROUNDS: usize = 64;
+/// How far after its last round str0m's pacer schedules the next one.
+const PACER_STEP: Duration = Duration::from_micros(1);
+/// Forwarded packets whose arrival time is remembered for [`Shard::take_arrival`]; past this
+/// the memory is cleared (entries a driver never asks for must not pile up).
+const MAX_REMEMBERED_ARRIVALS: usize = 1 << 16;
 
 /// Settings of one shard.
 #[derive(Debug, Clone)]
@@ -58,6 +70,12 @@ pub struct ShardConfig {
     pub max_consultation: usize,
     /// Shortest time an active speaker is kept before a louder one takes over.
     pub speaker_hold: Duration,
+    /// Busy ratio (0–1] of the shard's loop over [`ShardConfig::busy_window`] at or above which
+    /// new subscribers are refused with [`SfuError::Saturated`] ([`crate::load`]); above 1
+    /// never refuses.
+    pub max_busy: f64,
+    /// The window the busy ratio is measured over.
+    pub busy_window: Duration,
 }
 
 impl ShardConfig {
@@ -73,6 +91,8 @@ impl ShardConfig {
             keyframe_interval: Duration::from_secs(1),
             max_consultation: 8,
             speaker_hold: Duration::from_millis(1500),
+            max_busy: 0.8,
+            busy_window: Duration::from_secs(2),
         }
     }
 }
@@ -205,7 +225,8 @@ pub struct ShardStats {
     pub packets_out: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Media frames (audio or video samples) forwarded to a subscriber.
+    /// Media frames forwarded to a subscriber: video packets ending a frame (RTP marker) and
+    /// audio packets.
     pub frames_forwarded: u64,
     /// Media payload bytes forwarded to subscribers.
     pub bytes_forwarded: u64,
@@ -221,6 +242,8 @@ pub struct ShardStats {
     pub layer_switches: u64,
     /// Worst ingress packet loss over the last stats interval, in per mille (gauge).
     pub loss_permille: u64,
+    /// New subscribers refused because the shard was saturated ([`crate::load`]).
+    pub refused_saturated: u64,
 }
 
 /// A participant's lifecycle.
@@ -277,6 +300,10 @@ struct OutSlot {
     state: OutState,
     max_height: Option<u32>,
     current_rid: Option<Rid>,
+    /// Sequence numbers and timestamps across the sources this slot forwarded.
+    rewrite: Rewriter,
+    /// The publisher's payload type last seen and ours for it.
+    pt: Option<(Pt, Pt)>,
 }
 
 #[derive(Debug)]
@@ -338,6 +365,9 @@ struct Track {
     meters: Vec<RateMeter>,
     throttles: Vec<(Option<Rid>, KeyframeThrottle)>,
     subscribers: Vec<(ParticipantId, Mid)>,
+    /// Per layer (one without simulcast): the newest packet's extended sequence number and
+    /// timestamp, to tell the first packet of a frame.
+    newest: Vec<Option<(u64, u32)>>,
 }
 
 impl Track {
@@ -399,7 +429,12 @@ enum Propagated {
         mid: Mid,
         kind: MediaKind,
     },
-    Media(ParticipantId, Box<MediaData>),
+    Rtp {
+        from: ParticipantId,
+        mid: Mid,
+        rid: Option<Rid>,
+        packet: Box<RtpPacket>,
+    },
     Keyframe {
         from: ParticipantId,
         mid: Mid,
@@ -428,6 +463,11 @@ pub struct Shard {
     by_addr: HashMap<SocketAddr, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     dirty: Vec<ParticipantId>,
+    /// Peer timeouts and reconnect deadlines, earliest first. Entries go stale when a peer's
+    /// timeout moves; they are checked against the participant when they come up.
+    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    /// When each forwarded media packet, by outgoing (SSRC, sequence number), was received.
+    arrivals: HashMap<(u32, u16), Instant>,
     propagated: VecDeque<Propagated>,
     outputs: VecDeque<Output>,
     stats: ShardStats,
@@ -437,6 +477,8 @@ pub struct Shard {
     last_now: Option<Instant>,
     /// The `now` the shard was created at.
     epoch: Instant,
+    /// The loop's busy time over a sliding window, reported by the driver.
+    load: BusyMeter,
 }
 
 impl std::fmt::Debug for Shard {
@@ -458,6 +500,7 @@ impl Shard {
             .generate_certificate()
             .ok_or_else(|| SfuError::Rtc("cannot generate a DTLS certificate".into()))?;
         let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let config_window = config.busy_window;
         Ok(Shard {
             config,
             crypto,
@@ -469,6 +512,8 @@ impl Shard {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            arrivals: HashMap::new(),
             propagated: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: ShardStats::default(),
@@ -476,6 +521,7 @@ impl Shard {
             next_speaker_tick: None,
             last_now: None,
             epoch: now,
+            load: BusyMeter::new(now, config_window),
         })
     }
 
@@ -504,6 +550,38 @@ impl Shard {
             .iter()
             .filter_map(|p| p.resend())
             .fold(0u128, |mask, rtx| mask | 1u128 << (*rtx & 0x7f))
+    }
+
+    /// When the media packet sent as (`ssrc`, `seq`) toward a subscriber was received from its
+    /// publisher (the `now` of that [`Input::Receive`]); asked once per sent datagram, so the
+    /// entry is forgotten. `None` for anything else: RTCP, resends and padding (on the RTX
+    /// SSRC), or a packet forwarded too long ago. Drivers use it to measure the added
+    /// forwarding latency.
+    pub fn take_arrival(&mut self, ssrc: u32, seq: u16) -> Option<Instant> {
+        self.arrivals.remove(&(ssrc, seq))
+    }
+
+    /// Reports that the shard's loop worked `busy` (reading and handling input, firing
+    /// timers, sending outputs, serving commands), ending at `now`. The admission rule reads
+    /// the busy ratio this gives ([`crate::load`]).
+    pub fn record_busy(&mut self, now: Instant, busy: Duration) {
+        self.load.record(now, busy);
+    }
+
+    /// The share of the last [`ShardConfig::busy_window`] before `now` the loop spent busy.
+    pub fn busy_ratio(&self, now: Instant) -> f64 {
+        self.load.busy_ratio(now)
+    }
+
+    /// Refuses a new subscriber while the shard is saturated.
+    fn admit_subscriber(&mut self, now: Instant) -> Result<(), SfuError> {
+        if self.load.saturated(now, self.config.max_busy) {
+            self.stats.refused_saturated += 1;
+            return Err(SfuError::Saturated {
+                retry_after_secs: self.config.busy_window.as_secs().max(1),
+            });
+        }
+        Ok(())
     }
 
     /// Current counters.
@@ -536,7 +614,7 @@ impl Shard {
             } => self.receive(now, source, destination, contents),
             Input::Timeout => self.timeout(now),
         }
-        self.drive(now);
+        // The work it causes is done by `poll_output`, a peer at a time.
     }
 
     /// Handles a signaling command.
@@ -580,24 +658,49 @@ impl Shard {
     }
 
     /// The next output; [`Output::Timeout`] when there is nothing more for now.
+    ///
+    /// The work an input caused is done here, one peer at a time: a forwarded packet's first
+    /// subscriber's datagram comes out before the last subscriber is served, so that the driver
+    /// can send each datagram as it is produced.
     pub fn poll_output(&mut self) -> Output {
-        if let Some(o) = self.outputs.pop_front() {
-            return o;
+        loop {
+            if let Some(o) = self.outputs.pop_front() {
+                return o;
+            }
+            let now = self.last_now.unwrap_or(self.epoch);
+            if let Some(p) = self.propagated.pop_front() {
+                self.handle_propagated(now, p);
+            } else if let Some(id) = self.dirty.pop() {
+                self.poll_peer(id);
+            } else {
+                return Output::Timeout(self.next_timeout());
+            }
         }
-        Output::Timeout(self.next_timeout())
     }
 
-    fn next_timeout(&self) -> Instant {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for p in self.participants.values() {
-            if let Some(t) = p.peer.as_ref().and_then(|peer| peer.next_timeout) {
-                consider(t);
-            }
-            if let ParticipantState::Reconnecting { deadline, .. } = p.state {
-                consider(deadline);
-            }
+    /// Whether a timer entry still stands for something: the participant's peer timeout or its
+    /// reconnect deadline.
+    fn timer_is_live(&self, at: Instant, id: ParticipantId) -> bool {
+        self.participants.get(&id).is_some_and(|p| {
+            p.peer.as_ref().and_then(|peer| peer.next_timeout) == Some(at)
+                || matches!(p.state, ParticipantState::Reconnecting { deadline, .. } if deadline == at)
+        })
+    }
+
+    fn next_timeout(&mut self) -> Instant {
+        // Stale entries on top are dropped; a heap much larger than the participants (peers
+        // whose timeouts keep moving earlier) is rebuilt.
+        if self.timers.len() > 4 * self.participants.len() + 1024 {
+            self.rebuild_timers();
         }
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if self.timer_is_live(at, id) {
+                break;
+            }
+            self.timers.pop();
+        }
+        let mut next: Option<Instant> = self.timers.peek().map(|Reverse((at, _))| *at);
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for r in self.rooms.values() {
             if let Some(since) = r.empty_since {
                 consider(since + self.config.room_close_grace);
@@ -607,6 +710,18 @@ impl Shard {
             consider(t);
         }
         next.unwrap_or_else(|| self.far_future())
+    }
+
+    fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for p in self.participants.values() {
+            if let Some(t) = p.peer.as_ref().and_then(|peer| peer.next_timeout) {
+                self.timers.push(Reverse((t, p.id)));
+            }
+            if let ParticipantState::Reconnecting { deadline, .. } = p.state {
+                self.timers.push(Reverse((deadline, p.id)));
+            }
+        }
     }
 
     /// "Never": a day after the latest `now`.
@@ -663,11 +778,35 @@ impl Shard {
             }
             self.by_addr.insert(source, id);
         }
-        self.dirty.push(id);
+        // Polled now, not lazily: in RTP mode str0m holds one received packet until the next
+        // poll, and the driver may feed this peer another datagram first.
+        self.poll_peer(id);
     }
 
     fn timeout(&mut self, now: Instant) {
-        for p in self.participants.values_mut() {
+        // Only the participants whose timer is due, not all of them: with a thousand peers and
+        // str0m's pacer waking each of them every 40 ms, a scan per wake-up would cost more
+        // than the forwarding.
+        let mut due = vec![];
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            due.push(id);
+        }
+        due.sort_unstable();
+        due.dedup();
+        let mut expired = vec![];
+        for id in due {
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            if matches!(p.state, ParticipantState::Reconnecting { deadline, .. } if deadline <= now)
+            {
+                // Its signaling did not come back in time.
+                expired.push(id);
+            }
             let Some(peer) = p.peer.as_mut() else {
                 continue;
             };
@@ -676,16 +815,11 @@ impl Shard {
                     tracing::debug!(participant = %p.id, error = %e, "peer timeout failed");
                     self.propagated.push_back(Propagated::Failed(p.id));
                 }
+                // Polled (and its next timeout queued) by `drive`.
+                peer.next_timeout = None;
                 self.dirty.push(p.id);
             }
         }
-        // Participants whose signaling did not come back in time.
-        let expired: Vec<_> = self
-            .participants
-            .values()
-            .filter(|p| matches!(p.state, ParticipantState::Reconnecting { deadline, .. } if deadline <= now))
-            .map(|p| p.id)
-            .collect();
         for id in expired {
             self.remove_participant(now, id, LeaveReason::ConnectionLost);
         }
@@ -745,6 +879,7 @@ impl Shard {
 
     fn poll_peer(&mut self, id: ParticipantId) {
         let never = self.far_future();
+        let now = self.last_now.unwrap_or(self.epoch);
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
@@ -752,6 +887,11 @@ impl Shard {
         let Some(peer) = p.peer.as_mut() else {
             return;
         };
+        let mut rounds = 0;
+        // The pacer asks for its next round 1 µs after the last ("to ensure time advances
+        // between packets"); the peer's clock may run that much ahead of the shard's for the
+        // packets it sends now (at most MAX_IMMEDIATE_ROUNDS µs).
+        let mut clock = now;
         loop {
             if !peer.rtc.is_alive() {
                 self.propagated.push_back(Propagated::Failed(id));
@@ -768,7 +908,25 @@ impl Shard {
                 }
             };
             match out {
+                str0m::Output::Timeout(t)
+                    if t <= clock + PACER_STEP && rounds < MAX_IMMEDIATE_ROUNDS =>
+                {
+                    // Due already: str0m's pacer hands out one packet per `handle_timeout`, and
+                    // queued media waits for one. Going round here sends a subscriber's packets
+                    // now, instead of one per wake-up of the shard's timer.
+                    rounds += 1;
+                    clock = clock.max(t);
+                    if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(clock)) {
+                        tracing::debug!(participant = %id, error = %e, "peer timeout failed");
+                        self.propagated.push_back(Propagated::Failed(id));
+                        peer.next_timeout = Some(never);
+                        return;
+                    }
+                }
                 str0m::Output::Timeout(t) => {
+                    if peer.next_timeout != Some(t) || t <= now {
+                        self.timers.push(Reverse((t, id)));
+                    }
                     peer.next_timeout = Some(t);
                     return;
                 }
@@ -828,6 +986,8 @@ impl Shard {
                             state: OutState::Open,
                             max_height: None,
                             current_rid: None,
+                            rewrite: Rewriter::default(),
+                            pt: None,
                         },
                     );
                 }
@@ -835,7 +995,12 @@ impl Shard {
                     self.bind_whep_slots(now, &room);
                 }
             }
-            Propagated::Media(from, data) => self.forward(now, from, *data),
+            Propagated::Rtp {
+                from,
+                mid,
+                rid,
+                packet,
+            } => self.forward(now, from, mid, rid, *packet),
             Propagated::Keyframe { from, mid, kind } => {
                 let Some(peer) = self.participants.get(&from).and_then(|p| p.peer.as_ref()) else {
                     return;
@@ -927,6 +1092,8 @@ impl Shard {
                 pass,
             })
             .enable_bwe(Some(Bitrate::kbps(800)))
+            // Forward packets, not frames (see `crate::rtp`).
+            .set_rtp_mode(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let candidate = Candidate::host(self.config.announce_addr, "udp")
@@ -1040,6 +1207,7 @@ impl Shard {
                 return Err(SfuError::NoSuchParticipant);
             }
         }
+        self.admit_subscriber(now)?;
         self.http_session(now, identity, offer, Mode::Whep { publisher })
     }
 
@@ -1054,6 +1222,11 @@ impl Shard {
         }
         if let Some(token) = options.resume.as_deref() {
             return self.resume(now, &identity, token);
+        }
+        if !identity.grants.publish {
+            // A new participant that only receives adds fan-out work and nothing others wait
+            // for; publishers (teachers, providers) are still let in.
+            self.admit_subscriber(now)?;
         }
         self.admission(now, &identity, true)?;
         let id = self.new_id();
@@ -1229,6 +1402,10 @@ impl Shard {
                 }
                 other => other,
             };
+            if matches!(p.state, ParticipantState::Reconnecting { deadline: d, .. } if d == deadline)
+            {
+                self.timers.push(Reverse((deadline, id)));
+            }
         }
     }
 
@@ -1786,6 +1963,8 @@ impl Shard {
                     state: OutState::Negotiating,
                     max_height,
                     current_rid: None,
+                    rewrite: Rewriter::default(),
+                    pt: None,
                 },
             ));
         }
@@ -1845,6 +2024,7 @@ impl Shard {
             source,
             muted: false,
             meters: vec![RateMeter::default(); rids.len()],
+            newest: vec![None; rids.len().max(1)],
             rids,
             throttles: Vec::new(),
             subscribers: Vec::new(),
@@ -1961,6 +2141,7 @@ impl Shard {
                 if let Some(t) = candidate {
                     slot.track = Some(t.id);
                     slot.current_rid = None;
+                    slot.pt = None;
                     t.subscribers.push((member, mid));
                     if t.kind == MediaKind::Video {
                         keyframes.push(t.id);
@@ -2019,29 +2200,43 @@ impl Shard {
         else {
             return;
         };
-        let Some(mut writer) = peer.rtc.writer(mid) else {
-            return;
-        };
+        let mut api = peer.rtc.direct_api();
         for r in allowed {
-            if writer.request_keyframe(r, kind).is_ok() {
+            // The layer's receive stream exists once its first packet came.
+            if let Some(stream) = api.stream_rx_by_mid(mid, r) {
+                stream.request_keyframe(kind);
                 self.stats.keyframe_requests += 1;
             }
         }
         self.dirty.push(owner);
     }
 
-    fn forward(&mut self, now: Instant, from: ParticipantId, data: MediaData) {
+    /// Forwards one RTP packet of a publisher's track to the track's subscribers, as it
+    /// arrives: per subscriber, choose the simulcast layer (switching on a keyframe only),
+    /// rewrite sequence number and timestamp, and hand the packet (payload shared, not copied)
+    /// to the subscriber's send stream; str0m encrypts, paces, keeps it for NACKs.
+    fn forward(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        mid: Mid,
+        rid: Option<Rid>,
+        packet: RtpPacket,
+    ) {
         let Some(p) = self.participants.get(&from) else {
             return;
         };
-        let Some(track_id) = p
-            .peer
-            .as_ref()
-            .and_then(|peer| peer.published.get(&data.mid))
-        else {
+        let Some(peer) = p.peer.as_ref() else {
             return;
         };
-        let track_id = *track_id;
+        let Some(&track_id) = peer.published.get(&mid) else {
+            return;
+        };
+        let pt_in = packet.header.payload_type;
+        let Some(params) = peer.rtc.codec_config().find(|c| c.pt() == pt_in).copied() else {
+            self.stats.dropped_packets += 1;
+            return;
+        };
         let Some(room) = self.rooms.get_mut(&p.identity.room) else {
             return;
         };
@@ -2051,29 +2246,50 @@ impl Shard {
         if track.muted {
             return;
         }
+        let header = &packet.header;
         if track.kind == MediaKind::Audio
-            && let Some(level) = data.ext_vals.audio_level
+            && let Some(level) = header.ext_vals.audio_level
         {
             room.speaker
                 .observe(now, from, level.saturating_neg().max(0));
         }
-        let layer_index = data
-            .rid
-            .and_then(|r| track.rids.iter().position(|x| *x == r));
+        let layer_index = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
         if let Some(i) = layer_index {
-            track.meters[i].add(now, data.data.len());
+            track.meters[i].add(now, packet.payload.len());
         }
-        let mut keyframes: Vec<Option<Rid>> = vec![];
-        if track.kind == MediaKind::Video && !data.contiguous {
-            keyframes.push(data.rid);
-        }
+        let seq = *packet.seq_no;
+        let ts = header.timestamp;
+        let first_of_frame = match track.newest.get_mut(layer_index.unwrap_or(0)) {
+            Some(newest) => match *newest {
+                Some((s, _)) if seq <= s => false,
+                previous => {
+                    *newest = Some((seq, ts));
+                    previous.is_none_or(|(_, t)| t != ts)
+                }
+            },
+            None => false,
+        };
+        let spec = params.spec();
+        let is_keyframe = track.kind == MediaKind::Video
+            && starts_keyframe(spec.codec, &packet.payload, first_of_frame);
         let simulcast = !track.rids.is_empty();
         let (order, layers) = if simulcast {
             track.layers()
         } else {
             (vec![], vec![])
         };
-        let is_keyframe = data.is_keyframe();
+        let source = (track_id.0, layer_index.map(|i| i as u8));
+        let clock_rate = spec.clock_rate.get();
+        let ext_vals = ExtensionValues {
+            audio_level: header.ext_vals.audio_level,
+            voice_activity: header.ext_vals.voice_activity,
+            video_orientation: header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let marker = header.marker;
+        let nackable = track.kind == MediaKind::Video;
+        let ends_frame = marker || track.kind == MediaKind::Audio;
+        let mut keyframes: Vec<Option<Rid>> = vec![];
         for (sub, out_mid) in &track.subscribers {
             let Some(peer) = self.participants.get_mut(sub).and_then(|p| p.peer.as_mut()) else {
                 continue;
@@ -2094,9 +2310,9 @@ impl Shard {
                     probe_for_upgrade(&mut peer.rtc, &mut peer.upgrade_probe, peer.bwe_bps, now);
                 }
                 let target = target_index.and_then(|i| order.get(i).copied());
-                if data.rid != slot.current_rid {
+                if rid != slot.current_rid {
                     // Switch only on a keyframe of the target layer.
-                    if data.rid == target && is_keyframe {
+                    if rid == target && is_keyframe {
                         if slot.current_rid.is_some() {
                             self.stats.layer_switches += 1;
                         }
@@ -2109,7 +2325,7 @@ impl Shard {
                         }
                         slot.current_rid = target;
                     } else {
-                        if data.rid == target && !keyframes.contains(&target) {
+                        if rid == target && !keyframes.contains(&target) {
                             keyframes.push(target);
                         }
                         continue;
@@ -2118,25 +2334,50 @@ impl Shard {
                     keyframes.push(target);
                 }
             }
-            let mid = *out_mid;
-            let Some(writer) = peer.rtc.writer(mid) else {
+            let pt_out = match slot.pt {
+                Some((i, o)) if i == pt_in => o,
+                _ => {
+                    let Some(o) = peer.rtc.codec_config().match_params(params).map(|c| c.pt())
+                    else {
+                        continue;
+                    };
+                    slot.pt = Some((pt_in, o));
+                    o
+                }
+            };
+            let Some((out_seq, out_ts)) = slot.rewrite.map(source, seq, ts, clock_rate, now) else {
                 continue;
             };
-            let Some(pt) = writer.match_params(data.params) else {
+            let mut api = peer.rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(*out_mid, None) else {
                 continue;
             };
-            let len = data.data.len() as u64;
-            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                Ok(()) => {
-                    self.stats.frames_forwarded += 1;
-                    self.stats.bytes_forwarded += len;
-                    self.dirty.push(*sub);
-                }
-                Err(e) => {
-                    tracing::debug!(participant = %sub, error = %e, "write failed");
-                    self.propagated.push_back(Propagated::Failed(*sub));
-                }
+            let ssrc = *stream.ssrc();
+            // Not paced again: forwarded packet by packet, the stream keeps the publisher's own
+            // pacing, and a second pacer here only adds delay (mediasoup does not pace
+            // forwarded media either). BWE still runs on TWCC and probes with padding.
+            stream.set_unpaced(true);
+            stream.write_rtp(
+                RtpWrite::new(
+                    pt_out,
+                    out_seq.into(),
+                    out_ts,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(nackable),
+            );
+            if self.arrivals.len() >= MAX_REMEMBERED_ARRIVALS {
+                self.arrivals.clear();
             }
+            self.arrivals.insert((ssrc, out_seq as u16), now);
+            if ends_frame {
+                self.stats.frames_forwarded += 1;
+            }
+            self.stats.bytes_forwarded += packet.payload.len() as u64;
+            self.dirty.push(*sub);
         }
         for rid in keyframes {
             self.request_keyframe(now, track_id, rid, KeyframeRequestKind::Pli);
@@ -2251,7 +2492,16 @@ fn on_event(
                 None
             }
         }
-        Event::MediaData(d) => Some(Propagated::Media(id, Box::new(d))),
+        Event::RtpPacket(packet) => {
+            let mut api = peer.rtc.direct_api();
+            let stream = api.stream_rx(&packet.header.ssrc)?;
+            Some(Propagated::Rtp {
+                from: id,
+                mid: stream.mid(),
+                rid: stream.rid(),
+                packet: Box::new(packet),
+            })
+        }
         Event::KeyframeRequest(r) => Some(Propagated::Keyframe {
             from: id,
             mid: r.mid,

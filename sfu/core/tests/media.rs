@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Net, all_grants, identity};
-use nexus_sfu_core::{Grants, RoomKind};
+use nexus_sfu_core::{Command, Grants, JoinOptions, RoomKind, SfuError};
 use std::time::Duration;
 
 fn subscriber() -> Grants {
@@ -61,6 +61,28 @@ fn media_flows_from_a_whip_publisher_to_whep_subscribers() {
     assert_eq!(stats.rooms, 1);
     assert_eq!(stats.participants, 3);
     assert!(stats.frames_forwarded > 200);
+}
+
+#[test]
+fn forwarded_packets_leave_in_the_round_they_arrive() {
+    // Packets are forwarded as they arrive, and a subscriber's packets are sent without waiting
+    // for the shard's next timer (str0m's pacer releases one per timeout; the shard serves a
+    // due peer at once). On the forced clock, the delay is zero.
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-4", RoomKind::Class, all_grants()),
+        true,
+    );
+    for s in ["s1", "s2", "s3"] {
+        net.connect(identity(s, "class-4", RoomKind::Class, subscriber()), false);
+    }
+    net.run(Duration::from_secs(2));
+    stream(&mut net, publisher, 0, 2);
+    let delays = &net.forward_delays;
+    // 3 subscribers x (30 video frames of ~3 packets + 50 audio packets) a second, for 2 s.
+    assert!(delays.len() > 3 * 2 * 100, "{} timed", delays.len());
+    let late = delays.iter().filter(|d| !d.is_zero()).count();
+    assert_eq!(late, 0, "{late} of {} packets waited", delays.len());
 }
 
 #[test]
@@ -142,4 +164,68 @@ fn leaving_ends_the_session_and_the_empty_room_closes_after_the_grace() {
     assert!(net.shard.has_room(&room));
     net.run(Duration::from_secs(2));
     assert!(!net.shard.has_room(&room));
+}
+
+/// Reports the shard's loop busy for `share` of each 100 ms while the class streams for
+/// `secs` (the injected load of a saturated shard; the forced clock makes it exact).
+fn stream_under_load(net: &mut Net, publisher: usize, from: u64, secs: u64, share: f64) {
+    for n in from..from + secs * 30 {
+        net.publish_frame(publisher, n, n.is_multiple_of(60));
+        net.run(Duration::from_millis(33));
+        net.shard
+            .record_busy(net.now, Duration::from_millis(33).mul_f64(share));
+    }
+}
+
+#[test]
+fn a_saturated_shard_refuses_new_subscribers_and_keeps_feeding_the_admitted_ones() {
+    let mut net = Net::new();
+    let class = |user: &str, grants| identity(user, "class-1", RoomKind::Class, grants);
+    let publisher = net.connect(class("teacher", all_grants()), true);
+    let admitted = net.connect(class("s1", subscriber()), false);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.connected));
+
+    // The loop busy 90% of the time for 3 s (over the 80% bar of the 2 s window).
+    stream_under_load(&mut net, publisher, 0, 3, 0.9);
+    let before = net.video_frames(admitted);
+    let refused = net.try_connect(class("s2", subscriber()), false);
+    assert_eq!(
+        refused.err(),
+        Some(SfuError::Saturated {
+            retry_after_secs: 2
+        })
+    );
+    // Over the room protocol too, for a joiner that only receives; a publisher still gets in.
+    let join = |user: &str, grants| Command::Join {
+        identity: class(user, grants),
+        options: JoinOptions::default(),
+    };
+    assert!(matches!(
+        net.shard.handle_command(net.now, join("s3", subscriber())),
+        Err(SfuError::Saturated { .. })
+    ));
+    assert!(
+        net.shard
+            .handle_command(net.now, join("assistant", all_grants()))
+            .is_ok()
+    );
+    assert_eq!(net.shard.stats().refused_saturated, 2);
+
+    // The admitted subscriber keeps receiving while the shard stays saturated.
+    stream_under_load(&mut net, publisher, 90, 1, 0.9);
+    assert!(
+        net.video_frames(admitted) >= before + 25,
+        "video frames {before} → {}",
+        net.video_frames(admitted)
+    );
+
+    // Load halves: within a window the shard admits again.
+    stream_under_load(&mut net, publisher, 120, 3, 0.4);
+    let late = net
+        .try_connect(class("s2", subscriber()), false)
+        .expect("admitted once the load fell");
+    net.run(Duration::from_secs(1));
+    stream(&mut net, publisher, 210, 1);
+    assert!(net.video_frames(late) > 0);
 }

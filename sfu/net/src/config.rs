@@ -17,6 +17,10 @@ pub struct SfuConfig {
     pub room_close_grace: Duration,
     /// How long a room-protocol participant may take to reconnect its signaling.
     pub reconnect_grace: Duration,
+    /// A shard whose loop was busy at least this share of the last 2 s refuses new
+    /// subscribers (WHEP → 503 with `Retry-After`); above 1 never refuses
+    /// (`nexus_sfu_core::load`).
+    pub max_busy: f64,
 }
 
 impl SfuConfig {
@@ -28,6 +32,7 @@ impl SfuConfig {
             public_ip: None,
             room_close_grace: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(30),
+            max_busy: 0.8,
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct SfuStats {
 /// Name (after `nexus_sfu_`) and help of the forwarding latency histogram.
 pub const FORWARD_LATENCY_METRIC: (&str, &str) = (
     "forward_latency_seconds",
-    "Added forwarding latency: a frame's last datagram received to each forwarded datagram sent",
+    "Added forwarding latency: a publisher's datagram received to each datagram forwarded from it sent",
 );
 
 /// One exported series of [`SfuStats::rows`]: the name after `nexus_sfu_`, the Prometheus type
@@ -56,7 +56,7 @@ pub const SHARD_BUSY_METRIC: (&str, &str) = (
 
 impl SfuStats {
     /// The totals as `nexus_sfu_*` series (the names dashboards and alerts rely on).
-    pub fn rows(&self) -> [MetricRow; 15] {
+    pub fn rows(&self) -> [MetricRow; 16] {
         let t = &self.total;
         [
             ("rooms", "gauge", t.rooms, "Open SFU rooms"),
@@ -128,6 +128,12 @@ impl SfuStats {
                 "gauge",
                 t.loss_permille,
                 "Worst ingress loss, per mille",
+            ),
+            (
+                "refused_saturated_total",
+                "counter",
+                t.refused_saturated,
+                "New subscribers refused by a saturated shard",
             ),
         ]
     }
@@ -473,6 +479,7 @@ impl SfuHandle {
             t.nacks += s.nacks;
             t.layer_switches += s.layer_switches;
             t.loss_permille = t.loss_permille.max(s.loss_permille);
+            t.refused_saturated += s.refused_saturated;
             out.shards.push((s, busy));
         }
         out

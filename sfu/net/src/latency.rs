@@ -1,16 +1,15 @@
 //! Added forwarding latency inside the SFU, measured by the shard task on the wall clock: from
-//! the moment the last datagram of a media frame was read from the socket to the moment each
-//! datagram forwarded from it was handed to the kernel. This includes the shard's depacketizing,
-//! the copy to every subscriber, packetizing, SRTP, str0m's pacing queue and the wait behind the
-//! other datagrams of the same batch.
+//! the moment a publisher's media datagram was read from the socket to the moment each datagram
+//! forwarded from it was handed to the kernel. This includes the shard's routing, the rewrite
+//! and SRTP for every subscriber, str0m's pacing queue and the wait behind the other datagrams
+//! of the same batch.
 //!
-//! Datagrams are matched by their RTP timestamp, which str0m carries through unchanged (RTP
-//! headers are not encrypted by SRTP). Resends and padding on the subscriber's RTX payload types
-//! (and padding-only packets) carry old timestamps and are not sampled.
+//! The core remembers when it received each packet it forwards, by the outgoing SSRC and
+//! sequence number (`Shard::take_arrival`); the task reads both from the sent datagram's RTP
+//! header (not encrypted by SRTP). Resends and padding go out on the RTX SSRC and are not
+//! sampled, nor is RTCP.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bounds of the histogram buckets, in microseconds (Prometheus `le`); one more bucket
 /// counts everything above.
@@ -18,11 +17,6 @@ pub const LATENCY_BUCKETS_US: [u64; 22] = [
     10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000,
     25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
-
-/// How many recent ingress timestamps are remembered per shard.
-const REMEMBERED: usize = 4096;
-/// How long a destination's RTX payload types are cached (renegotiation may change them).
-const RESEND_CACHE: Duration = Duration::from_secs(1);
 
 /// A latency histogram with [`LATENCY_BUCKETS_US`] bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,119 +75,60 @@ impl LatencyHistogram {
     }
 }
 
-/// RTP (not RTCP, RFC 5761), without padding: version 2, payload type outside 64..96.
-fn rtp_header(datagram: &[u8]) -> Option<(u8, u32)> {
-    let (&b0, &b1) = (datagram.first()?, datagram.get(1)?);
-    let is_rtp = (b0 & 0xc0) == 0x80 && !(64..96).contains(&(b1 & 0x7f));
-    if !is_rtp || datagram.len() < 12 || b0 & 0x20 != 0 {
+/// The SSRC and sequence number of an RTP datagram (not RTCP, RFC 5761).
+pub(crate) fn rtp_id(datagram: &[u8]) -> Option<(u32, u16)> {
+    let header = datagram.get(..12)?;
+    let is_rtp = (header[0] & 0xc0) == 0x80 && !(64..96).contains(&(header[1] & 0x7f));
+    if !is_rtp {
         return None;
     }
-    let ts = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
-    Some((b1 & 0x7f, ts))
-}
-
-/// The per-shard matcher of ingress and egress datagrams.
-#[derive(Debug, Default)]
-pub(crate) struct ForwardClock {
-    arrivals: HashMap<u32, Instant>,
-    order: VecDeque<u32>,
-    resend: HashMap<SocketAddr, (u128, Instant)>,
-    pub(crate) histogram: LatencyHistogram,
-}
-
-impl ForwardClock {
-    /// Notes a datagram read at `at`.
-    pub(crate) fn ingress(&mut self, datagram: &[u8], at: Instant) {
-        let Some((_, ts)) = rtp_header(datagram) else {
-            return;
-        };
-        if self.arrivals.insert(ts, at).is_none() {
-            self.order.push_back(ts);
-            if self.order.len() > REMEMBERED
-                && let Some(old) = self.order.pop_front()
-            {
-                self.arrivals.remove(&old);
-            }
-        }
-    }
-
-    /// Notes a datagram sent to `destination` at `at`; `resend_pts` looks up the destination's
-    /// RTX payload types when they are not cached.
-    pub(crate) fn egress(
-        &mut self,
-        datagram: &[u8],
-        destination: SocketAddr,
-        at: Instant,
-        resend_pts: impl FnOnce() -> u128,
-    ) {
-        let Some((pt, ts)) = rtp_header(datagram) else {
-            return;
-        };
-        let Some(&arrived) = self.arrivals.get(&ts) else {
-            return;
-        };
-        let mask = match self.resend.get(&destination) {
-            Some(&(mask, since)) if at.saturating_duration_since(since) < RESEND_CACHE => mask,
-            _ => {
-                let mask = resend_pts();
-                if self.resend.len() > 4 * REMEMBERED {
-                    self.resend.clear();
-                }
-                self.resend.insert(destination, (mask, at));
-                mask
-            }
-        };
-        if mask & (1u128 << pt) != 0 {
-            return;
-        }
-        self.histogram.record(at.saturating_duration_since(arrived));
-    }
+    let seq = u16::from_be_bytes([header[2], header[3]]);
+    let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    Some((ssrc, seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rtp(pt: u8, ts: u32) -> Vec<u8> {
-        let mut d = vec![0x80, pt, 0, 1];
-        d.extend_from_slice(&ts.to_be_bytes());
-        d.extend_from_slice(&[0, 0, 0, 9]);
+    fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut d = vec![0x80, pt];
+        d.extend_from_slice(&seq.to_be_bytes());
+        d.extend_from_slice(&3000u32.to_be_bytes());
+        d.extend_from_slice(&ssrc.to_be_bytes());
         d.extend_from_slice(&[0xaa; 100]);
         d
     }
 
     #[test]
-    fn a_forwarded_datagram_is_timed_from_the_last_arrival_of_its_frame() {
-        let t0 = Instant::now();
-        let sub: SocketAddr = "10.0.0.2:5000".parse().unwrap_or_else(|_| unreachable!());
-        let mut clock = ForwardClock::default();
-        clock.ingress(&rtp(96, 3000), t0);
-        clock.ingress(&rtp(96, 3000), t0 + Duration::from_micros(100));
-        clock.egress(&rtp(100, 3000), sub, t0 + Duration::from_micros(400), || 0);
-        assert_eq!(clock.histogram.count(), 1);
+    fn rtp_datagrams_are_identified_by_ssrc_and_sequence_number() {
+        assert_eq!(rtp_id(&rtp(96, 7, 0xdead_beef)), Some((0xdead_beef, 7)));
+        // With the marker bit set.
+        assert_eq!(rtp_id(&rtp(96 | 0x80, 8, 1)), Some((1, 8)));
+    }
+
+    #[test]
+    fn rtcp_stun_and_short_datagrams_are_not_rtp() {
+        // An RTCP sender report (PT 200 → second byte 200).
+        assert_eq!(rtp_id(&rtp(200, 1, 1)), None);
+        // A STUN binding request starts with 0x00 0x01.
+        let mut stun = rtp(0, 1, 1);
+        stun[0] = 0x00;
+        assert_eq!(rtp_id(&stun), None);
+        assert_eq!(rtp_id(&[0x80, 96, 0, 1]), None);
+    }
+
+    #[test]
+    fn a_latency_falls_in_its_bucket() {
+        let mut h = LatencyHistogram::default();
+        h.record(Duration::from_micros(300));
         // 300 µs falls in the (200, 300] bucket.
         let i = LATENCY_BUCKETS_US
             .iter()
             .position(|&b| b == 300)
             .unwrap_or(0);
-        assert_eq!(clock.histogram.counts[i], 1);
-    }
-
-    #[test]
-    fn resends_rtcp_and_unknown_timestamps_are_not_sampled() {
-        let t0 = Instant::now();
-        let sub: SocketAddr = "10.0.0.2:5000".parse().unwrap_or_else(|_| unreachable!());
-        let mut clock = ForwardClock::default();
-        clock.ingress(&rtp(96, 3000), t0);
-        // RTX payload type 97 toward this subscriber.
-        clock.egress(&rtp(97, 3000), sub, t0, || 1u128 << 97);
-        // An RTCP sender report (PT 200 → second byte 200).
-        let mut sr = rtp(0, 3000);
-        sr[1] = 200;
-        clock.egress(&sr, sub, t0, || 0);
-        // A timestamp never received.
-        clock.egress(&rtp(96, 9999), sub, t0, || 0);
-        assert_eq!(clock.histogram.count(), 0);
+        assert_eq!(h.counts[i], 1);
+        assert_eq!(h.count(), 1);
     }
 
     #[test]

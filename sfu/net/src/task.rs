@@ -1,7 +1,7 @@
 //! One shard's task: owns the UDP socket and the [`Shard`], and nothing else touches them.
 
 use crate::config::SfuConfig;
-use crate::latency::{ForwardClock, LatencyHistogram};
+use crate::latency::{LatencyHistogram, rtp_id};
 use nexus_sfu_core::{
     Command, Identity, Input, JoinOptions, Output, ParticipantId, Reply, ServerMessage, SfuError,
     Shard, ShardConfig, ShardStats,
@@ -25,8 +25,10 @@ const MAX_DATAGRAM: usize = 2048;
 const RECV_BUFFERS: usize = 8;
 /// `recvmmsg` calls made in one wake-up before outputs are flushed.
 const RECV_ROUNDS: usize = 4;
-/// Datagrams queued before a flush sends them.
-const SEND_BATCH: usize = 64;
+/// Datagrams queued before a flush sends them: few, since the shard hands them out as it
+/// produces them (the queue only finds GSO runs, e.g. a subscriber's burst of equal-sized
+/// packets).
+const SEND_BATCH: usize = 16;
 /// Largest GSO send (the kernel's limit is 64 KiB).
 const MAX_GSO_BYTES: usize = 60_000;
 /// Socket buffer asked for in each direction (the kernel caps it at `net.core.rmem_max` /
@@ -75,6 +77,7 @@ pub(crate) fn spawn(
     shard_config.announce_addr = announce;
     shard_config.room_close_grace = config.room_close_grace;
     shard_config.reconnect_grace = config.reconnect_grace;
+    shard_config.max_busy = config.max_busy;
     let shard = Shard::new(Instant::now(), shard_config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let udp = UdpSocketState::new((&socket).into())?;
@@ -102,7 +105,7 @@ pub(crate) fn spawn(
         signals: HashMap::new(),
         next_conn: 1,
         busy_ns: 0,
-        clock: ForwardClock::default(),
+        latency: LatencyHistogram::default(),
     };
     tokio::spawn(task.run(commands));
     Ok(())
@@ -122,7 +125,7 @@ struct ShardTask {
     signals: HashMap<ParticipantId, (u64, mpsc::Sender<ServerMessage>)>,
     next_conn: u64,
     busy_ns: u64,
-    clock: ForwardClock,
+    latency: LatencyHistogram,
 }
 
 impl ShardTask {
@@ -131,9 +134,14 @@ impl ShardTask {
         let mut bufs = vec![vec![0u8; buf_len]; RECV_BUFFERS];
         let mut meta = vec![RecvMeta::default(); RECV_BUFFERS];
         loop {
+            let start = Instant::now();
             let timeout = self.flush().await;
+            self.busy(start);
             let deadline = tokio::time::Instant::from_std(timeout);
             tokio::select! {
+                // Signaling first: a saturated shard (every branch always ready) must still
+                // answer offers, stats and shutdown within a loop round.
+                biased;
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
                     let start = Instant::now();
@@ -142,7 +150,7 @@ impl ShardTask {
                         let _ = done.send(());
                         break;
                     }
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
                 readable = self.socket.readable() => {
                     let start = Instant::now();
@@ -171,23 +179,34 @@ impl ShardTask {
                             // A GRO read holds several datagrams of `stride` bytes.
                             for datagram in buf[..m.len].chunks(m.stride.max(1)) {
                                 self.receive(now, m.addr, datagram);
+                                // Send as produced: what this datagram caused is queued (and
+                                // sent once a batch is full) before the next one is handled.
+                                self.collect().await;
                             }
                         }
                     }
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     let start = Instant::now();
                     self.shard.handle_input(start, Input::Timeout);
-                    self.busy_ns += elapsed_ns(start);
+                    self.busy(start);
                 }
             }
         }
         tracing::debug!(addr = %self.local, "SFU shard stopped");
     }
 
+    /// Counts the work since `start` in the loop time metric and in the shard's busy ratio
+    /// (the admission rule, `nexus_sfu_core::load`).
+    fn busy(&mut self, start: Instant) {
+        let now = Instant::now();
+        let busy = now.saturating_duration_since(start);
+        self.busy_ns += u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+        self.shard.record_busy(now, busy);
+    }
+
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
-        self.clock.ingress(contents, now);
         self.shard.handle_input(
             now,
             Input::Receive {
@@ -240,11 +259,7 @@ impl ShardTask {
                 }
             }
             ShardCmd::Stats(reply) => {
-                let _ = reply.send((
-                    self.shard.stats(),
-                    self.busy_ns,
-                    self.clock.histogram.clone(),
-                ));
+                let _ = reply.send((self.shard.stats(), self.busy_ns, self.latency.clone()));
             }
             ShardCmd::Shutdown(done) => {
                 let _ = self.shard.handle_command(now, Command::Shutdown);
@@ -256,12 +271,17 @@ impl ShardTask {
 
     /// Sends everything the shard has to send; returns its next timeout.
     async fn flush(&mut self) -> Instant {
+        let next = self.collect().await;
+        self.send_queued().await;
+        next
+    }
+
+    /// Takes the shard's outputs: datagrams are queued and sent a batch at a time, messages
+    /// go to their participants. Returns the shard's next timeout.
+    async fn collect(&mut self) -> Instant {
         loop {
             match self.shard.poll_output() {
-                Output::Timeout(t) => {
-                    self.send_queued().await;
-                    return t;
-                }
+                Output::Timeout(t) => return t,
                 Output::Transmit {
                     destination,
                     contents,
@@ -329,11 +349,10 @@ impl ShardTask {
                 }
             }
             let sent = Instant::now();
-            for (destination, d) in &queued[i..end] {
-                let shard = &self.shard;
-                self.clock.egress(d, *destination, sent, || {
-                    shard.resend_payload_types(*destination)
-                });
+            for (_, d) in &queued[i..end] {
+                if let Some(arrived) = rtp_id(d).and_then(|(s, n)| self.shard.take_arrival(s, n)) {
+                    self.latency.record(sent.saturating_duration_since(arrived));
+                }
             }
             i = end;
         }
@@ -360,8 +379,4 @@ impl ShardTask {
             self.signals.remove(&to);
         }
     }
-}
-
-fn elapsed_ns(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use nexus_sfu_core::{
-    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, Shard,
+    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, SfuError, Shard,
     ShardConfig,
 };
 use std::collections::VecDeque;
@@ -51,6 +51,9 @@ pub struct Net {
     pub shard_transmits: u64,
     /// When false, shard egress is counted but not delivered (bench: keeps clients idle).
     pub deliver_to_clients: bool,
+    /// Per forwarded media datagram the shard could time (`Shard::take_arrival`): the delay
+    /// from its packet's arrival to its transmission, on the forced clock.
+    pub forward_delays: Vec<Duration>,
 }
 
 pub fn identity(user: &str, room: &str, kind: RoomKind, grants: Grants) -> Identity {
@@ -86,6 +89,7 @@ impl Net {
             sent: 0,
             shard_transmits: 0,
             deliver_to_clients: true,
+            forward_delays: vec![],
         }
     }
 
@@ -110,6 +114,11 @@ impl Net {
 
     /// A client that offers `dir` audio + video; `publish` picks WHIP (else WHEP).
     pub fn connect(&mut self, identity: Identity, publish: bool) -> usize {
+        self.try_connect(identity, publish).unwrap()
+    }
+
+    /// [`Net::connect`], or the shard's refusal of the offer (no client is added then).
+    pub fn try_connect(&mut self, identity: Identity, publish: bool) -> Result<usize, SfuError> {
         let i = self.new_client();
         let dir = if publish {
             Direction::SendOnly
@@ -132,7 +141,13 @@ impl Net {
                 publisher: None,
             }
         };
-        let reply = self.shard.handle_command(self.now, command).unwrap();
+        let reply = match self.shard.handle_command(self.now, command) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.clients.pop();
+                return Err(e);
+            }
+        };
         let Reply::Session { id, answer } = reply else {
             panic!("unexpected {reply:?}")
         };
@@ -140,7 +155,7 @@ impl Net {
         c.session = Some(id);
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        i
+        Ok(i)
     }
 
     /// A WHIP client publishing one video track as simulcast layers `rids`.
@@ -334,6 +349,11 @@ impl Net {
                 } => {
                     self.shard_transmits += 1;
                     self.sent += 1;
+                    if let Some((ssrc, seq)) = rtp_id(&contents)
+                        && let Some(arrived) = self.shard.take_arrival(ssrc, seq)
+                    {
+                        self.forward_delays.push(self.now - arrived);
+                    }
                     if !self.deliver_to_clients
                         || (self.drop_every > 0 && self.sent.is_multiple_of(self.drop_every))
                     {
@@ -374,4 +394,16 @@ impl Net {
             .filter(|d| d.params.spec().codec == Codec::Opus)
             .count()
     }
+}
+
+/// SSRC and sequence number of an RTP (not RTCP) datagram; the header is not encrypted.
+fn rtp_id(d: &[u8]) -> Option<(u32, u16)> {
+    let h = d.get(..12)?;
+    let is_rtp = h[0] & 0xc0 == 0x80 && !(64..96).contains(&(h[1] & 0x7f));
+    is_rtp.then(|| {
+        (
+            u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        )
+    })
 }
