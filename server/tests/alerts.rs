@@ -314,11 +314,11 @@ async fn command(ws: &mut Ws, cmd: Value) -> Value {
         .expect("reply in time")
 }
 
-/// A member of the public watching `alerts` inside `bbox`.
-async fn watch_alerts(s: &Server, sub: &str, bbox: [f64; 4]) -> Ws {
-    let access = s.token(sub, &[Role::Patient], 600);
+/// A gateway connection made with the connection token that `access` gets from the API;
+/// returns it with the connect reply.
+async fn connect_gateway(s: &Server, access: &str) -> (Ws, Value) {
     let r = s
-        .req("POST", "/api/v1/realtime/token", Some(&access), Value::Null)
+        .req("POST", "/api/v1/realtime/token", Some(access), Value::Null)
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     let url = s.base.replace("http://", "ws://") + "/connection/websocket";
@@ -329,6 +329,13 @@ async fn watch_alerts(s: &Server, sub: &str, bbox: [f64; 4]) -> Ws {
     )
     .await;
     assert!(reply.get("error").is_none(), "{reply}");
+    (ws, reply)
+}
+
+/// A member of the public watching `alerts` inside `bbox`.
+async fn watch_alerts(s: &Server, sub: &str, bbox: [f64; 4]) -> Ws {
+    let access = s.token(sub, &[Role::Patient], 600);
+    let (mut ws, _) = connect_gateway(s, &access).await;
     // The token subscribes everyone to `alerts` unfiltered; narrow it to the box.
     command(
         &mut ws,
@@ -1390,17 +1397,7 @@ async fn a_signed_in_subscriber_gets_each_alert_once_on_the_personal_channel() {
     assert_eq!(r.json["errors"][0]["pointer"], "/channels/0", "{}", r.json);
 
     // Dan's app: his connection token subscribes him to `user#user-dan` on the server side.
-    let rt = s
-        .req("POST", "/api/v1/realtime/token", Some(&dan), Value::Null)
-        .await;
-    assert_eq!(rt.status, 200, "{}", rt.json);
-    let url = s.base.replace("http://", "ws://") + "/connection/websocket";
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let reply = command(
-        &mut ws,
-        json!({"id": 1, "connect": {"token": rt.json["token"]}}),
-    )
-    .await;
+    let (mut ws, reply) = connect_gateway(&s, &dan).await;
     assert!(
         reply["connect"]["subs"].get("user#user-dan").is_some(),
         "{reply}"
