@@ -60,6 +60,24 @@ fn volunteer(id: &str, user: &str) -> CrisisObjectRecord {
     }
 }
 
+/// A hazard area around central London: a polygon, no point (`lat`/`lon` null).
+fn flood_zone(id: &str) -> CrisisObjectRecord {
+    CrisisObjectRecord {
+        id: id.into(),
+        kind: "hazard".into(),
+        object_type: "flood".into(),
+        severity: Some(3),
+        status: None,
+        lat: None,
+        lon: None,
+        geometry: json!({"type": "Polygon", "coordinates": [[[-0.2, 51.4], [0.0, 51.4], [0.0, 51.6], [-0.2, 51.6], [-0.2, 51.4]]]}).to_string(),
+        details: json!({}),
+        owner_id: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
 fn ev(key: &str, t: &str) -> NewEvent {
     NewEvent::new("nexus.crisis", key, t, "{}")
 }
@@ -302,21 +320,9 @@ async fn postgis_geometry_follows_the_portable_columns() {
     pg.insert_crisis_object(&incident("far", 48.85, 2.35, "u"), &[])
         .await
         .unwrap();
-    let hazard = CrisisObjectRecord {
-        id: "zone".into(),
-        kind: "hazard".into(),
-        object_type: "flood".into(),
-        severity: Some(3),
-        status: None,
-        lat: None,
-        lon: None,
-        geometry: json!({"type": "Polygon", "coordinates": [[[-0.2, 51.4], [0.0, 51.4], [0.0, 51.6], [-0.2, 51.6], [-0.2, 51.4]]]}).to_string(),
-        details: json!({}),
-        owner_id: None,
-        created_at: 1,
-        updated_at: 1,
-    };
-    pg.insert_crisis_object(&hazard, &[]).await.unwrap();
+    pg.insert_crisis_object(&flood_zone("zone"), &[])
+        .await
+        .unwrap();
     let ids = pg.crisis_ids_within_m(51.5, -0.12, 10_000.0).await.unwrap();
     assert_eq!(ids, ["near", "zone"]);
     // Migrating again (a restart) leaves the PostGIS step in place.
@@ -334,21 +340,10 @@ async fn postgis_geometry_follows_the_portable_columns() {
 /// run in fifteen, before those statements stopped being cached.
 async fn areas_and_points_alternate(store: Store) {
     for i in 0..20 {
-        let zone = CrisisObjectRecord {
-            id: format!("zone-{i}"),
-            kind: "hazard".into(),
-            object_type: "flood".into(),
-            severity: Some(3),
-            status: None,
-            lat: None,
-            lon: None,
-            geometry: json!({"type": "Polygon", "coordinates": [[[-0.2, 51.4], [0.0, 51.4], [0.0, 51.6], [-0.2, 51.6], [-0.2, 51.4]]]}).to_string(),
-            details: json!({}),
-            owner_id: None,
-            created_at: 1,
-            updated_at: 1,
-        };
-        store.insert_crisis_object(&zone, &[]).await.unwrap();
+        store
+            .insert_crisis_object(&flood_zone(&format!("zone-{i}")), &[])
+            .await
+            .unwrap();
         let point = incident(&format!("point-{i}"), 51.5, -0.1, "u");
         store.insert_crisis_object(&point, &[]).await.unwrap();
         let report = ReportRecord {
