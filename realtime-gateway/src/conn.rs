@@ -15,12 +15,13 @@ use crate::error::{Disconnect, ErrorCode, GatewayError};
 use crate::gateway::{ConnHandle, Control, Gateway, history_options};
 use crate::geo::{GeoFilter, Location};
 use crate::hub::ConnId;
-use crate::outbox::{Outbox, Queued};
+use crate::outbox::{DirectSocket, Outbox, Queued, SocketForClose, Stamps};
 use crate::protocol::{
     self, ClientInfo, Command, ConnectRequest, ConnectResult, Empty, Method, PresenceResult,
     Publication, RawJson, RefreshResult, SubscribeResult,
 };
-use crate::stats::{Stats, unix_micros};
+use crate::stats::{Stats, Tally, unix_micros};
+use crate::wire;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use nexus_auth::AuthError;
@@ -64,40 +65,79 @@ impl Gateway {
     /// Serves one client connection until it ends.
     ///
     /// The transport is any sink of [`Outgoing`] and stream of [`Incoming`]; [`crate::router`]
-    /// adapts axum's WebSocket to it, and tests drive it with in-memory channels.
+    /// adapts axum's WebSocket to it when the connection's own socket is out of reach (TLS),
+    /// and tests drive it with in-memory channels.
     pub async fn serve_connection<S, R, E>(&self, sink: S, stream: R)
     where
         S: Sink<Outgoing> + Unpin + Send + 'static,
         R: Stream<Item = Result<Incoming, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let inner = &self.inner;
-        let cfg = &inner.config;
-        let stats = inner.stats.clone();
-        stats.connections.fetch_add(1, Relaxed);
-        stats.connections_total.fetch_add(1, Relaxed);
+        let cfg = &self.inner.config;
+        let stats = self.inner.stats.clone();
         let (outbox, rx) = Outbox::new(
             cfg.client_queue_max_messages,
             cfg.client_queue_max_bytes,
             stats.clone(),
         );
+        let writer = write_loop(
+            sink,
+            rx,
+            outbox.clone(),
+            cfg.max_write_batch_bytes,
+            Duration::from_secs(cfg.close_timeout_secs),
+            stats,
+        );
+        self.serve(outbox, writer, stream).await;
+    }
+
+    /// Serves one client connection over its TCP socket, after the WebSocket handshake.
+    /// `early`: bytes the client sent after its handshake request that were read with it.
+    ///
+    /// The gateway frames the socket itself (RFC 6455, server side), so that a delivery can write
+    /// its frame straight to the socket (see `outbox`): no writer task to wake, no copy into
+    /// a framing buffer.
+    pub async fn serve_tcp(&self, tcp: tokio::net::TcpStream, early: Bytes) {
+        let cfg = &self.inner.config;
+        let stats = self.inner.stats.clone();
+        let _ = tcp.set_nodelay(true);
+        let socket = Arc::new(DirectSocket::new(tcp));
+        let (outbox, rx) = Outbox::with_socket(
+            cfg.client_queue_max_messages,
+            cfg.client_queue_max_bytes,
+            stats.clone(),
+            Some(socket.clone()),
+        );
+        let writer = raw_write_loop(
+            rx,
+            outbox.clone(),
+            cfg.max_write_batch_bytes,
+            Duration::from_secs(cfg.close_timeout_secs),
+            stats,
+        );
+        let stream = read_frames(socket, outbox.clone(), early, cfg.max_frame_bytes);
+        self.serve(outbox, writer, Box::pin(stream)).await;
+    }
+
+    async fn serve<W, R, E>(&self, outbox: Arc<Outbox>, writer: W, stream: R)
+    where
+        W: Future<Output = ()> + Send + 'static,
+        R: Stream<Item = Result<Incoming, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let inner = &self.inner;
+        let stats = inner.stats.clone();
+        stats.connections.fetch_add(1, Relaxed);
+        stats.connections_total.fetch_add(1, Relaxed);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
         let session = Session {
             gw: self.clone(),
             id: inner.next_conn.fetch_add(1, Relaxed),
             client: uuid::Uuid::new_v4().to_string().into(),
-            outbox: outbox.clone(),
+            outbox,
             ctrl: ctrl_tx,
             state: State::Connecting,
         };
-        let writer = write_loop(
-            sink,
-            rx,
-            outbox,
-            cfg.max_write_batch_bytes,
-            Duration::from_secs(cfg.close_timeout_secs),
-            stats.clone(),
-        );
         // The writer runs as its own task, so a delivery wakes the writer alone. (Joined in
         // one task, every delivery also re-polled the session's socket read, timers and
         // shutdown token: `join!` polls every branch on every wake-up.)
@@ -106,6 +146,199 @@ impl Gateway {
         let _ = (&mut writer.0).await;
         stats.connections.fetch_sub(1, Relaxed);
     }
+}
+
+/// Read buffer of a connection served over its socket, reserved only while reading: an idle
+/// connection holds none.
+const READ_CHUNK: usize = 4 << 10;
+
+/// The client's messages, read and unframed from its socket. Pings are answered here (the
+/// pong goes through the outbox, in order with everything else); a protocol violation ends
+/// the stream with an error.
+fn read_frames(
+    socket: Arc<DirectSocket>,
+    outbox: Arc<Outbox>,
+    early: Bytes,
+    max_message: usize,
+) -> impl Stream<Item = Result<Incoming, String>> + Send {
+    let reader = wire::FrameReader::new(max_message);
+    let buf = BytesMut::from(&early[..]);
+    futures_util::stream::unfold(
+        (socket, outbox, reader, buf, false),
+        |(socket, outbox, mut reader, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match reader.next(&mut buf) {
+                    Err(e) => {
+                        return Some((Err(e.to_string()), (socket, outbox, reader, buf, true)));
+                    }
+                    Ok(Some(frame)) => {
+                        let item = match frame {
+                            wire::ClientFrame::Ping(payload) => {
+                                outbox.push_framed(wire::frame(wire::OP_PONG, &payload));
+                                continue;
+                            }
+                            wire::ClientFrame::Text(t) => Incoming::Text(t),
+                            wire::ClientFrame::Binary(b) => Incoming::Binary(b),
+                            wire::ClientFrame::Close => Incoming::Close,
+                        };
+                        if buf.is_empty() {
+                            buf = BytesMut::new();
+                        }
+                        return Some((Ok(item), (socket, outbox, reader, buf, false)));
+                    }
+                    Ok(None) => {}
+                }
+                if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                    buf.reserve(READ_CHUNK);
+                }
+                let read = loop {
+                    if let Err(e) = socket.tcp().readable().await {
+                        break Err(e);
+                    }
+                    match socket.tcp().try_read_buf(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        other => break other,
+                    }
+                };
+                match read {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Some((Err(e.to_string()), (socket, outbox, reader, buf, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The writer of a connection served over its socket: writes what the outbox queued (when
+/// a delivery could not write directly), several frames per system call, then the close
+/// frame.
+async fn raw_write_loop(
+    mut rx: mpsc::Receiver<Queued>,
+    outbox: Arc<Outbox>,
+    max_batch: usize,
+    close_timeout: Duration,
+    stats: Arc<Stats>,
+) {
+    let mut carry: Option<Queued> = None;
+    let mut buf = BytesMut::new();
+    let mut tally = Tally::default();
+    // When the connection closes in the middle of a write: the socket (still held) and the
+    // bytes not yet written, which go out before the close frame.
+    let mut unfinished: Option<(&DirectSocket, Bytes)> = None;
+    'frames: loop {
+        let first = match carry.take() {
+            Some(f) => f,
+            None => match outbox.next(&mut rx).await {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        // Queued frames still count as queued, so no delivery writes around them.
+        let Some(socket) = outbox.take_socket().await else {
+            break;
+        };
+        buf.clear();
+        let mut payload_bytes = 0;
+        let mut stamps: Vec<Stamps> = Vec::new();
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            let framed = matches!(q.stamps, Stamps::Framed);
+            let (h, hl) = wire::header(wire::OP_TEXT, q.frame.len());
+            let add = q.frame.len() + if framed { 0 } else { hl };
+            if !buf.is_empty() && buf.len() + add > max_batch {
+                carry = Some(q);
+                break;
+            }
+            if !framed {
+                buf.extend_from_slice(&h[..hl]);
+            }
+            buf.extend_from_slice(&q.frame);
+            payload_bytes += q.frame.len();
+            stamps.push(q.stamps);
+            next = rx.try_recv().ok();
+        }
+        let mut at = 0;
+        while at < buf.len() {
+            let failed = match socket.tcp().try_write(&buf[at..]) {
+                Ok(n) => {
+                    at += n;
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match outbox.writable(socket).await {
+                        Ok(true) => false,
+                        Ok(false) => {
+                            unfinished = Some((socket, buf.split_off(at).freeze()));
+                            break 'frames;
+                        }
+                        Err(_) => true,
+                    }
+                }
+                Err(_) => true,
+            };
+            if failed {
+                outbox.close(Disconnect::WRITE_ERROR);
+                break 'frames;
+            }
+        }
+        let now = unix_micros();
+        for s in &stamps {
+            tally.written(s, now);
+        }
+        tally.flush(&stats);
+        outbox.dequeued(payload_bytes);
+        outbox.put_socket(socket);
+    }
+    let code = match outbox.reason() {
+        None => return,
+        Some(d) if d.code == Disconnect::WRITE_ERROR.code => return,
+        // The client closed: echo a normal close (RFC 6455 §5.5.1).
+        Some(d) if d.code == Disconnect::CONNECTION_CLOSED.code => (1000, ""),
+        Some(d) => (d.code, d.reason.as_ref()),
+    };
+    let close = wire::frame(wire::OP_CLOSE, &wire::close_payload(code.0, code.1));
+    // A frame begun (by this task, or by a delivery that handed its rest over) is finished
+    // first: a close frame cannot cut into it. Bounded by the close timeout, like the rest.
+    let _ = timeout(close_timeout, async {
+        let (socket, rest) = match unfinished {
+            Some(u) => u,
+            None => loop {
+                match outbox.socket_for_close() {
+                    SocketForClose::Free(s) => break (s, Bytes::new()),
+                    SocketForClose::Handed(s) => {
+                        let rest = rx.try_recv().map(|q| q.frame).unwrap_or_default();
+                        break (s, rest);
+                    }
+                    // A delivery that began before the close is inside its system call.
+                    SocketForClose::Busy => tokio::task::yield_now().await,
+                    SocketForClose::None => return,
+                }
+            },
+        };
+        for bytes in [rest, close] {
+            let mut at = 0;
+            while at < bytes.len() {
+                match socket.tcp().try_write(&bytes[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if socket.tcp().writable().await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    })
+    .await;
+    drop(rx);
+    outbox.shutdown_socket();
 }
 
 /// The writer task of a connection whose `serve_connection` future is dropped (server

@@ -7,14 +7,18 @@ use crate::protocol::{PresenceResult, StreamPosition};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncReadExt;
+use tungstenite::handshake::derive_accept_key;
 
 /// The gateway's routes: `GET /connection/websocket` and `POST /api/{method}`.
 ///
@@ -35,12 +39,109 @@ pub fn router(gw: Gateway) -> Router {
 /// Read buffer of one WebSocket connection.
 const READ_BUFFER_BYTES: usize = 4 << 10;
 
-async fn websocket(State(gw): State<Gateway>, ws: WebSocketUpgrade) -> Response {
+/// The TCP socket of the HTTP connection a request came on (a duplicate of its descriptor),
+/// for the gateway to take over on a WebSocket upgrade ([`Gateway::serve_tcp`]). The server
+/// adds it to each request of a plain-TCP connection as an extension; without it (TLS,
+/// HTTP/2) the upgrade goes through axum's WebSocket.
+#[derive(Clone, Debug)]
+pub struct ConnSocket(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl ConnSocket {
+    /// Wraps the duplicate of an accepted connection's socket.
+    pub fn new(socket: std::net::TcpStream) -> ConnSocket {
+        ConnSocket(Arc::new(Mutex::new(Some(socket))))
+    }
+
+    fn take(&self) -> Option<std::net::TcpStream> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed HTTP/1.1 WebSocket upgrade request (RFC 6455
+/// §4.2.1), or `None` to let axum's extractor answer (or refuse) it.
+fn upgrade_key(req: &Request) -> Option<&HeaderValue> {
+    let h = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let ok = req.method() == Method::GET
+        && req.version() == Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && h.get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+    ok.then(|| h.get(header::SEC_WEBSOCKET_KEY)).flatten()
+}
+
+/// Bytes the client sent after its upgrade request that hyper read along with it (a client
+/// must wait for the handshake's answer, so normally none).
+async fn early_bytes(upgraded: hyper::upgrade::Upgraded) -> Option<BytesMut> {
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    let mut early = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    while early.len() < READ_BUFFER_BYTES * 16 {
+        match io.read(&mut chunk).now_or_never() {
+            Some(Ok(0)) => return None,
+            Some(Ok(n)) => early.extend_from_slice(&chunk[..n]),
+            Some(Err(_)) => return None,
+            None => break,
+        }
+    }
+    Some(early)
+}
+
+async fn websocket(State(gw): State<Gateway>, mut req: Request) -> Response {
     if gw.is_shutting_down() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    let direct = match (upgrade_key(&req), req.extensions().get::<ConnSocket>()) {
+        (Some(key), Some(socket)) => socket
+            .take()
+            .map(|s| (s, derive_accept_key(key.as_bytes()))),
+        _ => None,
+    };
     let Ok(permit) = gw.inner.conn_limit.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "connection limit").into_response();
+    };
+    if let Some((socket, accept)) = direct {
+        // Our own handshake, then the socket is the gateway's: it frames and writes it
+        // itself, so that deliveries write straight to it (see `Gateway::serve_tcp`).
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let tracker = gw.inner.tracker.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let Some(early) = early_bytes(upgraded).await else {
+                return;
+            };
+            let tcp = match socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(socket))
+            {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take over an upgraded connection");
+                    return;
+                }
+            };
+            gw.serve_tcp(tcp, early.freeze()).await;
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(axum::body::Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    let ws = match WebSocketUpgrade::from_request(req, &gw).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
     };
     let max = gw.config().max_frame_bytes;
     // tungstenite reserves (and touches) its whole read buffer per connection: the 128 KiB

@@ -2,13 +2,17 @@
 //!
 //! Channels are spread over shard tasks by hash. Each shard task owns its channels'
 //! subscriber sets and geo indexes outright — no locks — and is told what to do by message.
-//! A publication is encoded once (in [`EventSink::deliver`]) and the same [`Bytes`] are pushed
-//! into each recipient's bounded [`Outbox`] without waiting: a full outbox closes its
-//! connection with 3008 slow instead of slowing anyone else.
+//! A channel's subscribers are split over *lanes*, one shard per core (by connection id), and
+//! each publication goes to every lane: the lanes sweep their parts in parallel, on all
+//! cores, and each subscriber still gets the channel's publications in order (one lane owns
+//! it). A publication is encoded once (in [`EventSink::deliver`]) and the same [`Bytes`] reach
+//! each recipient's bounded [`Outbox`] without waiting — written straight to its socket when
+//! its queue is empty, queued otherwise; a full outbox closes its connection with 3008 slow
+//! instead of slowing anyone else.
 //!
-//! A sweep is paced: every few dozen deliveries it yields, so that the writers it woke run
-//! (on every worker) before it wakes more, and the runtime's other tasks — the next publish
-//! request among them — are not queued behind 10 000 writers. Publications of one channel that
+//! A sweep is paced: every 128 deliveries it yields, so that the runtime's other tasks — the
+//! next publish request among them, and the writers of connections whose frames were
+//! queued — are not kept waiting behind 10 000 deliveries. Publications of one channel that
 //! arrive while a sweep runs join it where it is, as a new *round*: the subscribers still
 //! ahead get the rounds under way joined in one frame (joined once, shared by all of them),
 //! and the sweep wraps round to give the new round to those it had passed. Every subscriber
@@ -22,10 +26,10 @@
 use crate::config::GatewayConfig;
 use crate::engine::EngineEvent;
 use crate::geo::{GeoBox, GeoIndex, Location};
-use crate::outbox::{Outbox, Stamps};
+use crate::outbox::{Outbox, Stamps, WireFrame};
 use crate::protocol::{encode_join, encode_leave, encode_publication};
-use crate::stats::Stats;
-use bytes::{Bytes, BytesMut};
+use crate::stats::{Stats, Tally};
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -83,30 +87,33 @@ enum HubCmd {
 /// allows), joined once for all of them.
 struct Round {
     fanouts: Vec<Fanout>,
-    joined: Bytes,
+    /// The joined publications as one WebSocket text frame, header included, so that a
+    /// direct write sends it as it is (see `Outbox::deliver_wire`).
+    wire: WireFrame,
     stamps: Stamps,
 }
 
 impl Round {
     fn new(fanouts: Vec<Fanout>) -> Round {
-        let (joined, stamps) = match fanouts.as_slice() {
-            [one] => (one.frame.clone(), Stamps::one(one.published_us)),
-            many => {
-                let len = many.iter().map(|f| f.frame.len() + 1).sum();
-                let mut buf = BytesMut::with_capacity(len);
-                for (i, f) in many.iter().enumerate() {
-                    if i > 0 {
-                        buf.extend_from_slice(b"\n");
-                    }
-                    buf.extend_from_slice(&f.frame);
-                }
-                let stamps = many.iter().map(|f| f.published_us).collect();
-                (buf.freeze(), Stamps::Many(Arc::new(stamps)))
+        let len = fanouts
+            .iter()
+            .map(|f| f.frame.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        let mut buf = WireFrame::builder(len);
+        for (i, f) in fanouts.iter().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b"\n");
             }
+            buf.extend_from_slice(&f.frame);
+        }
+        let stamps = match fanouts.as_slice() {
+            [one] => Stamps::one(one.published_us),
+            many => Stamps::Many(Arc::new(many.iter().map(|f| f.published_us).collect())),
         };
         Round {
+            wire: WireFrame::finish(buf),
             fanouts,
-            joined,
             stamps,
         }
     }
@@ -125,11 +132,12 @@ struct Sub {
 
 impl Sub {
     /// Delivers one fan-out; `true` when it was queued for the connection.
-    fn deliver(&mut self, f: &Fanout, limit: usize) -> bool {
+    fn deliver(&mut self, f: &Fanout, limit: usize, tally: &mut Tally) -> bool {
         match &mut self.state {
-            SubState::Live => self
-                .outbox
-                .push_publication(f.frame.clone(), f.published_us),
+            SubState::Live => {
+                self.outbox
+                    .deliver(f.frame.clone(), Stamps::one(f.published_us), tally)
+            }
             SubState::Buffering(buf) => {
                 if buf.len() >= limit {
                     self.outbox.overflow();
@@ -142,11 +150,9 @@ impl Sub {
     }
 
     /// Delivers a whole round; returns how many of its fan-outs were queued.
-    fn deliver_round(&mut self, round: &Round, limit: usize) -> u64 {
+    fn deliver_round(&mut self, round: &Round, limit: usize, tally: &mut Tally) -> u64 {
         if let SubState::Live = self.state {
-            let queued = self
-                .outbox
-                .push_stamped(round.joined.clone(), round.stamps.clone());
+            let queued = self.outbox.deliver_wire(&round.wire, &round.stamps, tally);
             return if queued {
                 round.fanouts.len() as u64
             } else {
@@ -156,7 +162,7 @@ impl Sub {
         round
             .fanouts
             .iter()
-            .map(|f| u64::from(self.deliver(f, limit)))
+            .map(|f| u64::from(self.deliver(f, limit, tally)))
             .sum()
     }
 }
@@ -215,16 +221,29 @@ struct Shard {
 }
 
 /// Counts deliveries and yields to the runtime every [`SWEEP_CHUNK`] of them, so that the
-/// writers just woken run (on both workers) and other tasks get their turn mid-sweep.
-struct Pacer(usize);
+/// writers just woken run (on both workers) and other tasks get their turn mid-sweep. The
+/// frames the sweep wrote itself (direct writes) are counted in its [`Tally`], added to the
+/// shared stats at each yield.
+struct Pacer<'a> {
+    n: usize,
+    tally: Tally,
+    stats: &'a Stats,
+}
 
-impl Pacer {
+impl Pacer<'_> {
     async fn delivered(&mut self, n: usize) {
-        self.0 += n;
-        if self.0 >= SWEEP_CHUNK {
-            self.0 = 0;
+        self.n += n;
+        if self.n >= SWEEP_CHUNK {
+            self.n = 0;
+            self.tally.flush(self.stats);
             tokio::task::yield_now().await;
         }
+    }
+}
+
+impl Drop for Pacer<'_> {
+    fn drop(&mut self) {
+        self.tally.flush(self.stats);
     }
 }
 
@@ -286,7 +305,11 @@ impl Shard {
         let Some(ch) = channels.get_mut(&channel) else {
             return;
         };
-        let mut pace = Pacer(0);
+        let mut pace = Pacer {
+            n: 0,
+            tally: Tally::default(),
+            stats: stats.as_ref(),
+        };
         let mut sent = deliver_geo(ch, &fanouts, scratch, limit, &mut pace).await;
         let n = ch.plain.len();
         // Rounds under way: where each started in `plain`, and its fan-outs.
@@ -296,7 +319,7 @@ impl Shard {
         while n > 0 && !rounds.is_empty() {
             let end = (pos + SWEEP_CHUNK).min(n);
             for (_, sub) in &mut ch.plain[pos..end] {
-                sent += sub.deliver_round(&round, limit);
+                sent += sub.deliver_round(&round, limit, &mut pace.tally);
             }
             pace.delivered(end - pos).await;
             pos = if end == n { 0 } else { end };
@@ -436,7 +459,7 @@ async fn deliver_geo(
     fanouts: &[Fanout],
     scratch: &mut Vec<u64>,
     limit: usize,
-    pace: &mut Pacer,
+    pace: &mut Pacer<'_>,
 ) -> u64 {
     let mut sent = 0;
     if ch.geo.is_empty() {
@@ -450,7 +473,7 @@ async fn deliver_geo(
         }
         for id in scratch.iter() {
             if let Some((sub, _)) = ch.geo.get_mut(id) {
-                sent += u64::from(sub.deliver(f, limit));
+                sent += u64::from(sub.deliver(f, limit, &mut pace.tally));
             }
             pace.delivered(1).await;
         }
@@ -463,6 +486,9 @@ async fn deliver_geo(
 pub(crate) struct Hub {
     shards: Arc<[mpsc::Sender<HubCmd>]>,
     hasher: RandomState,
+    /// Shards each channel's subscribers are spread over (one per core): a publication is
+    /// swept by that many shard tasks in parallel, each over its part of the subscribers.
+    lanes: usize,
 }
 
 impl Hub {
@@ -483,14 +509,24 @@ impl Hub {
                 tx
             })
             .collect();
+        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
         Hub {
             shards: shards.into(),
             hasher: RandomState::new(),
+            lanes,
         }
     }
 
-    fn shard(&self, channel: &str) -> &mpsc::Sender<HubCmd> {
-        &self.shards[(self.hasher.hash_one(channel) as usize) % self.shards.len()]
+    /// The shard holding `conn`'s subscription to `channel`: one of the channel's lanes.
+    fn shard(&self, channel: &str, conn: ConnId) -> &mpsc::Sender<HubCmd> {
+        let lane = (conn % self.lanes as u64) as usize;
+        &self.shards[(self.hasher.hash_one(channel) as usize + lane) % self.shards.len()]
+    }
+
+    /// The shards of all of `channel`'s lanes.
+    fn lanes(&self, channel: &str) -> impl Iterator<Item = &mpsc::Sender<HubCmd>> {
+        let base = self.hasher.hash_one(channel) as usize;
+        (0..self.lanes).map(move |lane| &self.shards[(base + lane) % self.shards.len()])
     }
 
     /// Adds a buffering subscription; returns once the hub has it.
@@ -502,7 +538,7 @@ impl Hub {
         geo: Option<GeoBox>,
     ) -> Result<(), crate::GatewayError> {
         let (ack, rx) = oneshot::channel();
-        self.shard(channel)
+        self.shard(channel, conn)
             .send(HubCmd::Subscribe {
                 channel: channel.into(),
                 conn,
@@ -519,7 +555,7 @@ impl Hub {
     /// are delivered, and later ones go straight to the connection.
     pub(crate) async fn activate(&self, channel: &str, conn: ConnId, after_offset: u64) {
         let _ = self
-            .shard(channel)
+            .shard(channel, conn)
             .send(HubCmd::Activate {
                 channel: channel.into(),
                 conn,
@@ -530,7 +566,7 @@ impl Hub {
 
     pub(crate) async fn unsubscribe(&self, channel: &str, conn: ConnId) {
         let _ = self
-            .shard(channel)
+            .shard(channel, conn)
             .send(HubCmd::Unsubscribe {
                 channel: channel.into(),
                 conn,
@@ -546,30 +582,32 @@ impl Hub {
         location: Option<Location>,
         published_us: u64,
     ) {
-        let _ = self
-            .shard(channel)
-            .send(HubCmd::Fanout(Fanout {
-                channel: channel.into(),
-                frame,
-                offset,
-                location,
-                published_us,
-            }))
-            .await;
+        let fanout = Fanout {
+            channel: channel.into(),
+            frame,
+            offset,
+            location,
+            published_us,
+        };
+        for shard in self.lanes(channel) {
+            let _ = shard.send(HubCmd::Fanout(fanout.clone())).await;
+        }
     }
 
-    /// Every channel with local subscribers, with their number.
+    /// Every channel with local subscribers, with their number (summed over its lanes).
     pub(crate) async fn channels(&self) -> Vec<(String, usize)> {
-        let mut all = Vec::new();
+        let mut all: HashMap<String, usize> = HashMap::new();
         for shard in self.shards.iter() {
             let (reply, rx) = oneshot::channel();
             if shard.send(HubCmd::Channels { reply }).await.is_ok()
                 && let Ok(list) = rx.await
             {
-                all.extend(list);
+                for (name, n) in list {
+                    *all.entry(name).or_default() += n;
+                }
             }
         }
-        all
+        all.into_iter().collect()
     }
 }
 

@@ -37,7 +37,8 @@
 //! - [`conn`]: one connection over any `Sink`/`Stream` ([`Gateway::serve_connection`]);
 //! - [`protocol`]: wire types and codec; [`channel`]: namespaces and permissions;
 //!   [`geo`]: boxes, locations and the subscriber index; [`config`]: [`GatewayConfig`];
-//! - `hub` (private): subscriber sets and fan-out; `outbox` (private): per-connection queues;
+//! - `hub` (private): subscriber sets and fan-out; `outbox` (private): per-connection queues
+//!   and direct socket writes; [`wire`]: WebSocket framing for [`Gateway::serve_tcp`];
 //! - [`engine`]: the [`Engine`] trait, [`MemoryEngine`], [`RedisEngine`];
 //! - [`stats`]: counters; [`error`]: [`GatewayError`], [`Disconnect`] codes.
 //!
@@ -101,11 +102,12 @@ mod hub;
 mod outbox;
 pub mod protocol;
 pub mod stats;
+pub mod wire;
 
 pub use config::{ApiKey, GatewayConfig, NamespaceConfig};
 pub use conn::{Incoming, Outgoing};
 pub use engine::{Engine, MemoryEngine, RedisEngine, RedisEngineConfig};
 pub use error::{Disconnect, ErrorCode, GatewayError};
 pub use gateway::{ApiKeyCheck, Gateway, PublishResult};
-pub use http::router;
+pub use http::{ConnSocket, router};
 pub use stats::{Stats, StatsSnapshot};

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{Client, Closed, config, start};
+use common::{Client, Closed, Transport, config, start, start_on};
 use futures_util::{SinkExt, StreamExt};
 use nexus_auth::{Claims, Role};
+use nexus_gateway::MemoryEngine;
 use nexus_gateway::{GatewayConfig, NamespaceConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -13,7 +14,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn client_subscribes_and_receives_a_server_api_publication() {
-    let srv = start(config()).await;
+    subscribe_and_receive(Transport::Direct).await;
+}
+
+#[tokio::test]
+async fn client_subscribes_and_receives_a_server_api_publication_through_axum() {
+    subscribe_and_receive(Transport::Axum).await;
+}
+
+async fn subscribe_and_receive(transport: Transport) {
+    let srv = start_on(transport, config(), MemoryEngine::new()).await;
     let mut c = srv.client("u1", &[Role::Responder], &[]).await;
     assert_eq!(c.connect_reply["ping"], 25);
     assert_eq!(c.connect_reply["pong"], true);
@@ -380,6 +390,15 @@ async fn geo_filtered_subscriptions() {
 
 #[tokio::test]
 async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving() {
+    slow_client(Transport::Direct).await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving_through_axum() {
+    slow_client(Transport::Axum).await;
+}
+
+async fn slow_client(transport: Transport) {
     let mut cfg = config();
     cfg.client_queue_max_messages = 64;
     cfg.client_queue_max_bytes = 256 << 10;
@@ -389,7 +408,7 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving() {
         ..NamespaceConfig::new("feed")
     }];
     cfg.close_timeout_secs = 20;
-    let srv = start(cfg).await;
+    let srv = start_on(transport, cfg, MemoryEngine::new()).await;
     let mut slow = srv.client("slow", &[], &[]).await;
     let epoch = slow.subscribe(json!({"channel": "feed"})).await["epoch"].clone();
     let mut fast = srv.client("fast", &[], &[]).await;
@@ -599,7 +618,16 @@ async fn server_api_is_off_without_any_key() {
 
 #[tokio::test]
 async fn shutdown_disconnects_everyone_with_3001() {
-    let srv = start(config()).await;
+    shutdown(Transport::Direct).await;
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_everyone_with_3001_through_axum() {
+    shutdown(Transport::Axum).await;
+}
+
+async fn shutdown(transport: Transport) {
+    let srv = start_on(transport, config(), MemoryEngine::new()).await;
     let mut a = srv.client("a", &[], &[]).await;
     let mut b = srv.client("b", &[], &[]).await;
     let gw = srv.gw.clone();
@@ -621,6 +649,74 @@ async fn binary_frames_are_refused() {
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     match ws.next().await {
         Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 3501),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_late_reader_gets_every_publication_whole_and_in_order() {
+    // The client reads nothing while 3000 publications of 4 KiB (12 MiB) are published: the
+    // socket fills, direct writes stop part-way through frames and hand the rest to the
+    // writer task, frames queue behind it. Then it reads: every frame whole, every offset
+    // once and in order.
+    let mut cfg = config();
+    cfg.client_queue_max_messages = 10_000;
+    cfg.client_queue_max_bytes = 64 << 20;
+    let srv = start(cfg).await;
+    let mut c = srv.client("late", &[], &[]).await;
+    c.subscribe(json!({"channel": "incidents"})).await;
+    let payload = "y".repeat(4 << 10);
+    let total = 3000u64;
+    for n in 1..=total {
+        srv.gw
+            .publish("incidents", json!({ "n": n, "pad": payload }))
+            .await
+            .unwrap();
+    }
+    for n in 1..=total {
+        let p = c.publication().await;
+        assert_eq!(p["offset"], n);
+        assert_eq!(p["data"]["n"], n);
+        assert_eq!(p["data"]["pad"].as_str().map(str::len), Some(4 << 10));
+    }
+    assert!(c.quiet_for(Duration::from_millis(200)).await);
+    assert_eq!(srv.gw.stats().slow_disconnects, 0);
+}
+
+#[tokio::test]
+async fn client_pings_get_pongs_and_fragmented_commands_are_joined() {
+    let srv = start(config()).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", srv.addr))
+            .await
+            .unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("{other:?}"),
+    }
+    // A connect command split over two frames (text + continuation).
+    let token = srv.token("frag", &[], &[], 600);
+    let cmd = format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#);
+    let (a, b) = cmd.split_at(10);
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let part = |fin: bool, opcode: Data, bytes: &str| {
+        Message::Frame(Frame::from_payload(
+            FrameHeader {
+                is_final: fin,
+                opcode: OpCode::Data(opcode),
+                ..FrameHeader::default()
+            },
+            bytes.as_bytes().to_vec().into(),
+        ))
+    };
+    ws.send(part(false, Data::Text, a)).await.unwrap();
+    ws.send(part(true, Data::Continue, b)).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => assert!(t.starts_with(r#"{"id":1,"connect":"#), "{t}"),
         other => panic!("{other:?}"),
     }
 }

@@ -311,10 +311,23 @@ async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // On plain TCP the gateway takes a WebSocket upgrade's socket over (it writes
+        // deliveries straight to it): a duplicate descriptor, closed with the connection
+        // unless an upgrade takes it.
+        let socket = match tls {
+            None => socket2::SockRef::from(&stream)
+                .try_clone()
+                .ok()
+                .map(|s| nexus_gateway::ConnSocket::new(s.into())),
+            Some(_) => None,
+        };
         let service =
             app.clone()
                 .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    if let Some(s) = &socket {
+                        req.extensions_mut().insert(s.clone());
+                    }
                     req
                 });
         let service = TowerToHyperService::new(service);

@@ -5,7 +5,7 @@ use axum::body::Body;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use nexus_auth::{Claims, Role, TokenKeys};
-use nexus_gateway::{ApiKey, Engine, Gateway, GatewayConfig, MemoryEngine, router};
+use nexus_gateway::{ApiKey, ConnSocket, Engine, Gateway, GatewayConfig, MemoryEngine, router};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,13 +36,60 @@ pub async fn start(config: GatewayConfig) -> Server {
     start_with(config, MemoryEngine::new()).await
 }
 
+/// How the test server hands WebSocket upgrades to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// As `nexus serve` does on plain TCP: each request carries its connection's socket
+    /// ([`ConnSocket`]), and the gateway frames and writes it itself.
+    Direct,
+    /// Through axum's WebSocket (what `nexus serve` does over TLS).
+    Axum,
+}
+
 pub async fn start_with(config: GatewayConfig, engine: impl Engine) -> Server {
+    start_on(Transport::Direct, config, engine).await
+}
+
+pub async fn start_on(transport: Transport, config: GatewayConfig, engine: impl Engine) -> Server {
     let keys = TokenKeys::new(SECRET, &[]);
     let gw = Gateway::new(config, keys.clone(), engine).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(gw.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    match transport {
+        Transport::Axum => {
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+        Transport::Direct => {
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let socket = socket2::SockRef::from(&stream).try_clone().unwrap();
+                    let socket = ConnSocket::new(socket.into());
+                    let service =
+                        hyper_util::service::TowerToHyperService::new(app.clone().map_request(
+                            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                                req.extensions_mut().insert(socket.clone());
+                                req
+                            },
+                        ));
+                    tokio::spawn(async move {
+                        let builder = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        );
+                        let _ = builder
+                            .serve_connection_with_upgrades(
+                                hyper_util::rt::TokioIo::new(stream),
+                                service,
+                            )
+                            .await;
+                    });
+                }
+            });
+        }
+    }
     Server { addr, gw, keys }
 }
 
