@@ -33,4 +33,3 @@ pub fn atom_read(data: &[u8]) {
         }
     }
 }
-
