@@ -95,6 +95,7 @@ pub mod ids;
 pub mod layer;
 pub mod load;
 pub mod protocol;
+pub mod relay;
 pub mod rtp;
 pub mod shard;
 pub mod speaker;
@@ -106,4 +107,5 @@ pub use protocol::{
     ClientMessage, Grants, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind,
     ServerMessage, TrackInfo, TrackKind, TrackSource,
 };
+pub use relay::{Relay, RelayedRtp, RelayedTrack};
 pub use shard::{Command, Input, Output, ParticipantState, Reply, Shard, ShardConfig, ShardStats};
