@@ -12,6 +12,7 @@ use crate::protocol::{
 use crate::relay::{Relay, RelayedRtp, RelayedTrack};
 use crate::rtp::{Rewriter, starts_keyframe};
 use crate::speaker::ActiveSpeaker;
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -329,7 +330,7 @@ struct Peer {
     addrs: Vec<SocketAddr>,
     next_timeout: Option<Instant>,
     published: HashMap<Mid, TrackId>,
-    outs: HashMap<Mid, OutSlot>,
+    outs: FxHashMap<Mid, OutSlot>,
     channels: Vec<(ChannelId, String)>,
     pending: Option<SdpPendingOffer>,
     queued_subs: Vec<(TrackId, Option<u32>)>,
@@ -481,7 +482,9 @@ pub struct Shard {
     rng: u64,
     next_track: u64,
     rooms: HashMap<RoomId, Room>,
-    participants: HashMap<ParticipantId, Participant>,
+    /// Looked up for every subscriber of every forwarded packet: a fast hash (the ids are the
+    /// server's own random numbers, not chosen by peers).
+    participants: FxHashMap<ParticipantId, Participant>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     dirty: Vec<ParticipantId>,
@@ -489,7 +492,7 @@ pub struct Shard {
     /// timeout moves; they are checked against the participant when they come up.
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// When each forwarded media packet, by outgoing (SSRC, sequence number), was received.
-    arrivals: HashMap<(u32, u16), Instant>,
+    arrivals: FxHashMap<(u32, u16), Instant>,
     propagated: VecDeque<Propagated>,
     outputs: VecDeque<Output>,
     stats: ShardStats,
@@ -532,12 +535,12 @@ impl Shard {
             rng,
             next_track: 1,
             rooms: HashMap::new(),
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
-            arrivals: HashMap::new(),
+            arrivals: FxHashMap::default(),
             propagated: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: ShardStats::default(),
@@ -1151,7 +1154,7 @@ impl Shard {
             addrs: Vec::new(),
             next_timeout: None,
             published: HashMap::new(),
-            outs: HashMap::new(),
+            outs: FxHashMap::default(),
             channels: Vec::new(),
             pending: None,
             queued_subs: Vec::new(),

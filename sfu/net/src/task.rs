@@ -42,6 +42,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// Capacity of each shard's queue of messages from the other shards (a room's media among
 /// them). A full queue drops the message, as a full socket buffer would drop a datagram.
 pub(crate) const RELAY_QUEUE: usize = 4096;
+/// Longest sleep of an idle shard's loop.
+const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Relay messages handled in one wake-up before the loop looks at its socket again.
 const RELAY_BATCH: usize = 64;
 
@@ -192,7 +194,8 @@ impl ShardTask {
             let start = Instant::now();
             let timeout = self.flush().await;
             self.busy(start);
-            let deadline = tokio::time::Instant::from_std(timeout);
+            // At least once a second, so that an idle shard's published busy ratio decays too.
+            let deadline = tokio::time::Instant::from_std(timeout.min(start + IDLE_WAKE));
             tokio::select! {
                 // Signaling first: a saturated shard (every branch always ready) must still
                 // answer offers, stats and shutdown within a loop round.
