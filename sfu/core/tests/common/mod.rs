@@ -74,6 +74,7 @@ pub struct Net {
 
 /// Declares, for each scenario `fn name(shards: usize)`, a test module `name` that runs it on
 /// one shard (`one_shard`) and with the room spanning two shards (`room_over_two_shards`).
+#[allow(unused_macros)] // the forwarding bench includes this module too
 macro_rules! on_one_and_two_shards {
     ($($name:ident),* $(,)?) => {
         $(
