@@ -225,7 +225,7 @@ pub enum Output {
 /// Counters and gauges of one shard (monotonic counters unless noted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStats {
-    /// Open rooms (gauge).
+    /// Open rooms (gauge); a room spanning shards counts on the shard its tracks are published on.
     pub rooms: u64,
     /// Participants not yet left (gauge).
     pub participants: u64,
@@ -615,7 +615,13 @@ impl Shard {
     /// Current counters.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats;
-        s.rooms = self.rooms.len() as u64;
+        // A room spanning shards is counted once, by the shard its tracks are published on
+        // (the others hold mirrors of them), so that the node's total is the rooms it has.
+        s.rooms = self
+            .rooms
+            .values()
+            .filter(|r| !r.tracks.values().any(|t| t.home.is_some()))
+            .count() as u64;
         s.participants = self.participants.len() as u64;
         s.tracks = self
             .rooms
