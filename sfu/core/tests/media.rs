@@ -281,6 +281,46 @@ fn a_room_over_two_shards_feeds_both_and_a_late_joiner_on_the_second_gets_a_keyf
     assert_eq!(net.shards[1].stats().keyframe_requests, 0);
 }
 
+#[test]
+fn a_whep_session_on_another_shard_taken_before_anyone_publishes_fills_in() {
+    // The room exists only on shard 1 when the subscriber arrives; the publisher's shard learns
+    // of the interest and relays the track once it is published.
+    let mut net = Net::with_shards(2);
+    let class = |user: &str, grants| identity(user, "class-10", RoomKind::Class, grants);
+    let early = net.connect_on(class("s1", subscriber()), 1);
+    net.run(Duration::from_secs(1));
+    let publisher = net.connect(class("teacher", all_grants()), true);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.connected));
+    stream(&mut net, publisher, 0, 2);
+    assert!(
+        net.video_frames(early) > 50,
+        "video: {}",
+        net.video_frames(early)
+    );
+    assert!(
+        net.audio_frames(early) > 50,
+        "audio: {}",
+        net.audio_frames(early)
+    );
+
+    // The publisher leaves and another one comes: its tracks fill the same WHEP session.
+    let session = net.clients[publisher].session.unwrap();
+    net.shards[0]
+        .handle_command(net.now, nexus_sfu_core::Command::EndSession(session))
+        .unwrap();
+    net.run(Duration::from_millis(500));
+    let before = net.video_frames(early);
+    let next = net.connect(class("assistant", all_grants()), true);
+    net.run(Duration::from_secs(2));
+    stream(&mut net, next, 0, 2);
+    assert!(
+        net.video_frames(early) > before + 50,
+        "video {before} → {}",
+        net.video_frames(early)
+    );
+}
+
 on_one_and_two_shards!(
     media_flows_from_a_whip_publisher_to_whep_subscribers,
     forwarded_packets_leave_in_the_round_they_arrive,
