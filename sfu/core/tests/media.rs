@@ -321,6 +321,40 @@ fn a_whep_session_on_another_shard_taken_before_anyone_publishes_fills_in() {
     );
 }
 
+#[test]
+fn regression_packets_read_together_for_one_subscriber_do_not_wait_for_the_timer() {
+    // str0m's pacer asks for its next round 1 µs after its last; a peer's rounds ran from the
+    // shard's `now`, so a second packet for the same subscriber at the same `now` (a burst read
+    // in one batch) found the pacer's step beyond `now + 1 µs` and waited for the shard's timer.
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-11", RoomKind::Class, all_grants()),
+        true,
+    );
+    net.connect(
+        identity("s1", "class-11", RoomKind::Class, subscriber()),
+        false,
+    );
+    net.run(Duration::from_secs(2));
+    stream(&mut net, publisher, 0, 1);
+    net.forward_delays.clear();
+    for n in 30..60 {
+        net.publish_frame(publisher, n, false);
+        // The publisher sends a frame's datagrams a millisecond apart; they reach the shard
+        // together.
+        for _ in 0..6 {
+            net.now += Duration::from_millis(1);
+            net.step_clients();
+        }
+        net.bunch_from(publisher);
+        net.run(Duration::from_millis(27));
+    }
+    let delays = &net.forward_delays;
+    assert!(delays.len() >= 30 * 3, "{} timed", delays.len());
+    let late = delays.iter().filter(|d| !d.is_zero()).count();
+    assert_eq!(late, 0, "{late} of {} packets waited", delays.len());
+}
+
 on_one_and_two_shards!(
     media_flows_from_a_whip_publisher_to_whep_subscribers,
     forwarded_packets_leave_in_the_round_they_arrive,

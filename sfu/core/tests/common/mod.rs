@@ -285,6 +285,20 @@ impl Net {
         i
     }
 
+    /// Makes every datagram of client `i` now in flight arrive at the same instant (the latest
+    /// of their arrival times), as a driver reads a burst in one `recvmmsg` with one `now`.
+    pub fn bunch_from(&mut self, i: usize) {
+        let src = self.clients[i].addr;
+        let Some(at) = self.wire.iter().filter(|w| w.1 == src).map(|w| w.0).max() else {
+            return;
+        };
+        for w in self.wire.iter_mut().filter(|w| w.1 == src) {
+            w.0 = at;
+        }
+        // Delivery takes the wire in order of arrival time.
+        self.wire.make_contiguous().sort_by_key(|w| w.0);
+    }
+
     /// Puts an emulated bottleneck (or none) on the path from the SFU to client `i`.
     pub fn set_downlink(&mut self, i: usize, config: NetemConfig) {
         let c = &mut self.clients[i];
@@ -402,6 +416,12 @@ impl Net {
                 }
             }
         }
+        self.step_clients();
+    }
+
+    /// The clients' round at the current time: timers, and what they send put on the wire.
+    pub fn step_clients(&mut self) {
+        let now = self.now;
         for c in &mut self.clients {
             let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
             loop {
