@@ -871,8 +871,13 @@ impl Shard {
             .map(|r| r.id.clone())
             .collect();
         for room in closing {
-            self.rooms.remove(&room);
-            self.declare_interest(&room, false);
+            if self
+                .rooms
+                .remove(&room)
+                .is_some_and(|r| r.kind == RoomKind::Class)
+            {
+                self.declare_interest(&room, false);
+            }
         }
         if self.next_speaker_tick.is_some_and(|t| t <= now) {
             self.speaker_tick(now);
@@ -1524,8 +1529,13 @@ impl Shard {
         for id in room.members.clone() {
             self.remove_participant(now, id, LeaveReason::RoomClosed);
         }
-        self.rooms.remove(room_id);
-        self.declare_interest(room_id, false);
+        if self
+            .rooms
+            .remove(room_id)
+            .is_some_and(|r| r.kind == RoomKind::Class)
+        {
+            self.declare_interest(room_id, false);
+        }
         Ok(Reply::Done)
     }
 
@@ -2622,7 +2632,8 @@ impl Shard {
         }
     }
 
-    /// Tells the other shards that this one has members in `room` (`on`), or no longer.
+    /// Tells the other shards that this one has members in `room` (`on`), or no longer. Only
+    /// class rooms span shards.
     fn declare_interest(&mut self, room: &RoomId, on: bool) {
         for shard in 0..self.config.shards {
             if shard != self.config.index {
