@@ -292,15 +292,23 @@ impl ShardTask {
     fn command(&mut self, cmd: ShardCmd) -> Option<oneshot::Sender<()>> {
         let now = Instant::now();
         let done = self.do_command(now, cmd);
+        self.publish_participants();
+        done
+    }
+
+    /// Publishes the participant count for the handle's placement; done before a command's
+    /// reply too, so that a caller's next placement already counts the participant it added.
+    fn publish_participants(&self) {
         let participants = u32::try_from(self.shard.stats().participants).unwrap_or(u32::MAX);
         self.load.participants.store(participants, Relaxed);
-        done
     }
 
     fn do_command(&mut self, now: Instant, cmd: ShardCmd) -> Option<oneshot::Sender<()>> {
         match cmd {
             ShardCmd::Core { command, reply } => {
-                let _ = reply.send(self.shard.handle_command(now, command));
+                let result = self.shard.handle_command(now, command);
+                self.publish_participants();
+                let _ = reply.send(result);
             }
             ShardCmd::Join {
                 identity,
@@ -322,6 +330,7 @@ impl ShardTask {
                     Ok(_) => Err(SfuError::Rtc("unexpected reply".into())),
                     Err(e) => Err(e),
                 };
+                self.publish_participants();
                 let _ = reply.send(result);
             }
             ShardCmd::ConnectionClosed { participant, conn } => {
