@@ -14,9 +14,10 @@
 //!
 //! Then, with the publisher stopped, the raw UDP send ceiling of this machine measured by the
 //! same tool: one thread sending datagrams of the SFU's average egress size to 64 loopback
-//! sockets (drained by another thread), with `sendto` and with `sendmmsg` (32 per call), in
-//! datagrams per CPU-second of the sending thread. The egress ratio is the SFU's forwarded
-//! packets per nexus CPU-second over that ceiling.
+//! sockets (drained by another thread that waits in epoll, as the subscribers' loop does, so
+//! that the sender pays the same wake-ups as the SFU), with `sendto` and with `sendmmsg` (32 per
+//! call), in datagrams per CPU-second of the sending thread. The egress ratio is the SFU's
+//! forwarded packets per nexus CPU-second over that ceiling.
 //!
 //! Subscribers beyond the first `--full-subscribers` are *sinks*: they complete ICE and DTLS
 //! with str0m and keep answering STUN and RTCP, but count SRTP media datagrams without

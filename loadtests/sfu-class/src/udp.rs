@@ -1,6 +1,7 @@
 //! The raw UDP send ceiling of this machine: what one thread can push through the kernel with
 //! `sendto` (one datagram per call) and `sendmmsg` (32 per call) to loopback sockets that another
-//! thread drains, in datagrams per CPU-second of the sending thread.
+//! thread drains (waiting in epoll, as the load generator's subscribers do), in datagrams per
+//! CPU-second of the sending thread.
 
 use crate::proc::thread_cpu_secs;
 use anyhow::{Context, Result};
@@ -32,22 +33,40 @@ pub fn ceiling(size: usize, duration: Duration) -> Result<Ceiling> {
         .map(UdpSocket::local_addr)
         .collect::<std::io::Result<_>>()?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The sinks are read the way the load generator reads its subscribers' sockets: one thread
+    // waiting in epoll (mio) until a socket is readable, then reading it dry. A datagram that
+    // reaches a socket whose reader waits costs the sender an epoll callback and a wake-up in
+    // the kernel's delivery path (softirq, charged to the sending thread on loopback); the SFU
+    // pays exactly that for every datagram to a subscriber, so the ceiling must pay it too.
+    // (Until this run the sinks were polled without epoll, every 200 µs, and that cost was
+    // charged to the SFU only.)
+    let mut poll = mio::Poll::new().context("epoll for the sinks")?;
+    let mut sinks: Vec<mio::net::UdpSocket> = sinks
+        .into_iter()
+        .map(|s| {
+            s.set_nonblocking(true)?;
+            Ok(mio::net::UdpSocket::from_std(s))
+        })
+        .collect::<std::io::Result<_>>()?;
+    for (i, s) in sinks.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, mio::Token(i), mio::Interest::READABLE)?;
+    }
     let drain = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 2048];
-            for s in &sinks {
-                let _ = s.set_nonblocking(true);
-            }
+            let mut events = mio::Events::with_capacity(SINKS);
             while !stop.load(Relaxed) {
-                let mut got = false;
-                for s in &sinks {
-                    while s.recv(&mut buf).is_ok() {
-                        got = true;
-                    }
+                if poll
+                    .poll(&mut events, Some(Duration::from_millis(50)))
+                    .is_err()
+                {
+                    continue;
                 }
-                if !got {
-                    std::thread::sleep(Duration::from_micros(200));
+                for ev in events.iter() {
+                    let s = &sinks[ev.token().0];
+                    while s.recv(&mut buf).is_ok() {}
                 }
             }
         })

@@ -72,7 +72,7 @@ fn forward(net: &mut Net, datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> u6
     net.delay = Duration::ZERO;
     let before = net.shard_transmits;
     for (src, dst, bytes) in datagrams {
-        net.shard.handle_input(
+        net.shards[0].handle_input(
             net.now,
             Input::Receive {
                 source: *src,
@@ -84,7 +84,7 @@ fn forward(net: &mut Net, datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> u6
     }
     let end = net.now + Duration::from_millis(33);
     loop {
-        let next = match net.shard.poll_output() {
+        let next = match net.shards[0].poll_output() {
             Output::Timeout(t) => t,
             _ => unreachable!("drained above"),
         };
@@ -92,7 +92,7 @@ fn forward(net: &mut Net, datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> u6
             break;
         }
         net.now = next.max(net.now);
-        net.shard.handle_input(net.now, Input::Timeout);
+        net.shards[0].handle_input(net.now, Input::Timeout);
         net.poll_shard();
     }
     net.now = end;

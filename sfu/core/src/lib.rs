@@ -39,6 +39,11 @@
 //!   the peers that are due.
 //! - Keyframe requests (PLI/FIR) from subscribers and from layer switches go to the publisher
 //!   at most once per [`ShardConfig::keyframe_interval`] per track and layer.
+//! - A class room may span the shards of a node ([`relay`]): the shard a track is published on
+//!   decides once what each packet is (layer, keyframe) and hands it, payload shared, to the
+//!   other shards with members in the room ([`Output::Relay`] → [`Shard::handle_relay`]),
+//!   which fan it out to their own subscribers; their keyframe requests go back to its
+//!   throttle. Track ids carry the shard's index, so they are unique on the node.
 //! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),
 //!   `Waiting` (consultation waiting room), `Connected`, `Reconnecting` (signaling dropped; may
 //!   resume with its resume token until a deadline), `Left`. An empty room closes after
@@ -82,6 +87,7 @@
 //! # Layout
 //! - [`shard`] — [`Shard`], its inputs, commands and outputs;
 //! - [`protocol`] — the room protocol's JSON messages and the joining [`Identity`];
+//! - [`relay`] — messages between the shards a class room spans;
 //! - [`layer`] — simulcast layer choice, keyframe throttle, bitrate meter (pure);
 //! - [`load`] — the loop's busy ratio and the admission rule on it (pure);
 //! - [`speaker`] — active-speaker detection (pure);
@@ -95,6 +101,7 @@ pub mod ids;
 pub mod layer;
 pub mod load;
 pub mod protocol;
+pub mod relay;
 pub mod rtp;
 pub mod shard;
 pub mod speaker;
@@ -106,4 +113,5 @@ pub use protocol::{
     ClientMessage, Grants, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind,
     ServerMessage, TrackInfo, TrackKind, TrackSource,
 };
+pub use relay::{Relay, RelayedRtp, RelayedTrack};
 pub use shard::{Command, Input, Output, ParticipantState, Reply, Shard, ShardConfig, ShardStats};

@@ -9,8 +9,10 @@ use crate::protocol::{
     ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
     TrackInfo, TrackKind, TrackSource,
 };
+use crate::relay::{Relay, RelayedRtp, RelayedTrack};
 use crate::rtp::{Rewriter, starts_keyframe};
 use crate::speaker::ActiveSpeaker;
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use str0m::channel::ChannelId;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Rtc, RtcConfig};
 
 /// Largest chat line or relayed data-channel message, in bytes.
@@ -76,6 +78,9 @@ pub struct ShardConfig {
     pub max_busy: f64,
     /// The window the busy ratio is measured over.
     pub busy_window: Duration,
+    /// Shards on the node (this one included). With more than one, a class room may have
+    /// members on several shards; their tracks and media travel between them as [`Relay`]s.
+    pub shards: u8,
 }
 
 impl ShardConfig {
@@ -93,6 +98,7 @@ impl ShardConfig {
             speaker_hold: Duration::from_millis(1500),
             max_busy: 0.8,
             busy_window: Duration::from_secs(2),
+            shards: 1,
         }
     }
 }
@@ -204,6 +210,14 @@ pub enum Output {
         /// The message.
         message: ServerMessage,
     },
+    /// A message for another shard of the node: pass it to that shard's
+    /// [`Shard::handle_relay`].
+    Relay {
+        /// The shard's index.
+        to: u8,
+        /// The message.
+        message: Relay,
+    },
     /// Nothing more until this time (or the next input).
     Timeout(Instant),
 }
@@ -211,7 +225,7 @@ pub enum Output {
 /// Counters and gauges of one shard (monotonic counters unless noted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStats {
-    /// Open rooms (gauge).
+    /// Open rooms (gauge); a room spanning shards counts on the shard its tracks are published on.
     pub rooms: u64,
     /// Participants not yet left (gauge).
     pub participants: u64,
@@ -304,6 +318,9 @@ struct OutSlot {
     rewrite: Rewriter,
     /// The publisher's payload type last seen and ours for it.
     pt: Option<(Pt, Pt)>,
+    /// The send stream's SSRC once it is known (and set unpaced): a lookup by SSRC instead of
+    /// a scan of the peer's streams by mid for every forwarded packet.
+    ssrc: Option<Ssrc>,
 }
 
 #[derive(Debug)]
@@ -313,7 +330,7 @@ struct Peer {
     addrs: Vec<SocketAddr>,
     next_timeout: Option<Instant>,
     published: HashMap<Mid, TrackId>,
-    outs: HashMap<Mid, OutSlot>,
+    outs: FxHashMap<Mid, OutSlot>,
     channels: Vec<(ChannelId, String)>,
     pending: Option<SdpPendingOffer>,
     queued_subs: Vec<(TrackId, Option<u32>)>,
@@ -323,6 +340,9 @@ struct Peer {
     /// When to probe next for a subscriber held below its wanted layer, and the wait after it.
     upgrade_probe: Option<(Instant, Duration)>,
     nacks_seen: HashMap<(Mid, Option<Rid>), u64>,
+    /// The latest time fed to `rtc` (it may run up to [`MAX_IMMEDIATE_ROUNDS`] µs ahead of
+    /// the shard's `now`; see [`Shard::poll_peer`]).
+    clock: Instant,
 }
 
 #[derive(Debug)]
@@ -368,6 +388,9 @@ struct Track {
     /// Per layer (one without simulcast): the newest packet's extended sequence number and
     /// timestamp, to tell the first packet of a frame.
     newest: Vec<Option<(u64, u32)>>,
+    /// `None` when published on this shard; else the shard it is published on, which relays
+    /// its packets here ([`crate::relay`]).
+    home: Option<u8>,
 }
 
 impl Track {
@@ -459,7 +482,9 @@ pub struct Shard {
     rng: u64,
     next_track: u64,
     rooms: HashMap<RoomId, Room>,
-    participants: HashMap<ParticipantId, Participant>,
+    /// Looked up for every subscriber of every forwarded packet: a fast hash (the ids are the
+    /// server's own random numbers, not chosen by peers).
+    participants: FxHashMap<ParticipantId, Participant>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     dirty: Vec<ParticipantId>,
@@ -467,7 +492,7 @@ pub struct Shard {
     /// timeout moves; they are checked against the participant when they come up.
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// When each forwarded media packet, by outgoing (SSRC, sequence number), was received.
-    arrivals: HashMap<(u32, u16), Instant>,
+    arrivals: FxHashMap<(u32, u16), Instant>,
     propagated: VecDeque<Propagated>,
     outputs: VecDeque<Output>,
     stats: ShardStats,
@@ -479,6 +504,8 @@ pub struct Shard {
     epoch: Instant,
     /// The loop's busy time over a sliding window, reported by the driver.
     load: BusyMeter,
+    /// Per room, the other shards that have members in it (they get its tracks' packets).
+    interest: HashMap<RoomId, Vec<u8>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -508,12 +535,12 @@ impl Shard {
             rng,
             next_track: 1,
             rooms: HashMap::new(),
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
-            arrivals: HashMap::new(),
+            arrivals: FxHashMap::default(),
             propagated: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: ShardStats::default(),
@@ -522,6 +549,7 @@ impl Shard {
             last_now: None,
             epoch: now,
             load: BusyMeter::new(now, config_window),
+            interest: HashMap::new(),
         })
     }
 
@@ -587,9 +615,19 @@ impl Shard {
     /// Current counters.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats;
-        s.rooms = self.rooms.len() as u64;
+        // A room spanning shards is counted once, by the shard its tracks are published on
+        // (the others hold mirrors of them), so that the node's total is the rooms it has.
+        s.rooms = self
+            .rooms
+            .values()
+            .filter(|r| !r.tracks.values().any(|t| t.home.is_some()))
+            .count() as u64;
         s.participants = self.participants.len() as u64;
-        s.tracks = self.rooms.values().map(|r| r.tracks.len() as u64).sum();
+        s.tracks = self
+            .rooms
+            .values()
+            .map(|r| r.tracks.values().filter(|t| t.home.is_none()).count() as u64)
+            .sum();
         s
     }
 
@@ -811,7 +849,8 @@ impl Shard {
                 continue;
             };
             if peer.next_timeout.is_none_or(|t| t <= now) {
-                if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(now)) {
+                peer.clock = peer.clock.max(now);
+                if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(peer.clock)) {
                     tracing::debug!(participant = %p.id, error = %e, "peer timeout failed");
                     self.propagated.push_back(Propagated::Failed(p.id));
                 }
@@ -825,9 +864,21 @@ impl Shard {
         }
         // Empty rooms past their grace period.
         let grace = self.config.room_close_grace;
-        self.rooms.retain(|_, r| {
-            !(r.members.is_empty() && r.empty_since.is_some_and(|s| s + grace <= now))
-        });
+        let closing: Vec<RoomId> = self
+            .rooms
+            .values()
+            .filter(|r| r.members.is_empty() && r.empty_since.is_some_and(|s| s + grace <= now))
+            .map(|r| r.id.clone())
+            .collect();
+        for room in closing {
+            if self
+                .rooms
+                .remove(&room)
+                .is_some_and(|r| r.kind == RoomKind::Class)
+            {
+                self.declare_interest(&room, false);
+            }
+        }
         if self.next_speaker_tick.is_some_and(|t| t <= now) {
             self.speaker_tick(now);
         }
@@ -890,8 +941,11 @@ impl Shard {
         let mut rounds = 0;
         // The pacer asks for its next round 1 µs after the last ("to ensure time advances
         // between packets"); the peer's clock may run that much ahead of the shard's for the
-        // packets it sends now (at most MAX_IMMEDIATE_ROUNDS µs).
-        let mut clock = now;
+        // packets it sends now (at most MAX_IMMEDIATE_ROUNDS µs per poll). It continues from
+        // where the last poll left it: a second packet for the same peer at the same `now`
+        // (audio and video read in one batch) finds the pacer's step beyond `now` and would
+        // otherwise wait for the shard's timer.
+        let mut clock = now.max(peer.clock);
         loop {
             if !peer.rtc.is_alive() {
                 self.propagated.push_back(Propagated::Failed(id));
@@ -916,6 +970,7 @@ impl Shard {
                     // now, instead of one per wake-up of the shard's timer.
                     rounds += 1;
                     clock = clock.max(t);
+                    peer.clock = clock;
                     if let Err(e) = peer.rtc.handle_input(str0m::Input::Timeout(clock)) {
                         tracing::debug!(participant = %id, error = %e, "peer timeout failed");
                         self.propagated.push_back(Propagated::Failed(id));
@@ -988,6 +1043,7 @@ impl Shard {
                             current_rid: None,
                             rewrite: Rewriter::default(),
                             pt: None,
+                            ssrc: None,
                         },
                     );
                 }
@@ -1034,6 +1090,10 @@ impl Shard {
             return Err(SfuError::ShuttingDown);
         }
         let max = self.config.max_consultation;
+        if identity.kind == RoomKind::Class && !self.rooms.contains_key(&identity.room) {
+            // Its tracks may be published on another shard of the node.
+            self.declare_interest(&identity.room, true);
+        }
         let room = self
             .rooms
             .entry(identity.room.clone())
@@ -1105,7 +1165,7 @@ impl Shard {
             addrs: Vec::new(),
             next_timeout: None,
             published: HashMap::new(),
-            outs: HashMap::new(),
+            outs: FxHashMap::default(),
             channels: Vec::new(),
             pending: None,
             queued_subs: Vec::new(),
@@ -1114,6 +1174,7 @@ impl Shard {
             bwe_bps: None,
             upgrade_probe: None,
             nacks_seen: HashMap::new(),
+            clock: now,
         })
     }
 
@@ -1468,7 +1529,13 @@ impl Shard {
         for id in room.members.clone() {
             self.remove_participant(now, id, LeaveReason::RoomClosed);
         }
-        self.rooms.remove(room_id);
+        if self
+            .rooms
+            .remove(room_id)
+            .is_some_and(|r| r.kind == RoomKind::Class)
+        {
+            self.declare_interest(room_id, false);
+        }
         Ok(Reply::Done)
     }
 
@@ -1965,6 +2032,7 @@ impl Shard {
                     current_rid: None,
                     rewrite: Rewriter::default(),
                     pt: None,
+                    ssrc: None,
                 },
             ));
         }
@@ -2013,7 +2081,9 @@ impl Shard {
                 MediaKind::Audio => TrackSource::Microphone,
                 MediaKind::Video => TrackSource::Camera,
             });
-        let id = TrackId(self.next_track);
+        // Unique on the node: the shard's index above the counter (ids stay below 2^53, exact
+        // in JavaScript).
+        let id = TrackId(u64::from(self.config.index) << 40 | self.next_track);
         self.next_track += 1;
         peer.published.insert(mid, id);
         let track = Track {
@@ -2028,12 +2098,23 @@ impl Shard {
             rids,
             throttles: Vec::new(),
             subscribers: Vec::new(),
+            home: None,
         };
         let info = track.info();
+        let relayed = RelayedTrack {
+            room: room_id.clone(),
+            id,
+            owner: from,
+            home: self.config.index,
+            kind,
+            source,
+            rids: track.rids.clone(),
+        };
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
         room.tracks.insert(id, track);
+        self.relay_to_room(&room_id, &Relay::TrackPublished(relayed));
         if kind == MediaKind::Audio && self.next_speaker_tick.is_none() {
             self.next_speaker_tick = Some(now + SPEAKER_TICK);
         }
@@ -2076,6 +2157,15 @@ impl Shard {
         let Some(t) = room.tracks.remove(&track) else {
             return;
         };
+        if t.home.is_none() {
+            self.relay_to_room(
+                &room_id,
+                &Relay::TrackUnpublished {
+                    room: room_id.clone(),
+                    track,
+                },
+            );
+        }
         for (sub, mid) in t.subscribers {
             let Some(p) = self.participants.get_mut(&sub) else {
                 continue;
@@ -2169,6 +2259,14 @@ impl Shard {
         else {
             return;
         };
+        if let Some(home) = t.home {
+            // The home shard throttles for the whole room.
+            self.outputs.push_back(Output::Relay {
+                to: home,
+                message: Relay::KeyframeRequest { track, rid, kind },
+            });
+            return;
+        }
         // Without a chosen layer, ask every layer (a subscriber starting on any of them).
         let rids: Vec<Option<Rid>> = if rid.is_none() && !t.rids.is_empty() {
             t.rids.iter().copied().map(Some).collect()
@@ -2211,10 +2309,10 @@ impl Shard {
         self.dirty.push(owner);
     }
 
-    /// Forwards one RTP packet of a publisher's track to the track's subscribers, as it
-    /// arrives: per subscriber, choose the simulcast layer (switching on a keyframe only),
-    /// rewrite sequence number and timestamp, and hand the packet (payload shared, not copied)
-    /// to the subscriber's send stream; str0m encrypts, paces, keeps it for NACKs.
+    /// Forwards one RTP packet of a publisher's track, as it arrives: what the packet is
+    /// (layer, keyframe) is decided once here, then the packet goes to the other shards with
+    /// members in the room ([`crate::relay`]) and to this shard's subscribers
+    /// ([`Shard::fan_out`]).
     fn forward(
         &mut self,
         now: Instant,
@@ -2254,9 +2352,6 @@ impl Shard {
                 .observe(now, from, level.saturating_neg().max(0));
         }
         let layer_index = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
-        if let Some(i) = layer_index {
-            track.meters[i].add(now, packet.payload.len());
-        }
         let seq = *packet.seq_no;
         let ts = header.timestamp;
         let first_of_frame = match track.newest.get_mut(layer_index.unwrap_or(0)) {
@@ -2269,26 +2364,66 @@ impl Shard {
             },
             None => false,
         };
-        let spec = params.spec();
-        let is_keyframe = track.kind == MediaKind::Video
-            && starts_keyframe(spec.codec, &packet.payload, first_of_frame);
+        let keyframe = track.kind == MediaKind::Video
+            && starts_keyframe(params.spec().codec, &packet.payload, first_of_frame);
+        let rtp = RelayedRtp {
+            room: room.id.clone(),
+            track: track_id,
+            rid,
+            params,
+            seq,
+            timestamp: ts,
+            marker: header.marker,
+            ext_vals: ExtensionValues {
+                audio_level: header.ext_vals.audio_level,
+                voice_activity: header.ext_vals.voice_activity,
+                video_orientation: header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            wallclock: packet.timestamp,
+            payload: packet.payload,
+            keyframe,
+            arrived: now,
+        };
+        if self.interest.get(&rtp.room).is_some_and(|s| !s.is_empty()) {
+            // Handed over first, so that the other shards fan out while this one does.
+            let rtp = Arc::new(rtp);
+            self.relay_to_room(&rtp.room.clone(), &Relay::Rtp(Arc::clone(&rtp)));
+            self.fan_out(now, &rtp);
+        } else {
+            self.fan_out(now, &rtp);
+        }
+    }
+
+    /// Sends one packet of a track to this shard's subscribers of it: per subscriber, choose
+    /// the simulcast layer (switching on a keyframe only), rewrite sequence number and
+    /// timestamp, and hand the packet (payload shared, not copied) to the subscriber's send
+    /// stream; str0m encrypts and keeps it for NACKs.
+    fn fan_out(&mut self, now: Instant, rtp: &RelayedRtp) {
+        let Some(room) = self.rooms.get_mut(&rtp.room) else {
+            return;
+        };
+        let Some(track) = room.tracks.get_mut(&rtp.track) else {
+            return;
+        };
+        let rid = rtp.rid;
+        let layer_index = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
+        if let Some(i) = layer_index {
+            track.meters[i].add(now, rtp.payload.len());
+        }
         let simulcast = !track.rids.is_empty();
         let (order, layers) = if simulcast {
             track.layers()
         } else {
             (vec![], vec![])
         };
-        let source = (track_id.0, layer_index.map(|i| i as u8));
-        let clock_rate = spec.clock_rate.get();
-        let ext_vals = ExtensionValues {
-            audio_level: header.ext_vals.audio_level,
-            voice_activity: header.ext_vals.voice_activity,
-            video_orientation: header.ext_vals.video_orientation,
-            ..Default::default()
-        };
-        let marker = header.marker;
+        let source = (rtp.track.0, layer_index.map(|i| i as u8));
+        let params = rtp.params;
+        let pt_in = params.pt();
+        let clock_rate = params.spec().clock_rate.get();
         let nackable = track.kind == MediaKind::Video;
-        let ends_frame = marker || track.kind == MediaKind::Audio;
+        let ends_frame = rtp.marker || track.kind == MediaKind::Audio;
+        let is_keyframe = rtp.keyframe;
         let mut keyframes: Vec<Option<Rid>> = vec![];
         for (sub, out_mid) in &track.subscribers {
             let Some(peer) = self.participants.get_mut(sub).and_then(|p| p.peer.as_mut()) else {
@@ -2345,42 +2480,185 @@ impl Shard {
                     o
                 }
             };
-            let Some((out_seq, out_ts)) = slot.rewrite.map(source, seq, ts, clock_rate, now) else {
+            let Some((out_seq, out_ts)) =
+                slot.rewrite
+                    .map(source, rtp.seq, rtp.timestamp, clock_rate, now)
+            else {
                 continue;
             };
             let mut api = peer.rtc.direct_api();
-            let Some(stream) = api.stream_tx_by_mid(*out_mid, None) else {
+            let cached = slot
+                .ssrc
+                .and_then(|ssrc| api.stream_tx(&ssrc).map(|_| ssrc));
+            let ssrc = match cached {
+                Some(ssrc) => ssrc,
+                None => {
+                    let Some(stream) = api.stream_tx_by_mid(*out_mid, None) else {
+                        continue;
+                    };
+                    // Not paced again: forwarded packet by packet, the stream keeps the
+                    // publisher's own pacing, and a second pacer here only adds delay
+                    // (mediasoup does not pace forwarded media either). BWE still runs on
+                    // TWCC and probes with padding.
+                    stream.set_unpaced(true);
+                    let ssrc = stream.ssrc();
+                    slot.ssrc = Some(ssrc);
+                    ssrc
+                }
+            };
+            let Some(stream) = api.stream_tx(&ssrc) else {
                 continue;
             };
-            let ssrc = *stream.ssrc();
-            // Not paced again: forwarded packet by packet, the stream keeps the publisher's own
-            // pacing, and a second pacer here only adds delay (mediasoup does not pace
-            // forwarded media either). BWE still runs on TWCC and probes with padding.
-            stream.set_unpaced(true);
             stream.write_rtp(
                 RtpWrite::new(
                     pt_out,
                     out_seq.into(),
                     out_ts,
-                    packet.timestamp,
-                    packet.payload.clone(),
+                    rtp.wallclock,
+                    Arc::clone(&rtp.payload),
                 )
-                .marker(marker)
-                .ext_vals(ext_vals.clone())
+                .marker(rtp.marker)
+                .ext_vals(rtp.ext_vals.clone())
                 .nackable(nackable),
             );
             if self.arrivals.len() >= MAX_REMEMBERED_ARRIVALS {
                 self.arrivals.clear();
             }
-            self.arrivals.insert((ssrc, out_seq as u16), now);
+            self.arrivals.insert((*ssrc, out_seq as u16), rtp.arrived);
             if ends_frame {
                 self.stats.frames_forwarded += 1;
             }
-            self.stats.bytes_forwarded += packet.payload.len() as u64;
+            self.stats.bytes_forwarded += rtp.payload.len() as u64;
             self.dirty.push(*sub);
         }
         for rid in keyframes {
-            self.request_keyframe(now, track_id, rid, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, rtp.track, rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    // ---- rooms over several shards ----------------------------------------------------------
+
+    /// Handles a message from another shard of the node ([`crate::relay`]). Its work is done,
+    /// like an input's, by [`Shard::poll_output`].
+    pub fn handle_relay(&mut self, now: Instant, message: Relay) {
+        self.last_now = Some(self.last_now.map_or(now, |l| l.max(now)));
+        if self.shutting_down {
+            return;
+        }
+        match message {
+            Relay::Interest { room, shard, on } => {
+                let shards = self.interest.entry(room.clone()).or_default();
+                shards.retain(|s| *s != shard);
+                if on {
+                    shards.push(shard);
+                    // What is published here already.
+                    let tracks: Vec<Relay> = self
+                        .rooms
+                        .get(&room)
+                        .map(|r| {
+                            r.tracks
+                                .values()
+                                .filter(|t| t.home.is_none())
+                                .map(|t| {
+                                    Relay::TrackPublished(RelayedTrack {
+                                        room: room.clone(),
+                                        id: t.id,
+                                        owner: t.owner,
+                                        home: self.config.index,
+                                        kind: t.kind,
+                                        source: t.source,
+                                        rids: t.rids.clone(),
+                                    })
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for message in tracks {
+                        self.outputs.push_back(Output::Relay { to: shard, message });
+                    }
+                } else if shards.is_empty() {
+                    self.interest.remove(&room);
+                }
+            }
+            Relay::TrackPublished(t) => {
+                let Some(room) = self.rooms.get_mut(&t.room) else {
+                    return;
+                };
+                if room.tracks.contains_key(&t.id) {
+                    return;
+                }
+                let track = Track {
+                    id: t.id,
+                    owner: t.owner,
+                    mid: Mid::from("relay"),
+                    kind: t.kind,
+                    source: t.source,
+                    muted: false,
+                    meters: vec![RateMeter::default(); t.rids.len()],
+                    newest: vec![None; t.rids.len().max(1)],
+                    rids: t.rids,
+                    throttles: Vec::new(),
+                    subscribers: Vec::new(),
+                    home: Some(t.home),
+                };
+                let info = track.info();
+                room.tracks.insert(t.id, track);
+                self.broadcast(&t.room, None, ServerMessage::TrackPublished { track: info });
+                self.bind_whep_slots(now, &t.room);
+            }
+            Relay::TrackUnpublished { room, track } => {
+                let mirrored = self
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.tracks.get(&track))
+                    .is_some_and(|t| t.home.is_some());
+                if mirrored {
+                    self.remove_track(now, track);
+                }
+            }
+            Relay::Rtp(rtp) => {
+                let mirrored = self
+                    .rooms
+                    .get(&rtp.room)
+                    .and_then(|r| r.tracks.get(&rtp.track))
+                    .is_some_and(|t| t.home.is_some());
+                if mirrored {
+                    self.fan_out(now, &rtp);
+                }
+            }
+            Relay::KeyframeRequest { track, rid, kind } => {
+                self.request_keyframe(now, track, rid, kind);
+            }
+        }
+    }
+
+    /// Tells the other shards that this one has members in `room` (`on`), or no longer. Only
+    /// class rooms span shards.
+    fn declare_interest(&mut self, room: &RoomId, on: bool) {
+        for shard in 0..self.config.shards {
+            if shard != self.config.index {
+                self.outputs.push_back(Output::Relay {
+                    to: shard,
+                    message: Relay::Interest {
+                        room: room.clone(),
+                        shard: self.config.index,
+                        on,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Sends `message` to every other shard with members in `room`.
+    fn relay_to_room(&mut self, room: &RoomId, message: &Relay) {
+        let Some(shards) = self.interest.get(room) else {
+            return;
+        };
+        for &to in shards {
+            self.outputs.push_back(Output::Relay {
+                to,
+                message: message.clone(),
+            });
         }
     }
 

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::{Net, all_grants, identity};
@@ -24,9 +25,8 @@ fn stream(net: &mut Net, publisher: usize, from: u64, secs: u64) {
     }
 }
 
-#[test]
-fn media_flows_from_a_whip_publisher_to_whep_subscribers() {
-    let mut net = Net::new();
+fn media_flows_from_a_whip_publisher_to_whep_subscribers(shards: usize) {
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect(
         identity("teacher", "class-1", RoomKind::Class, all_grants()),
         true,
@@ -57,18 +57,18 @@ fn media_flows_from_a_whip_publisher_to_whep_subscribers() {
             net.audio_frames(s)
         );
     }
-    let stats = net.shard.stats();
+    let stats = net.stats();
+    // Once, however many shards it spans.
     assert_eq!(stats.rooms, 1);
     assert_eq!(stats.participants, 3);
     assert!(stats.frames_forwarded > 200);
 }
 
-#[test]
-fn forwarded_packets_leave_in_the_round_they_arrive() {
+fn forwarded_packets_leave_in_the_round_they_arrive(shards: usize) {
     // Packets are forwarded as they arrive, and a subscriber's packets are sent without waiting
     // for the shard's next timer (str0m's pacer releases one per timeout; the shard serves a
     // due peer at once). On the forced clock, the delay is zero.
-    let mut net = Net::new();
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect(
         identity("teacher", "class-4", RoomKind::Class, all_grants()),
         true,
@@ -85,9 +85,8 @@ fn forwarded_packets_leave_in_the_round_they_arrive() {
     assert_eq!(late, 0, "{late} of {} packets waited", delays.len());
 }
 
-#[test]
-fn a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled() {
-    let mut net = Net::new();
+fn a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled(shards: usize) {
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect(
         identity("teacher", "class-2", RoomKind::Class, all_grants()),
         true,
@@ -120,12 +119,11 @@ fn a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled() {
         "keyframe requests not throttled: {}",
         after - before
     );
-    assert!(net.shard.stats().keyframe_requests_throttled >= 1);
+    assert!(net.stats().keyframe_requests_throttled >= 1);
 }
 
-#[test]
-fn nack_and_rtx_recover_from_loss() {
-    let mut net = Net::new();
+fn nack_and_rtx_recover_from_loss(shards: usize) {
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect(
         identity("teacher", "class-3", RoomKind::Class, all_grants()),
         true,
@@ -143,12 +141,11 @@ fn nack_and_rtx_recover_from_loss() {
     let frames = net.video_frames(sub);
     // 90 frames sent; RTX fills the gaps so (nearly) all arrive.
     assert!(frames >= 85, "only {frames} of 90 video frames recovered");
-    assert!(net.shard.stats().nacks > 0, "no NACKs seen");
+    assert!(net.stats().nacks > 0, "no NACKs seen");
 }
 
-#[test]
-fn leaving_ends_the_session_and_the_empty_room_closes_after_the_grace() {
-    let mut net = Net::new();
+fn leaving_ends_the_session_and_the_empty_room_closes_after_the_grace(shards: usize) {
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect(
         identity("teacher", "class-4", RoomKind::Class, all_grants()),
         true,
@@ -156,14 +153,14 @@ fn leaving_ends_the_session_and_the_empty_room_closes_after_the_grace() {
     net.run(Duration::from_secs(1));
     let session = net.clients[publisher].session.unwrap();
     let room = nexus_sfu_core::RoomId::new("class-4").unwrap();
-    net.shard
+    net.shards[0]
         .handle_command(net.now, nexus_sfu_core::Command::EndSession(session))
         .unwrap();
-    assert!(net.shard.has_room(&room));
+    assert!(net.shards[0].has_room(&room));
     net.run(Duration::from_secs(29));
-    assert!(net.shard.has_room(&room));
+    assert!(net.shards[0].has_room(&room));
     net.run(Duration::from_secs(2));
-    assert!(!net.shard.has_room(&room));
+    assert!(!net.shards[0].has_room(&room));
 }
 
 /// Reports the shard's loop busy for `share` of each 100 ms while the class streams for
@@ -172,8 +169,7 @@ fn stream_under_load(net: &mut Net, publisher: usize, from: u64, secs: u64, shar
     for n in from..from + secs * 30 {
         net.publish_frame(publisher, n, n.is_multiple_of(60));
         net.run(Duration::from_millis(33));
-        net.shard
-            .record_busy(net.now, Duration::from_millis(33).mul_f64(share));
+        net.shards[0].record_busy(net.now, Duration::from_millis(33).mul_f64(share));
     }
 }
 
@@ -202,15 +198,15 @@ fn a_saturated_shard_refuses_new_subscribers_and_keeps_feeding_the_admitted_ones
         options: JoinOptions::default(),
     };
     assert!(matches!(
-        net.shard.handle_command(net.now, join("s3", subscriber())),
+        net.shards[0].handle_command(net.now, join("s3", subscriber())),
         Err(SfuError::Saturated { .. })
     ));
     assert!(
-        net.shard
+        net.shards[0]
             .handle_command(net.now, join("assistant", all_grants()))
             .is_ok()
     );
-    assert_eq!(net.shard.stats().refused_saturated, 2);
+    assert_eq!(net.shards[0].stats().refused_saturated, 2);
 
     // The admitted subscriber keeps receiving while the shard stays saturated.
     stream_under_load(&mut net, publisher, 90, 1, 0.9);
@@ -229,3 +225,140 @@ fn a_saturated_shard_refuses_new_subscribers_and_keeps_feeding_the_admitted_ones
     stream(&mut net, publisher, 210, 1);
     assert!(net.video_frames(late) > 0);
 }
+
+/// Publishes 30 frames a second for `secs` like an encoder: a keyframe when the publisher was
+/// asked for one since the last frame (PLI), otherwise every 10 s only.
+fn stream_answering_requests(net: &mut Net, publisher: usize, from: u64, secs: u64) {
+    let mut seen = net.clients[publisher].keyframe_requests;
+    for n in from..from + secs * 30 {
+        let asked = net.clients[publisher].keyframe_requests > seen;
+        seen = net.clients[publisher].keyframe_requests;
+        net.publish_frame(publisher, n, asked || n.is_multiple_of(300));
+        net.run(Duration::from_millis(33));
+    }
+}
+
+#[test]
+fn a_room_over_two_shards_feeds_both_and_a_late_joiner_on_the_second_gets_a_keyframe() {
+    // The publisher is on shard 0; its packets are relayed to shard 1, which fans them out to
+    // its own subscribers. Keyframe requests from shard 1 travel back to shard 0, whose
+    // throttle covers the whole room.
+    let mut net = Net::with_shards(2);
+    let class = |user: &str, grants| identity(user, "class-9", RoomKind::Class, grants);
+    let publisher = net.connect(class("teacher", all_grants()), true);
+    let on_first = net.connect_on(class("s0", subscriber()), 0);
+    let on_second = net.connect_on(class("s1", subscriber()), 1);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.connected));
+    // The first keyframe (frame 0) comes from the periodic interval.
+    stream_answering_requests(&mut net, publisher, 0, 2);
+    for s in [on_first, on_second] {
+        assert!(net.video_frames(s) > 50, "video: {}", net.video_frames(s));
+        assert!(net.audio_frames(s) > 50, "audio: {}", net.audio_frames(s));
+    }
+    assert_eq!(net.clients[on_second].shard, 1);
+    assert!(net.shards[1].stats().frames_forwarded > 100);
+
+    // Two late joiners at once, one on each shard; the next periodic keyframe is 8 s away.
+    let requests_before = net.clients[publisher].keyframe_requests;
+    let late_second = net.connect_on(class("late1", subscriber()), 1);
+    let late_first = net.connect_on(class("late0", subscriber()), 0);
+    stream_answering_requests(&mut net, publisher, 60, 1);
+    for late in [late_first, late_second] {
+        let video: Vec<_> = net.clients[late]
+            .received
+            .iter()
+            .filter(|d| d.params.spec().codec == str0m::format::Codec::Vp8)
+            .collect();
+        assert!(video.len() >= 10, "late joiner got {} frames", video.len());
+        assert!(video[0].is_keyframe(), "the first frame is not a keyframe");
+    }
+    // The publisher was asked once for both (throttled on the publisher's shard); the second
+    // shard sent no request of its own.
+    let requests = net.clients[publisher].keyframe_requests - requests_before;
+    assert!((1..=2).contains(&requests), "{requests} keyframe requests");
+    assert!(net.shards[0].stats().keyframe_requests_throttled >= 1);
+    assert_eq!(net.shards[1].stats().keyframe_requests, 0);
+}
+
+#[test]
+fn a_whep_session_on_another_shard_taken_before_anyone_publishes_fills_in() {
+    // The room exists only on shard 1 when the subscriber arrives; the publisher's shard learns
+    // of the interest and relays the track once it is published.
+    let mut net = Net::with_shards(2);
+    let class = |user: &str, grants| identity(user, "class-10", RoomKind::Class, grants);
+    let early = net.connect_on(class("s1", subscriber()), 1);
+    net.run(Duration::from_secs(1));
+    let publisher = net.connect(class("teacher", all_grants()), true);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.connected));
+    stream(&mut net, publisher, 0, 2);
+    assert!(
+        net.video_frames(early) > 50,
+        "video: {}",
+        net.video_frames(early)
+    );
+    assert!(
+        net.audio_frames(early) > 50,
+        "audio: {}",
+        net.audio_frames(early)
+    );
+
+    // The publisher leaves and another one comes: its tracks fill the same WHEP session.
+    let session = net.clients[publisher].session.unwrap();
+    net.shards[0]
+        .handle_command(net.now, nexus_sfu_core::Command::EndSession(session))
+        .unwrap();
+    net.run(Duration::from_millis(500));
+    let before = net.video_frames(early);
+    let next = net.connect(class("assistant", all_grants()), true);
+    net.run(Duration::from_secs(2));
+    stream(&mut net, next, 0, 2);
+    assert!(
+        net.video_frames(early) > before + 50,
+        "video {before} → {}",
+        net.video_frames(early)
+    );
+}
+
+#[test]
+fn regression_packets_read_together_for_one_subscriber_do_not_wait_for_the_timer() {
+    // str0m's pacer asks for its next round 1 µs after its last; a peer's rounds ran from the
+    // shard's `now`, so a second packet for the same subscriber at the same `now` (a burst read
+    // in one batch) found the pacer's step beyond `now + 1 µs` and waited for the shard's timer.
+    let mut net = Net::new();
+    let publisher = net.connect(
+        identity("teacher", "class-11", RoomKind::Class, all_grants()),
+        true,
+    );
+    net.connect(
+        identity("s1", "class-11", RoomKind::Class, subscriber()),
+        false,
+    );
+    net.run(Duration::from_secs(2));
+    stream(&mut net, publisher, 0, 1);
+    net.forward_delays.clear();
+    for n in 30..60 {
+        net.publish_frame(publisher, n, false);
+        // The publisher sends a frame's datagrams a millisecond apart; they reach the shard
+        // together.
+        for _ in 0..6 {
+            net.now += Duration::from_millis(1);
+            net.step_clients();
+        }
+        net.bunch_from(publisher);
+        net.run(Duration::from_millis(27));
+    }
+    let delays = &net.forward_delays;
+    assert!(delays.len() >= 30 * 3, "{} timed", delays.len());
+    let late = delays.iter().filter(|d| !d.is_zero()).count();
+    assert_eq!(late, 0, "{late} of {} packets waited", delays.len());
+}
+
+on_one_and_two_shards!(
+    media_flows_from_a_whip_publisher_to_whep_subscribers,
+    forwarded_packets_leave_in_the_round_they_arrive,
+    a_late_joiner_gets_a_keyframe_promptly_and_requests_are_throttled,
+    nack_and_rtx_recover_from_loss,
+    leaving_ends_the_session_and_the_empty_room_closes_after_the_grace,
+);

@@ -68,7 +68,7 @@ impl Fixture {
             match self.shard.poll_output() {
                 Output::Signal { to, message } => out.push((to, message)),
                 Output::Timeout(_) => return out,
-                Output::Transmit { .. } => {}
+                Output::Transmit { .. } | Output::Relay { .. } => {}
             }
         }
     }

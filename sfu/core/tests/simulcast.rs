@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::{Net, all_grants, identity};
@@ -69,9 +70,8 @@ fn bottleneck(kbps: u64) -> NetemConfig {
         .seed(7)
 }
 
-#[test]
-fn a_subscriber_with_low_bandwidth_gets_the_low_layer_and_switches_up_on_recovery() {
-    let mut net = Net::new();
+fn a_subscriber_with_low_bandwidth_gets_the_low_layer_and_switches_up_on_recovery(shards: usize) {
+    let mut net = Net::with_shards(shards);
     let publisher = net.connect_simulcast(
         identity("teacher", "class-sim", RoomKind::Class, all_grants()),
         &LAYERS.map(|(rid, _)| rid),
@@ -144,7 +144,7 @@ fn a_subscriber_with_low_bandwidth_gets_the_low_layer_and_switches_up_on_recover
         switches >= 2,
         "expected a switch down and up, saw {switches}"
     );
-    assert_eq!(net.shard.stats().layer_switches, switches);
+    assert_eq!(net.stats().layer_switches, switches);
     // Keyframes came on request (the encoder's own interval is 10 s), per layer.
     assert!(
         net.clients[publisher]
@@ -153,3 +153,7 @@ fn a_subscriber_with_low_bandwidth_gets_the_low_layer_and_switches_up_on_recover
             .any(|r| *r == Some(Rid::from("q")))
     );
 }
+
+on_one_and_two_shards!(
+    a_subscriber_with_low_bandwidth_gets_the_low_layer_and_switches_up_on_recovery,
+);

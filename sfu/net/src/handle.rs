@@ -2,7 +2,7 @@
 
 use crate::config::SfuConfig;
 use crate::latency::LatencyHistogram;
-use crate::task::{self, ShardCmd};
+use crate::task::{self, Links, ShardCmd, ShardLoad};
 use nexus_auth::{Claims, Grant};
 use nexus_sfu_core::{
     ClientMessage, Command, Grants, Identity, JoinOptions, ParticipantId, Reply, RoomId, RoomKind,
@@ -10,6 +10,7 @@ use nexus_sfu_core::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{mpsc, oneshot};
 
 /// Capacity of each shard's command queue; a full queue answers [`SfuError::Unavailable`].
@@ -25,6 +26,8 @@ pub struct SfuHandle {
 struct Inner {
     shards: Vec<mpsc::Sender<ShardCmd>>,
     addrs: Vec<SocketAddr>,
+    /// What each shard publishes about its load.
+    loads: Vec<Arc<ShardLoad>>,
 }
 
 /// Totals over all shards, plus each shard's own.
@@ -263,12 +266,16 @@ fn room_hash(room: &str) -> u64 {
 }
 
 impl SfuHandle {
-    /// Binds the shards' sockets and spawns their tasks on the current tokio runtime.
+    /// Binds the shards' sockets and starts one thread per shard, each running its task on a
+    /// runtime of its own.
     pub async fn start(config: SfuConfig) -> std::io::Result<SfuHandle> {
         let count = config.shards.clamp(1, 255);
         let mut shards = Vec::with_capacity(count);
         let mut addrs = Vec::with_capacity(count);
-        for k in 0..count {
+        let mut loads = Vec::with_capacity(count);
+        let (relay_txs, relay_rxs): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::channel(task::RELAY_QUEUE)).unzip();
+        for (k, inbox) in relay_rxs.into_iter().enumerate() {
             let mut addr = config.udp_addr;
             if addr.port() != 0 {
                 let port = u16::try_from(usize::from(addr.port()) + k).map_err(|_| {
@@ -276,7 +283,7 @@ impl SfuHandle {
                 })?;
                 addr.set_port(port);
             }
-            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            let socket = std::net::UdpSocket::bind(addr)?;
             let local = socket.local_addr()?;
             let announce_ip = match config.public_ip {
                 Some(ip) => ip,
@@ -291,19 +298,30 @@ impl SfuHandle {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             // `count` is at most 255, so `k` fits.
             let index = u8::try_from(k).unwrap_or(u8::MAX);
+            let load = Arc::new(ShardLoad::default());
             task::spawn(
                 index,
                 socket,
                 SocketAddr::new(announce_ip, local.port()),
                 &config,
                 rx,
+                Links {
+                    inbox,
+                    shards: relay_txs.clone(),
+                    load: Arc::clone(&load),
+                },
             )?;
             tracing::info!(shard = k, addr = %local, announce = %announce_ip, "SFU shard bound");
             shards.push(tx);
             addrs.push(local);
+            loads.push(load);
         }
         Ok(SfuHandle {
-            inner: Arc::new(Inner { shards, addrs }),
+            inner: Arc::new(Inner {
+                shards,
+                addrs,
+                loads,
+            }),
         })
     }
 
@@ -316,6 +334,28 @@ impl SfuHandle {
         let n = self.inner.shards.len() as u64;
         // `n` is at least 1 and the remainder is below it.
         &self.inner.shards[(room_hash(room.as_str()) % n) as usize]
+    }
+
+    /// Where a new WHEP subscriber of a class room goes: the least busy shard of the node
+    /// (busy ratio in steps of 5%, then fewest participants, then the room's own shard). Its
+    /// tracks are relayed there from the shard they are published on
+    /// (`nexus_sfu_core::relay`). Other rooms stay on their room's shard.
+    fn shard_for_subscriber(&self, room: &RoomId, kind: RoomKind) -> &mpsc::Sender<ShardCmd> {
+        let n = self.inner.shards.len();
+        let home = (room_hash(room.as_str()) % n as u64) as usize;
+        if kind != RoomKind::Class || n == 1 {
+            return &self.inner.shards[home];
+        }
+        let score = |k: usize| {
+            let load = &self.inner.loads[k];
+            (
+                load.busy_permille.load(Relaxed) / 50,
+                load.participants.load(Relaxed),
+                k != home,
+            )
+        };
+        let best = (0..n).min_by_key(|&k| score(k)).unwrap_or(home);
+        &self.inner.shards[best]
     }
 
     fn shard_for_session(&self, id: SessionId) -> Result<&mpsc::Sender<ShardCmd>, SfuError> {
@@ -368,7 +408,13 @@ impl SfuHandle {
         publisher: Option<ParticipantId>,
     ) -> Result<(SessionId, String), SfuError> {
         let identity = identity(room, claims)?;
-        let shard = self.shard_for_room(&identity.room);
+        let shard = match publisher {
+            // The named publisher's shard checks that it is in the room.
+            Some(p) => self
+                .shard_for_session(p)
+                .map_err(|_| SfuError::NoSuchParticipant)?,
+            None => self.shard_for_subscriber(&identity.room, identity.kind),
+        };
         match Self::call(
             shard,
             Command::WhepOffer {
@@ -442,13 +488,18 @@ impl SfuHandle {
         .map(|_| ())
     }
 
-    /// Closes a room: its participants are told to leave.
+    /// Closes a room (on every shard it has members on): its participants are told to leave.
     pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
         let room = RoomId::new(room).ok_or(SfuError::InvalidRoomName)?;
-        let shard = self.shard_for_room(&room);
-        Self::call(shard, Command::CloseRoom(room))
-            .await
-            .map(|_| ())
+        let mut result = Err(SfuError::NoSuchRoom);
+        for shard in &self.inner.shards {
+            match Self::call(shard, Command::CloseRoom(room.clone())).await {
+                Ok(_) => result = Ok(()),
+                Err(SfuError::NoSuchRoom) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        result
     }
 
     /// Counters of every shard.

@@ -1,15 +1,18 @@
-//! The tokio driver of the Nexus SFU: one task per shard, each owning one UDP socket and one
-//! [`nexus_sfu_core::Shard`], and a cloneable [`SfuHandle`] that signaling code (the HTTP
-//! layer) calls.
+//! The tokio driver of the Nexus SFU: one thread per shard, each running one task that owns one
+//! UDP socket and one [`nexus_sfu_core::Shard`], and a cloneable [`SfuHandle`] that signaling
+//! code (the HTTP layer) calls.
 //!
 //! # Model
 //!
 //! [`SfuHandle::start`] binds one UDP socket per shard — the first at
-//! [`SfuConfig::udp_addr`], shard *k* at port + *k* (port 0 binds free ports) — and spawns one
-//! task per shard. A task is the only owner of its shard: it reads datagrams, feeds them with the
-//! current time into the shard, sends what the shard outputs, sleeps until the shard's next
-//! timeout, and takes signaling commands from a bounded channel, replying on a oneshot. Nothing
-//! is locked.
+//! [`SfuConfig::udp_addr`], shard *k* at port + *k* (port 0 binds free ports) — and starts one
+//! OS thread per shard running a current-thread tokio runtime with that shard's task and nothing
+//! else, so a shard never waits behind other tasks or moves between threads. A task is the only
+//! owner of its shard: it reads datagrams, feeds them with the current time into the shard, sends
+//! what the shard outputs, sleeps until the shard's next timeout, takes signaling commands from a
+//! bounded channel (replying on a oneshot), and passes messages between shards
+//! ([`nexus_sfu_core::relay`]) over bounded channels. Nothing is locked; each task publishes its
+//! busy ratio and participant count in two atomics for the handle's placement.
 //!
 //! The socket I/O is batched (quinn-udp): reads take up to 8 datagrams per `recvmmsg` (GRO
 //! reads are split by their stride), and the outputs of one poll are queued and sent with UDP
@@ -18,8 +21,12 @@
 //! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`). Each
 //! task also times what it forwards ([`latency`]).
 //!
-//! Rooms are pinned to a shard by a hash of the room name, so everyone in a room shares one
-//! shard; a session's id names its shard, so later calls about it go straight there. ICE is
+//! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members and
+//! consultations go there. A WHEP subscriber of a class room goes to the least busy shard of the
+//! node (busy ratio in steps of 5%, then fewest participants); the home shard relays the room's
+//! tracks and every packet to the shards with subscribers, and their keyframe requests come
+//! back to its throttle, so a class's fan-out is spread over the cores. A session's id names its
+//! shard, so later calls about it go straight there. ICE is
 //! lite with host candidates only: each socket's address (or [`SfuConfig::public_ip`] with the
 //! bound port, for 1:1 NAT) is the one candidate in every answer.
 //!

@@ -3,13 +3,15 @@
 use crate::config::SfuConfig;
 use crate::latency::{LatencyHistogram, rtp_id};
 use nexus_sfu_core::{
-    Command, Identity, Input, JoinOptions, Output, ParticipantId, Reply, ServerMessage, SfuError,
-    Shard, ShardConfig, ShardStats,
+    Command, Identity, Input, JoinOptions, Output, ParticipantId, Relay, Reply, ServerMessage,
+    SfuError, Shard, ShardConfig, ShardStats,
 };
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -37,6 +39,32 @@ const MAX_GSO_BYTES: usize = 60_000;
 /// buffer, and a lost publisher datagram costs every subscriber a frame. (The default ~200 KiB
 /// overflowed in the class-room load test once the shard saturated.)
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Capacity of each shard's queue of messages from the other shards (a room's media among
+/// them). A full queue drops the message, as a full socket buffer would drop a datagram.
+pub(crate) const RELAY_QUEUE: usize = 4096;
+/// Longest sleep of an idle shard's loop.
+const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Relay messages handled in one wake-up before the loop looks at its socket again.
+const RELAY_BATCH: usize = 64;
+
+/// What a shard task publishes about its load, for the handle's placement of new subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct ShardLoad {
+    /// Busy share of the loop over the admission window, in per mille.
+    pub(crate) busy_permille: AtomicU32,
+    /// Participants on the shard.
+    pub(crate) participants: AtomicU32,
+}
+
+/// The shard task's ends of the channels between shards.
+pub(crate) struct Links {
+    /// This shard's queue of messages from the others.
+    pub(crate) inbox: mpsc::Receiver<Relay>,
+    /// Every shard's queue, by index (this shard's own is not used).
+    pub(crate) shards: Vec<mpsc::Sender<Relay>>,
+    /// Where this shard's load is published.
+    pub(crate) load: Arc<ShardLoad>,
+}
 
 /// What a shard task is asked to do.
 #[derive(Debug)]
@@ -64,20 +92,24 @@ pub(crate) enum ShardCmd {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Spawns the task of shard `index`.
+/// Spawns the task of shard `index` on a thread of its own: a current-thread runtime that runs
+/// nothing else, so the shard never waits behind other tasks nor moves between worker threads.
 pub(crate) fn spawn(
     index: u8,
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
     announce: SocketAddr,
     config: &SfuConfig,
     commands: mpsc::Receiver<ShardCmd>,
+    links: Links,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
+    socket.set_nonblocking(true)?;
     let mut shard_config = ShardConfig::new(index, local, rand::random());
     shard_config.announce_addr = announce;
     shard_config.room_close_grace = config.room_close_grace;
     shard_config.reconnect_grace = config.reconnect_grace;
     shard_config.max_busy = config.max_busy;
+    shard_config.shards = u8::try_from(links.shards.len()).unwrap_or(u8::MAX);
     let shard = Shard::new(Instant::now(), shard_config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let udp = UdpSocketState::new((&socket).into())?;
@@ -95,19 +127,37 @@ pub(crate) fn spawn(
             tracing::warn!(error = %e, "cannot enlarge the SFU socket's {what} buffer");
         }
     }
-    let task = ShardTask {
-        shard,
-        udp,
-        queued: Vec::with_capacity(SEND_BATCH),
-        gso_buf: Vec::with_capacity(MAX_GSO_BYTES),
-        socket,
-        local,
-        signals: HashMap::new(),
-        next_conn: 1,
-        busy_ns: 0,
-        latency: LatencyHistogram::default(),
-    };
-    tokio::spawn(task.run(commands));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("sfu-shard-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "SFU shard cannot register its socket");
+                        return;
+                    }
+                };
+                let task = ShardTask {
+                    shard,
+                    udp,
+                    queued: Vec::with_capacity(SEND_BATCH),
+                    gso_buf: Vec::with_capacity(MAX_GSO_BYTES),
+                    socket,
+                    local,
+                    signals: HashMap::new(),
+                    next_conn: 1,
+                    busy_ns: 0,
+                    latency: LatencyHistogram::default(),
+                    relays: links.shards,
+                    load: links.load,
+                };
+                task.run(commands, links.inbox).await;
+            });
+        })?;
     Ok(())
 }
 
@@ -126,10 +176,17 @@ struct ShardTask {
     next_conn: u64,
     busy_ns: u64,
     latency: LatencyHistogram,
+    /// Every shard's relay queue, by index.
+    relays: Vec<mpsc::Sender<Relay>>,
+    load: Arc<ShardLoad>,
 }
 
 impl ShardTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<ShardCmd>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<ShardCmd>,
+        mut inbox: mpsc::Receiver<Relay>,
+    ) {
         let buf_len = MAX_DATAGRAM * self.udp.gro_segments().max(1);
         let mut bufs = vec![vec![0u8; buf_len]; RECV_BUFFERS];
         let mut meta = vec![RecvMeta::default(); RECV_BUFFERS];
@@ -137,7 +194,8 @@ impl ShardTask {
             let start = Instant::now();
             let timeout = self.flush().await;
             self.busy(start);
-            let deadline = tokio::time::Instant::from_std(timeout);
+            // At least once a second, so that an idle shard's published busy ratio decays too.
+            let deadline = tokio::time::Instant::from_std(timeout.min(start + IDLE_WAKE));
             tokio::select! {
                 // Signaling first: a saturated shard (every branch always ready) must still
                 // answer offers, stats and shutdown within a loop round.
@@ -149,6 +207,17 @@ impl ShardTask {
                         self.flush().await;
                         let _ = done.send(());
                         break;
+                    }
+                    self.busy(start);
+                }
+                Some(message) = inbox.recv() => {
+                    let start = Instant::now();
+                    self.shard.handle_relay(start, message);
+                    self.collect().await;
+                    for _ in 1..RELAY_BATCH {
+                        let Ok(message) = inbox.try_recv() else { break };
+                        self.shard.handle_relay(Instant::now(), message);
+                        self.collect().await;
                     }
                     self.busy(start);
                 }
@@ -204,6 +273,8 @@ impl ShardTask {
         let busy = now.saturating_duration_since(start);
         self.busy_ns += u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
         self.shard.record_busy(now, busy);
+        let permille = (self.shard.busy_ratio(now) * 1000.0).clamp(0.0, 1_000_000.0) as u32;
+        self.load.busy_permille.store(permille, Relaxed);
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
@@ -220,9 +291,24 @@ impl ShardTask {
     /// Handles a command; returns the shutdown acknowledgement when the task must end.
     fn command(&mut self, cmd: ShardCmd) -> Option<oneshot::Sender<()>> {
         let now = Instant::now();
+        let done = self.do_command(now, cmd);
+        self.publish_participants();
+        done
+    }
+
+    /// Publishes the participant count for the handle's placement; done before a command's
+    /// reply too, so that a caller's next placement already counts the participant it added.
+    fn publish_participants(&self) {
+        let participants = u32::try_from(self.shard.stats().participants).unwrap_or(u32::MAX);
+        self.load.participants.store(participants, Relaxed);
+    }
+
+    fn do_command(&mut self, now: Instant, cmd: ShardCmd) -> Option<oneshot::Sender<()>> {
         match cmd {
             ShardCmd::Core { command, reply } => {
-                let _ = reply.send(self.shard.handle_command(now, command));
+                let result = self.shard.handle_command(now, command);
+                self.publish_participants();
+                let _ = reply.send(result);
             }
             ShardCmd::Join {
                 identity,
@@ -244,6 +330,7 @@ impl ShardTask {
                     Ok(_) => Err(SfuError::Rtc("unexpected reply".into())),
                     Err(e) => Err(e),
                 };
+                self.publish_participants();
                 let _ = reply.send(result);
             }
             ShardCmd::ConnectionClosed { participant, conn } => {
@@ -292,6 +379,15 @@ impl ShardTask {
                     }
                 }
                 Output::Signal { to, message } => self.signal(to, message),
+                Output::Relay { to, message } => {
+                    let sent = self
+                        .relays
+                        .get(usize::from(to))
+                        .map(|q| q.try_send(message));
+                    if !matches!(sent, Some(Ok(()))) {
+                        tracing::debug!(shard = to, "relay queue full or gone; message dropped");
+                    }
+                }
             }
         }
     }

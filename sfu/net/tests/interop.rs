@@ -54,9 +54,11 @@ fn claims(user: &str, room: &str, grants: Vec<Grant>) -> Claims {
     Claims::new(user, 600).with_room(room, RoomKind::Class, grants)
 }
 
+/// Two shards: the subscriber is placed on the idle shard without the publisher, so the class
+/// room spans both and its media crosses between them.
 async fn sfu() -> SfuHandle {
     let mut config = SfuConfig::new("127.0.0.1:0".parse().unwrap());
-    config.shards = 1;
+    config.shards = 2;
     SfuHandle::start(config).await.unwrap()
 }
 
@@ -318,10 +320,13 @@ async fn webrtc_rs_publishes_over_whip_and_a_str0m_subscriber_receives_its_media
     let viewer = claims("student", room, vec![Grant::Subscribe]);
     subscriber
         .negotiate(Direction::RecvOnly, async |offer| {
-            sfu.whep_subscribe(room, &viewer, offer, None)
+            let (session, answer) = sfu
+                .whep_subscribe(room, &viewer, offer, None)
                 .await
-                .unwrap()
-                .1
+                .unwrap();
+            // Placed on the other (idle) shard: the media is relayed between shards.
+            assert_ne!(session.shard(), publish_session.shard());
+            answer
         })
         .await;
     let video_frames = AtomicUsize::new(0);

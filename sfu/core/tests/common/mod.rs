@@ -1,11 +1,12 @@
-//! A simulated network of str0m client peers around one [`Shard`], with a forced clock: no
-//! sockets, no sleeping. Shared by the integration tests and the forwarding bench.
+//! A simulated network of str0m client peers around the shards of one node (one, or several
+//! that a class room spans), with a forced clock: no sockets, no sleeping. Shared by the
+//! integration tests and the forwarding bench.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 use nexus_sfu_core::{
-    Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, SessionId, SfuError, Shard,
-    ShardConfig,
+    Command, Grants, Identity, Input, Output, Relay, Reply, RoomId, RoomKind, SessionId, SfuError,
+    Shard, ShardConfig,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,8 +18,14 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Rtc};
 use str0m_netem::{Netem, NetemConfig};
 
-/// The shard's (simulated) socket address.
+/// The first shard's (simulated) socket address; shard k listens on port 5000 + k.
 pub const SFU_ADDR: &str = "10.0.0.1:5000";
+
+fn shard_addr(k: usize) -> SocketAddr {
+    let mut addr: SocketAddr = SFU_ADDR.parse().unwrap();
+    addr.set_port(5000 + k as u16);
+    addr
+}
 
 /// One browser-like client.
 pub struct Client {
@@ -33,11 +40,20 @@ pub struct Client {
     pub connected: bool,
     /// An emulated bottleneck on the path from the SFU to this client (str0m-netem).
     pub downlink: Option<Netem<Vec<u8>>>,
+    /// The shard the client's session is on.
+    pub shard: usize,
 }
 
-/// The network: a shard, clients, datagrams in flight, the forced clock.
+/// The network: the shards, clients, datagrams in flight, the forced clock.
 pub struct Net {
-    pub shard: Shard,
+    /// Shard 0 is the room's own shard (publishers and room-protocol members go there); WHEP
+    /// subscribers go to the shard with the fewest participants, as the driver places them on
+    /// idle shards.
+    pub shards: Vec<Shard>,
+    /// Messages between shards not yet handed over: (to, message).
+    relays: VecDeque<(usize, Relay)>,
+    /// The shard the next WHEP client goes to, when chosen by the test.
+    placed: Option<usize>,
     pub clients: Vec<Client>,
     pub now: Instant,
     /// Datagrams in flight: (deliver at, source, destination, bytes).
@@ -54,6 +70,26 @@ pub struct Net {
     /// Per forwarded media datagram the shard could time (`Shard::take_arrival`): the delay
     /// from its packet's arrival to its transmission, on the forced clock.
     pub forward_delays: Vec<Duration>,
+}
+
+/// Declares, for each scenario `fn name(shards: usize)`, a test module `name` that runs it on
+/// one shard (`one_shard`) and with the room spanning two shards (`room_over_two_shards`).
+#[allow(unused_macros)] // the forwarding bench includes this module too
+macro_rules! on_one_and_two_shards {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn one_shard() {
+                    super::$name(1)
+                }
+                #[test]
+                fn room_over_two_shards() {
+                    super::$name(2)
+                }
+            }
+        )*
+    };
 }
 
 pub fn identity(user: &str, room: &str, kind: RoomKind, grants: Grants) -> Identity {
@@ -75,12 +111,26 @@ pub fn all_grants() -> Grants {
 }
 
 impl Net {
+    /// One shard.
     pub fn new() -> Net {
+        Net::with_shards(1)
+    }
+
+    /// `n` shards of one node.
+    pub fn with_shards(n: usize) -> Net {
         str0m::crypto::from_feature_flags().install_process_default();
         let now = Instant::now();
-        let shard = Shard::new(now, ShardConfig::new(0, SFU_ADDR.parse().unwrap(), 7)).unwrap();
+        let shards = (0..n)
+            .map(|k| {
+                let mut config = ShardConfig::new(k as u8, shard_addr(k), 7 + k as u64);
+                config.shards = n as u8;
+                Shard::new(now, config).unwrap()
+            })
+            .collect();
         Net {
-            shard,
+            shards,
+            relays: VecDeque::new(),
+            placed: None,
             clients: vec![],
             now,
             wire: VecDeque::new(),
@@ -108,13 +158,47 @@ impl Net {
             keyframe_rids: vec![],
             connected: false,
             downlink: None,
+            shard: 0,
         });
         self.clients.len() - 1
+    }
+
+    /// Counters of all shards, summed.
+    pub fn stats(&self) -> nexus_sfu_core::ShardStats {
+        let mut t = nexus_sfu_core::ShardStats::default();
+        for s in self.shards.iter().map(Shard::stats) {
+            t.rooms += s.rooms;
+            t.participants += s.participants;
+            t.tracks += s.tracks;
+            t.frames_forwarded += s.frames_forwarded;
+            t.keyframe_requests += s.keyframe_requests;
+            t.keyframe_requests_throttled += s.keyframe_requests_throttled;
+            t.nacks += s.nacks;
+            t.layer_switches += s.layer_switches;
+            t.refused_saturated += s.refused_saturated;
+            t.packets_out += s.packets_out;
+        }
+        t
+    }
+
+    /// Where a new WHEP subscriber goes: the shard with the fewest participants.
+    fn subscriber_shard(&self) -> usize {
+        (0..self.shards.len())
+            .min_by_key(|&k| self.shards[k].stats().participants)
+            .unwrap()
     }
 
     /// A client that offers `dir` audio + video; `publish` picks WHIP (else WHEP).
     pub fn connect(&mut self, identity: Identity, publish: bool) -> usize {
         self.try_connect(identity, publish).unwrap()
+    }
+
+    /// A WHEP client on shard `shard` (instead of the least loaded one).
+    pub fn connect_on(&mut self, identity: Identity, shard: usize) -> usize {
+        self.placed = Some(shard);
+        let i = self.try_connect(identity, false);
+        self.placed = None;
+        i.unwrap()
     }
 
     /// [`Net::connect`], or the shard's refusal of the offer (no client is added then).
@@ -125,7 +209,13 @@ impl Net {
         } else {
             Direction::RecvOnly
         };
+        let shard = match self.placed {
+            Some(k) => k,
+            None if publish => 0,
+            None => self.subscriber_shard(),
+        };
         let c = &mut self.clients[i];
+        c.shard = shard;
         let mut api = c.rtc.sdp_api();
         let a = api.add_media(MediaKind::Audio, dir, None, None, None);
         let v = api.add_media(MediaKind::Video, dir, None, None, None);
@@ -141,7 +231,7 @@ impl Net {
                 publisher: None,
             }
         };
-        let reply = match self.shard.handle_command(self.now, command) {
+        let reply = match self.shards[shard].handle_command(self.now, command) {
             Ok(reply) => reply,
             Err(e) => {
                 self.clients.pop();
@@ -176,8 +266,7 @@ impl Net {
         );
         let (offer, pending) = api.apply().unwrap();
         c.mids = vec![(v, MediaKind::Video)];
-        let reply = self
-            .shard
+        let reply = self.shards[0]
             .handle_command(
                 self.now,
                 Command::WhipOffer {
@@ -194,6 +283,20 @@ impl Net {
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         i
+    }
+
+    /// Makes every datagram of client `i` now in flight arrive at the same instant (the latest
+    /// of their arrival times), as a driver reads a burst in one `recvmmsg` with one `now`.
+    pub fn bunch_from(&mut self, i: usize) {
+        let src = self.clients[i].addr;
+        let Some(at) = self.wire.iter().filter(|w| w.1 == src).map(|w| w.0).max() else {
+            return;
+        };
+        for w in self.wire.iter_mut().filter(|w| w.1 == src) {
+            w.0 = at;
+        }
+        // Delivery takes the wire in order of arrival time.
+        self.wire.make_contiguous().sort_by_key(|w| w.0);
     }
 
     /// Puts an emulated bottleneck (or none) on the path from the SFU to client `i`.
@@ -280,12 +383,11 @@ impl Net {
     /// One round at the current time.
     pub fn step(&mut self) {
         let now = self.now;
-        let sfu: SocketAddr = SFU_ADDR.parse().unwrap();
         // Deliver what has arrived.
         while self.wire.front().is_some_and(|(t, ..)| *t <= now) {
             let (_, src, dst, bytes) = self.wire.pop_front().unwrap();
-            if dst == sfu {
-                self.shard.handle_input(
+            if let Some(k) = (0..self.shards.len()).find(|&k| shard_addr(k) == dst) {
+                self.shards[k].handle_input(
                     now,
                     Input::Receive {
                         source: src,
@@ -293,23 +395,33 @@ impl Net {
                         contents: &bytes,
                     },
                 );
+                self.poll_shard();
             } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == dst) {
                 let recv = Receive::new(Protocol::Udp, src, dst, &bytes).unwrap();
                 let _ = c.rtc.handle_input(str0m::Input::Receive(now, recv));
             }
         }
-        self.shard.handle_input(now, Input::Timeout);
+        for shard in &mut self.shards {
+            shard.handle_input(now, Input::Timeout);
+        }
         self.poll_shard();
         for c in &mut self.clients {
             if let Some(netem) = c.downlink.as_mut() {
                 netem.handle_input(str0m_netem::Input::Timeout(now));
                 while let Some(out) = netem.poll_output() {
                     if let str0m_netem::Output::Packet(bytes) = out {
-                        self.wire.push_back((now + self.delay, sfu, c.addr, bytes));
+                        self.wire
+                            .push_back((now + self.delay, shard_addr(c.shard), c.addr, bytes));
                     }
                 }
             }
         }
+        self.step_clients();
+    }
+
+    /// The clients' round at the current time: timers, and what they send put on the wire.
+    pub fn step_clients(&mut self) {
+        let now = self.now;
         for c in &mut self.clients {
             let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
             loop {
@@ -337,12 +449,28 @@ impl Net {
         }
     }
 
-    /// Drains the shard's outputs onto the wire (or counts them).
+    /// Drains every shard's outputs onto the wire (or counts them), handing messages between
+    /// shards over at once (the same instant on the forced clock), until all are quiet.
     pub fn poll_shard(&mut self) {
-        let sfu: SocketAddr = SFU_ADDR.parse().unwrap();
         loop {
-            match self.shard.poll_output() {
+            for k in 0..self.shards.len() {
+                self.poll_one(k);
+            }
+            if self.relays.is_empty() {
+                break;
+            }
+            while let Some((to, message)) = self.relays.pop_front() {
+                self.shards[to].handle_relay(self.now, message);
+            }
+        }
+    }
+
+    fn poll_one(&mut self, k: usize) {
+        let sfu = shard_addr(k);
+        loop {
+            match self.shards[k].poll_output() {
                 Output::Timeout(_) => break,
+                Output::Relay { to, message } => self.relays.push_back((usize::from(to), message)),
                 Output::Transmit {
                     destination,
                     contents,
@@ -350,7 +478,7 @@ impl Net {
                     self.shard_transmits += 1;
                     self.sent += 1;
                     if let Some((ssrc, seq)) = rtp_id(&contents)
-                        && let Some(arrived) = self.shard.take_arrival(ssrc, seq)
+                        && let Some(arrived) = self.shards[k].take_arrival(ssrc, seq)
                     {
                         self.forward_delays.push(self.now - arrived);
                     }
