@@ -172,6 +172,8 @@ fn read_frames(
             loop {
                 match reader.next(&mut buf) {
                     Err(e) => {
+                        // Not WebSocket as RFC 6455 defines it: 3501, like a malformed command.
+                        outbox.close(Disconnect::BAD_REQUEST);
                         return Some((Err(e.to_string()), (socket, outbox, reader, buf, true)));
                     }
                     Ok(Some(frame)) => {

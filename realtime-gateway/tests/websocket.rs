@@ -720,3 +720,94 @@ async fn client_pings_get_pongs_and_fragmented_commands_are_joined() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Opens a WebSocket by hand (no client library) and returns the socket after the 101.
+async fn raw_upgrade(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            tcp.read(&mut b).await.unwrap(),
+            1,
+            "closed during the handshake"
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // RFC 6455 §1.3's example key and its accept value.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    tcp
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn close_code(tcp: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without a close frame");
+            buf.extend_from_slice(&chunk[..n]);
+            // Server frames are unmasked; the ones before the close are short here.
+            while buf.len() >= 2 {
+                let len = usize::from(buf[1] & 0x7f);
+                assert!(len < 126);
+                if buf.len() < 2 + len {
+                    break;
+                }
+                if buf[0] & 0x0f == 0x8 {
+                    return u16::from_be_bytes([buf[2], buf[3]]);
+                }
+                buf.drain(..2 + len);
+            }
+        }
+    })
+    .await
+    .expect("no close frame")
+}
+
+#[tokio::test]
+async fn frames_that_break_rfc_6455_close_with_bad_request() {
+    use tokio::io::AsyncWriteExt;
+    let srv = start(config()).await;
+    // An unmasked client frame.
+    let mut tcp = raw_upgrade(srv.addr).await;
+    tcp.write_all(&[0x81, 0x02, b'{', b'}']).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 3501);
+    // A frame announcing 2^40 bytes: refused from its header.
+    let mut tcp = raw_upgrade(srv.addr).await;
+    let mut huge = vec![0x81, 0x80 | 127];
+    huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&huge).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 3501);
+    // A client's close is answered with a normal close.
+    let mut tcp = raw_upgrade(srv.addr).await;
+    tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1000);
+    // All three connections end (each session's cleanup follows its close frame).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while srv.gw.stats().connections != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections left open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
