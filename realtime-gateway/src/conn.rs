@@ -101,12 +101,11 @@ impl Gateway {
         let cfg = &self.inner.config;
         let stats = self.inner.stats.clone();
         let _ = tcp.set_nodelay(true);
-        let socket = Arc::new(DirectSocket::new(tcp));
         let (outbox, rx) = Outbox::with_socket(
             cfg.client_queue_max_messages,
             cfg.client_queue_max_bytes,
             stats.clone(),
-            Some(socket.clone()),
+            Some(DirectSocket::new(tcp)),
         );
         let writer = raw_write_loop(
             rx,
@@ -115,7 +114,7 @@ impl Gateway {
             Duration::from_secs(cfg.close_timeout_secs),
             stats,
         );
-        let stream = read_frames(socket, outbox.clone(), early, cfg.max_frame_bytes);
+        let stream = read_frames(outbox.clone(), early, cfg.max_frame_bytes);
         self.serve(outbox, writer, Box::pin(stream)).await;
     }
 
@@ -156,7 +155,6 @@ const READ_CHUNK: usize = 4 << 10;
 /// pong goes through the outbox, in order with everything else); a protocol violation ends
 /// the stream with an error.
 fn read_frames(
-    socket: Arc<DirectSocket>,
     outbox: Arc<Outbox>,
     early: Bytes,
     max_message: usize,
@@ -164,57 +162,63 @@ fn read_frames(
     let reader = wire::FrameReader::new(max_message);
     let buf = BytesMut::from(&early[..]);
     futures_util::stream::unfold(
-        (socket, outbox, reader, buf, false),
-        |(socket, outbox, mut reader, mut buf, done)| async move {
+        (outbox, reader, buf, false),
+        |(outbox, mut reader, mut buf, done)| async move {
             if done {
                 return None;
             }
             loop {
-                match reader.next(&mut buf) {
+                let frame = match reader.next(&mut buf) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                            buf.reserve(READ_CHUNK);
+                        }
+                        let read = match outbox.socket() {
+                            Some(socket) => read_some(socket.tcp(), &mut buf).await,
+                            None => Ok(0),
+                        };
+                        match read {
+                            Ok(0) => return None,
+                            Ok(_) => continue,
+                            Err(e) => {
+                                return Some((Err(e.to_string()), (outbox, reader, buf, true)));
+                            }
+                        }
+                    }
                     Err(e) => {
                         // Not WebSocket as RFC 6455 defines it: 3501, like a malformed command.
                         outbox.close(Disconnect::BAD_REQUEST);
-                        return Some((Err(e.to_string()), (socket, outbox, reader, buf, true)));
-                    }
-                    Ok(Some(frame)) => {
-                        let item = match frame {
-                            wire::ClientFrame::Ping(payload) => {
-                                outbox.push_framed(wire::frame(wire::OP_PONG, &payload));
-                                continue;
-                            }
-                            wire::ClientFrame::Text(t) => Incoming::Text(t),
-                            wire::ClientFrame::Binary(b) => Incoming::Binary(b),
-                            wire::ClientFrame::Close => Incoming::Close,
-                        };
-                        if buf.is_empty() {
-                            buf = BytesMut::new();
-                        }
-                        return Some((Ok(item), (socket, outbox, reader, buf, false)));
-                    }
-                    Ok(None) => {}
-                }
-                if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                    buf.reserve(READ_CHUNK);
-                }
-                let read = loop {
-                    if let Err(e) = socket.tcp().readable().await {
-                        break Err(e);
-                    }
-                    match socket.tcp().try_read_buf(&mut buf) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        other => break other,
+                        return Some((Err(e.to_string()), (outbox, reader, buf, true)));
                     }
                 };
-                match read {
-                    Ok(0) => return None,
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Some((Err(e.to_string()), (socket, outbox, reader, buf, true)));
+                let item = match frame {
+                    wire::ClientFrame::Ping(payload) => {
+                        outbox.push_framed(wire::frame(wire::OP_PONG, &payload));
+                        continue;
                     }
+                    wire::ClientFrame::Text(t) => Incoming::Text(t),
+                    wire::ClientFrame::Binary(b) => Incoming::Binary(b),
+                    wire::ClientFrame::Close => Incoming::Close,
+                };
+                if buf.is_empty() {
+                    buf = BytesMut::new();
                 }
+                return Some((Ok(item), (outbox, reader, buf, false)));
             }
         },
     )
+}
+
+/// Reads what the socket has into `buf`, waiting until it has something.
+async fn read_some(tcp: &tokio::net::TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        tcp.readable().await?;
+        match tcp.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }
 
 /// The writer of a connection served over its socket: writes what the outbox queued (when
@@ -229,6 +233,8 @@ async fn raw_write_loop(
 ) {
     let mut carry: Option<Queued> = None;
     let mut buf = BytesMut::new();
+    // Stamps of the frames in `buf`, counted once they are written.
+    let mut stamps: Vec<Stamps> = Vec::new();
     let mut tally = Tally::default();
     // When the connection closes in the middle of a write: the socket (still held) and the
     // bytes not yet written, which go out before the close frame.
@@ -246,8 +252,8 @@ async fn raw_write_loop(
             break;
         };
         buf.clear();
+        stamps.clear();
         let mut payload_bytes = 0;
-        let mut stamps: Vec<Stamps> = Vec::new();
         let mut next = Some(first);
         while let Some(q) = next.take() {
             let framed = matches!(q.stamps, Stamps::Framed);
@@ -295,7 +301,7 @@ async fn raw_write_loop(
         }
         tally.flush(&stats);
         outbox.dequeued(payload_bytes);
-        outbox.put_socket(socket);
+        outbox.release(socket);
     }
     let code = match outbox.reason() {
         None => return,

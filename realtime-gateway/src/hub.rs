@@ -95,24 +95,14 @@ struct Round {
 
 impl Round {
     fn new(fanouts: Vec<Fanout>) -> Round {
-        let len = fanouts
-            .iter()
-            .map(|f| f.frame.len() + 1)
-            .sum::<usize>()
-            .saturating_sub(1);
-        let mut buf = WireFrame::builder(len);
-        for (i, f) in fanouts.iter().enumerate() {
-            if i > 0 {
-                buf.extend_from_slice(b"\n");
-            }
-            buf.extend_from_slice(&f.frame);
-        }
+        let parts: Vec<&[u8]> = fanouts.iter().map(|f| &f.frame[..]).collect();
+        let wire = WireFrame::text(&parts);
         let stamps = match fanouts.as_slice() {
             [one] => Stamps::one(one.published_us),
             many => Stamps::Many(Arc::new(many.iter().map(|f| f.published_us).collect())),
         };
         Round {
-            wire: WireFrame::finish(buf),
+            wire,
             fanouts,
             stamps,
         }
@@ -700,6 +690,14 @@ mod tests {
     use super::*;
     use crate::outbox::Queued;
 
+    /// Runs a shard's future (a sweep, its loop) to completion on a runtime of its own.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(f)
+    }
+
     fn shard(limit: usize) -> Shard {
         Shard {
             channels: HashMap::new(),
@@ -735,9 +733,7 @@ mod tests {
 
     /// Sweeps one round to completion.
     fn sweep(s: &mut Shard, round: Vec<Fanout>) {
-        let rt = tokio::runtime::Builder::new_current_thread().build();
-        rt.expect("a current-thread runtime")
-            .block_on(s.sweep(round, None, &mut None));
+        block_on(s.sweep(round, None, &mut None));
     }
 
     fn fan(s: &mut Shard, ch: &str, body: &'static str, offset: u64, location: Option<Location>) {
@@ -850,10 +846,7 @@ mod tests {
         }
         drop(tx);
         let stats = s.stats.clone();
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime")
-            .block_on(s.run(rx));
+        block_on(s.run(rx));
         let q = plain.try_recv().expect("one frame");
         assert_eq!(q.frame, "a\nb\nc");
         let mut stamps = Vec::new();
@@ -921,10 +914,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
         let mut next = None;
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime")
-            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
         // Read at the first yield: the first chunk had A alone, the rest get both at once,
         // then the sweep wraps round and gives B to the first chunk.
         for (i, rx) in rxs.iter_mut().enumerate() {
@@ -949,10 +939,7 @@ mod tests {
         let _ = tx.try_send(HubCmd::Channels { reply });
         let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 2, None)));
         let mut next = None;
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime")
-            .block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
+        block_on(s.sweep(vec![fanout("c", "A", 1, None)], Some(&mut rx), &mut next));
         assert!(
             matches!(next, Some(HubCmd::Channels { .. })),
             "kept for after the sweep"
@@ -977,10 +964,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let _ = tx.try_send(HubCmd::Fanout(fanout("c", "B", 100, None)));
         let _ = tx.try_send(HubCmd::Fanout(fanout("c", "C", 101, None)));
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime")
-            .block_on(s.sweep(first, Some(&mut rx), &mut None));
+        block_on(s.sweep(first, Some(&mut rx), &mut None));
         let mut want = vec!["A"; MAX_ROUND - 1];
         want.extend(["B", "C"]);
         for (i, rx) in rxs.iter_mut().enumerate() {

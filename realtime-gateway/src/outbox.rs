@@ -10,7 +10,7 @@
 //!
 //! **Direct writes.** A connection served over its own TCP socket ([`DirectSocket`]) skips the
 //! queue while it is empty: whoever delivers (a hub sweep, the session) writes the frame to
-//! the socket at once with a non-blocking `write`, and the writer task is not woken at all.
+//! the socket at once with a non-blocking `send`, and the writer task is not woken at all.
 //! Only when the socket is full, or frames are already queued, does the frame go through
 //! the queue. Order is kept by one rule: a frame is written directly only if nothing is
 //! queued (queued frames count until they are *written*, not when taken off the queue), and
@@ -29,7 +29,7 @@
 use crate::error::Disconnect;
 use crate::stats::{Stats, Tally, unix_micros};
 use crate::wire;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use std::future::poll_fn;
 use std::io::ErrorKind;
@@ -101,24 +101,9 @@ pub(crate) struct WireFrame {
 }
 
 impl WireFrame {
-    /// A buffer for a frame of `len` payload bytes, its header written: append the payload,
-    /// then [`WireFrame::finish`].
-    pub(crate) fn builder(len: usize) -> BytesMut {
-        let (h, hl) = wire::header(wire::OP_TEXT, len);
-        let mut buf = BytesMut::with_capacity(hl + len);
-        buf.extend_from_slice(&h[..hl]);
-        buf
-    }
-
-    /// The frame built in `buf` by [`WireFrame::builder`].
-    pub(crate) fn finish(buf: BytesMut) -> WireFrame {
-        let bytes = buf.freeze();
-        // The header's length follows from its second byte (server frames are unmasked).
-        let header = match bytes.get(1).map(|b| b & 0x7f) {
-            Some(126) => 4,
-            Some(127) => 10,
-            _ => 2,
-        };
+    /// A text frame whose payload is `parts` joined by newlines.
+    pub(crate) fn text(parts: &[&[u8]]) -> WireFrame {
+        let (bytes, header) = wire::joined(wire::OP_TEXT, parts);
         WireFrame { bytes, header }
     }
 
@@ -189,7 +174,7 @@ pub(crate) struct Outbox {
     closing: CancellationToken,
     reason: OnceLock<Disconnect>,
     stats: Arc<Stats>,
-    direct: Option<Arc<DirectSocket>>,
+    direct: Option<DirectSocket>,
 }
 
 impl Outbox {
@@ -206,7 +191,7 @@ impl Outbox {
         max_messages: usize,
         max_bytes: usize,
         stats: Arc<Stats>,
-        direct: Option<Arc<DirectSocket>>,
+        direct: Option<DirectSocket>,
     ) -> (Arc<Outbox>, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(max_messages);
         let outbox = Outbox {
@@ -248,9 +233,7 @@ impl Outbox {
         if self.direct.is_none() || self.is_closed() {
             return self.enqueue(frame, stamps);
         }
-        let mut buf = WireFrame::builder(frame.len());
-        buf.extend_from_slice(&frame);
-        self.deliver_wire(&WireFrame::finish(buf), &stamps, tally)
+        self.deliver_wire(&WireFrame::text(&[&frame]), &stamps, tally)
     }
 
     /// Delivers a frame encoded once for all its recipients: written as it is when the
@@ -270,11 +253,14 @@ impl Outbox {
 
     /// A frame already framed for the socket (a pong): written now or queued.
     pub(crate) fn push_framed(&self, frame: Bytes) -> bool {
-        match self.send_now(&frame, &Stamps::Framed, &mut Tally::default()) {
+        let mut tally = Tally::default();
+        let queued = match self.send_now(&frame, &Stamps::Framed, &mut tally) {
             Direct::Done => true,
             Direct::Failed => false,
             Direct::Queue => self.enqueue(frame, Stamps::Framed),
-        }
+        };
+        tally.flush(&self.stats);
+        queued
     }
 
     /// Writes framed `bytes` to the socket now if nothing is queued and nobody is writing.
@@ -347,7 +333,7 @@ impl Outbox {
 
     /// Gives the socket back; wakes the writer task if frames queued up meanwhile (it may
     /// have found the socket taken).
-    fn release(&self, d: &DirectSocket) {
+    pub(crate) fn release(&self, d: &DirectSocket) {
         d.writing.store(FREE, Release);
         if self.queued_bytes.load(Acquire) != 0 {
             self.writer.wake();
@@ -357,7 +343,7 @@ impl Outbox {
     /// The writer task's turn at the socket: waits while a delivery is writing; `None` once
     /// the connection is closing (or when this outbox has no socket).
     pub(crate) async fn take_socket(&self) -> Option<&DirectSocket> {
-        let d = self.direct.as_deref()?;
+        let d = self.direct.as_ref()?;
         let take = || {
             d.writing
                 .compare_exchange(FREE, BUSY, Acquire, Relaxed)
@@ -383,14 +369,14 @@ impl Outbox {
         .await
     }
 
-    /// The writer task is done writing: gives the socket back.
-    pub(crate) fn put_socket(&self, d: &DirectSocket) {
-        self.release(d);
+    /// The connection's own socket, for reading (`None` behind a `Sink`).
+    pub(crate) fn socket(&self) -> Option<&DirectSocket> {
+        self.direct.as_ref()
     }
 
     /// After the writer task stopped: the socket for the close frame, taken.
     pub(crate) fn socket_for_close(&self) -> SocketForClose<'_> {
-        let Some(d) = self.direct.as_deref() else {
+        let Some(d) = self.direct.as_ref() else {
             return SocketForClose::None;
         };
         match d.writing.compare_exchange(FREE, BUSY, Acquire, Relaxed) {
@@ -440,7 +426,8 @@ impl Outbox {
         self.close(Disconnect::SLOW);
     }
 
-    /// Called by the writer for each frame it takes off the queue.
+    /// Called by the writer for each frame it takes off the queue (over a socket: once the
+    /// frame is written, so that no delivery writes around it meanwhile).
     pub(crate) fn dequeued(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Relaxed);
     }

@@ -40,11 +40,27 @@ pub(crate) fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 
 /// A whole server frame (header and payload) in one buffer.
 pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let (h, n) = header(opcode, payload.len());
-    let mut buf = BytesMut::with_capacity(n + payload.len());
+    joined(opcode, &[payload]).0
+}
+
+/// A whole server frame whose payload is `parts` joined by newlines (several JSON messages
+/// in one frame, as the Centrifugo JSON protocol allows), and the length of its header.
+pub(crate) fn joined(opcode: u8, parts: &[&[u8]]) -> (Bytes, usize) {
+    let len = parts
+        .iter()
+        .map(|p| p.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let (h, n) = header(opcode, len);
+    let mut buf = BytesMut::with_capacity(n + len);
     buf.extend_from_slice(&h[..n]);
-    buf.extend_from_slice(payload);
-    buf.freeze()
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            buf.extend_from_slice(b"\n");
+        }
+        buf.extend_from_slice(part);
+    }
+    (buf.freeze(), n)
 }
 
 /// The payload of a close frame: the code, then the reason (cut to fit in 125 bytes, on a
@@ -354,6 +370,8 @@ mod tests {
         assert_eq!(&header(OP_TEXT, 126).0[..4], &[0x81, 126, 0, 126]);
         assert_eq!(header(OP_TEXT, 70_000).1, 10);
         assert_eq!(&frame(OP_PONG, b"hi")[..], &[0x8A, 2, b'h', b'i']);
+        let (two, header_len) = joined(OP_TEXT, &[b"{}", b"[]"]);
+        assert_eq!((&two[..], header_len), (&b"\x81\x05{}\n[]"[..], 2));
         let p = close_payload(3008, &"é".repeat(100));
         assert!(p.len() <= 125);
         assert!(std::str::from_utf8(&p[2..]).is_ok());

@@ -794,9 +794,14 @@ mod tests {
             .collect()
     }
 
+    /// The configuration from these variables alone (no file, no flags).
+    fn from_env(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        Config::load(None, env(pairs), &Overrides::default())
+    }
+
     #[test]
     fn defaults_are_the_documented_ones() {
-        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        let c = from_env(&[]).unwrap();
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./nexus-data"));
         assert_eq!(c.database_url(), "sqlite://./nexus-data/nexus.db");
@@ -809,21 +814,11 @@ mod tests {
 
     #[test]
     fn the_sfu_admission_limit_is_a_positive_percentage() {
-        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        let c = from_env(&[]).unwrap();
         assert_eq!(c.sfu.max_busy_percent, 80);
-        let c = Config::load(
-            None,
-            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "95")]),
-            &Overrides::default(),
-        )
-        .unwrap();
+        let c = from_env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "95")]).unwrap();
         assert_eq!(c.sfu.max_busy_percent, 95);
-        let err = Config::load(
-            None,
-            env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "0")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = from_env(&[("NEXUS_SFU_MAX_BUSY_PERCENT", "0")]).unwrap_err();
         assert!(
             format!("{err:#}").contains("NEXUS_SFU_MAX_BUSY_PERCENT"),
             "{err:#}"
@@ -832,19 +827,9 @@ mod tests {
 
     #[test]
     fn kafka_structured_mode_is_selectable_and_typos_are_named() {
-        let c = Config::load(
-            None,
-            env(&[("NEXUS_KAFKA_CONTENT_MODE", "structured")]),
-            &Overrides::default(),
-        )
-        .unwrap();
+        let c = from_env(&[("NEXUS_KAFKA_CONTENT_MODE", "structured")]).unwrap();
         assert_eq!(c.kafka.content_mode, ContentMode::Structured);
-        let err = Config::load(
-            None,
-            env(&[("NEXUS_KAFKA_CONTENT_MODE", "xml")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = from_env(&[("NEXUS_KAFKA_CONTENT_MODE", "xml")]).unwrap_err();
         assert!(
             format!("{err:#}").contains("NEXUS_KAFKA_CONTENT_MODE"),
             "{err:#}"
@@ -886,30 +871,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("udp_adr"), "{err}");
-        let err = Config::load(None, env(&[("NEXUS_HTTP_ADR", "x")]), &Overrides::default())
+        let err = from_env(&[("NEXUS_HTTP_ADR", "x")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("NEXUS_HTTP_ADR"), "{err}");
-        let err = Config::load(
-            None,
-            env(&[("NEXUS_RATE_LIMIT_PER_IP", "lots")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = from_env(&[("NEXUS_RATE_LIMIT_PER_IP", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("NEXUS_RATE_LIMIT_PER_IP") && err.contains("lots"),
             "{err}"
         );
         // Reserved for tests, so tests can run the binary with their own variables set.
-        assert!(
-            Config::load(
-                None,
-                env(&[("NEXUS_TEST_DATABASE_URL", "x")]),
-                &Overrides::default()
-            )
-            .is_ok()
-        );
+        assert!(from_env(&[("NEXUS_TEST_DATABASE_URL", "x")]).is_ok());
     }
 
     #[test]
@@ -940,24 +914,20 @@ mod tests {
 
     #[test]
     fn alerting_policy_from_the_environment() {
-        let c = Config::load(
-            None,
-            env(&[
-                ("NEXUS_ALERTS_APPROVAL", "true"),
-                (
-                    "NEXUS_ALERTS_TEST_ALLOWLIST",
-                    "user-1, +447700900123,ops@example.org",
-                ),
-                ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "1"),
-                ("NEXUS_ALERTS_PUBLIC_URL", "https://alerts.example.org"),
-                ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
-                ("NEXUS_ALERTS_RATE_SMS", "400"),
-                ("NEXUS_ALERTS_RATE_PUSH", "0"),
-                ("NEXUS_ALERTS_RATE_EMAIL", "2.5"),
-                ("NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE", "30m"),
-            ]),
-            &Overrides::default(),
-        )
+        let c = from_env(&[
+            ("NEXUS_ALERTS_APPROVAL", "true"),
+            (
+                "NEXUS_ALERTS_TEST_ALLOWLIST",
+                "user-1, +447700900123,ops@example.org",
+            ),
+            ("NEXUS_ALERTS_ALLOW_PRIVATE_PUSH", "1"),
+            ("NEXUS_ALERTS_PUBLIC_URL", "https://alerts.example.org"),
+            ("NEXUS_VAPID_SUBJECT", "mailto:ops@example.org"),
+            ("NEXUS_ALERTS_RATE_SMS", "400"),
+            ("NEXUS_ALERTS_RATE_PUSH", "0"),
+            ("NEXUS_ALERTS_RATE_EMAIL", "2.5"),
+            ("NEXUS_ALERTS_DEVICE_LOCATION_MAX_AGE", "30m"),
+        ])
         .unwrap();
         assert!(c.alerts.approval && c.alerts.allow_private_push);
         assert_eq!(
@@ -969,7 +939,7 @@ mod tests {
             c.alerts.test_allowlist,
             ["user-1", "+447700900123", "ops@example.org"]
         );
-        let defaults = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        let defaults = from_env(&[]).unwrap();
         assert!(
             !defaults.alerts.approval,
             "the approval step is off by default"
@@ -986,47 +956,16 @@ mod tests {
             ("NEXUS_ALERTS_PUBLIC_URL", "alerts.example.org"),
             ("NEXUS_VAPID_SUBJECT", "ops@example.org"),
         ] {
-            assert!(
-                Config::load(None, env(&[bad]), &Overrides::default()).is_err(),
-                "{bad:?}"
-            );
+            assert!(from_env(&[bad]).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn cross_field_checks() {
-        assert!(
-            Config::load(
-                None,
-                env(&[("NEXUS_TLS_CERT", "c.pem")]),
-                &Overrides::default()
-            )
-            .is_err()
-        );
-        assert!(
-            Config::load(
-                None,
-                env(&[("NEXUS_JWT_SECRET", "short")]),
-                &Overrides::default()
-            )
-            .is_err()
-        );
-        assert!(
-            Config::load(
-                None,
-                env(&[("NEXUS_DATABASE_URL", "mysql://x")]),
-                &Overrides::default()
-            )
-            .is_err()
-        );
-        assert!(
-            Config::load(
-                None,
-                env(&[("NEXUS_LOG", "nexus=loud")]),
-                &Overrides::default()
-            )
-            .is_err()
-        );
+        assert!(from_env(&[("NEXUS_TLS_CERT", "c.pem")]).is_err());
+        assert!(from_env(&[("NEXUS_JWT_SECRET", "short")]).is_err());
+        assert!(from_env(&[("NEXUS_DATABASE_URL", "mysql://x")]).is_err());
+        assert!(from_env(&[("NEXUS_LOG", "nexus=loud")]).is_err());
         assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

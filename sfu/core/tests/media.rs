@@ -46,16 +46,7 @@ fn media_flows_from_a_whip_publisher_to_whep_subscribers(shards: usize) {
     );
     stream(&mut net, publisher, 0, 2);
     for s in [a, b] {
-        assert!(
-            net.video_frames(s) > 50,
-            "video frames: {}",
-            net.video_frames(s)
-        );
-        assert!(
-            net.audio_frames(s) > 50,
-            "audio frames: {}",
-            net.audio_frames(s)
-        );
+        net.assert_media(s, 50);
     }
     let stats = net.stats();
     // Once, however many shards it spans.
@@ -253,8 +244,7 @@ fn a_room_over_two_shards_feeds_both_and_a_late_joiner_on_the_second_gets_a_keyf
     // The first keyframe (frame 0) comes from the periodic interval.
     stream_answering_requests(&mut net, publisher, 0, 2);
     for s in [on_first, on_second] {
-        assert!(net.video_frames(s) > 50, "video: {}", net.video_frames(s));
-        assert!(net.audio_frames(s) > 50, "audio: {}", net.audio_frames(s));
+        net.assert_media(s, 50);
     }
     assert_eq!(net.clients[on_second].shard, 1);
     assert!(net.shards[1].stats().frames_forwarded > 100);
@@ -293,16 +283,7 @@ fn a_whep_session_on_another_shard_taken_before_anyone_publishes_fills_in() {
     net.run(Duration::from_secs(2));
     assert!(net.clients.iter().all(|c| c.connected));
     stream(&mut net, publisher, 0, 2);
-    assert!(
-        net.video_frames(early) > 50,
-        "video: {}",
-        net.video_frames(early)
-    );
-    assert!(
-        net.audio_frames(early) > 50,
-        "audio: {}",
-        net.audio_frames(early)
-    );
+    net.assert_media(early, 50);
 
     // The publisher leaves and another one comes: its tracks fill the same WHEP session.
     let session = net.clients[publisher].session.unwrap();

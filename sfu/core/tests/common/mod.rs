@@ -522,6 +522,13 @@ impl Net {
             .filter(|d| d.params.spec().codec == Codec::Opus)
             .count()
     }
+
+    /// Asserts that client `i` received more than `min` video and `min` audio frames.
+    pub fn assert_media(&self, i: usize, min: usize) {
+        let (video, audio) = (self.video_frames(i), self.audio_frames(i));
+        assert!(video > min, "client {i}: {video} video frames");
+        assert!(audio > min, "client {i}: {audio} audio frames");
+    }
 }
 
 /// SSRC and sequence number of an RTP (not RTCP) datagram; the header is not encrypted.
