@@ -8,28 +8,16 @@
 //! The check lives here rather than in `src/lib.rs`, which the CAP crate's stable tests
 //! include; `server/tests/media_access.rs` sends mangled offers through the real server.
 
+mod sfu_common;
+
 use libfuzzer_sys::fuzz_target;
 use nexus_sfu_core::{
     Command, Grants, Identity, Input, Output, Reply, RoomId, RoomKind, Shard, ShardConfig,
 };
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const SFU: &str = "10.0.0.1:5000";
-
-/// A browser-like publisher's offer, made once by a str0m peer.
-fn valid_offer() -> &'static str {
-    static OFFER: OnceLock<String> = OnceLock::new();
-    OFFER.get_or_init(|| {
-        use str0m::media::{Direction, MediaKind};
-        let mut rtc = str0m::Rtc::builder().build(Instant::now());
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        api.apply().expect("an offer").0.to_sdp_string()
-    })
-}
 
 fn identity(publish: bool) -> Identity {
     Identity {
@@ -74,26 +62,6 @@ fn stun_with_ufrag(ufrag: &str, rest: &[u8]) -> Vec<u8> {
     p
 }
 
-/// `offer` with edits applied: each 3 bytes `[at, at, op]` replace (op < 0x80), insert
-/// (op < 0xc0) or delete the byte at `at` (modulo the length).
-fn edited(offer: &str, edits: &[u8]) -> String {
-    let mut bytes = offer.as_bytes().to_vec();
-    for e in edits.chunks_exact(3) {
-        if bytes.is_empty() {
-            break;
-        }
-        let at = usize::from(u16::from_be_bytes([e[0], e[1]])) % bytes.len();
-        match e[2] {
-            op @ 0..0x80 => bytes[at] = op,
-            op @ 0x80..0xc0 => bytes.insert(at, op - 0x60),
-            _ => {
-                bytes.remove(at);
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 fn sfu_input(data: &[u8]) {
     str0m::crypto::from_feature_flags().install_process_default();
     let Some((&mode, rest)) = data.split_first() else {
@@ -111,7 +79,7 @@ fn sfu_input(data: &[u8]) {
             let offer = if mode % 6 < 2 {
                 String::from_utf8_lossy(rest).into_owned()
             } else {
-                edited(valid_offer(), rest)
+                sfu_common::edited(&sfu_common::offers()[0], rest)
             };
             let command = if mode % 2 == 0 {
                 Command::WhipOffer {
@@ -135,7 +103,7 @@ fn sfu_input(data: &[u8]) {
                 now,
                 Command::WhipOffer {
                     identity: identity(true),
-                    offer: valid_offer().to_string(),
+                    offer: sfu_common::offers()[0].clone(),
                 },
             );
             let Ok(Reply::Session { answer, .. }) = reply else {
