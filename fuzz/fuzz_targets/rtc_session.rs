@@ -2,9 +2,12 @@
 //! The room protocol (`/rtc`), hostile: members of a class or a consultation send arbitrary
 //! sequences of messages — well-formed ones naming real or made-up participants and tracks,
 //! SDP offers and answers (a browser's, edited, or junk), raw JSON — and drop, resume, get
-//! admitted, while the clock moves and rooms close. The shard must never panic and never loop.
+//! admitted, while the clock moves and rooms close. The room spans two shards, as a class does
+//! on a node with two cores: members who only receive are placed on either (the input says
+//! which), and the messages between the shards are handed over as the driver does. No shard
+//! may panic, and no exchange may loop.
 //!
-//! Each step of the input is `[who][what][argument bytes…]`; ids the shard hands out (in its
+//! Each step of the input is `[who][what][argument bytes…]`; ids the shards hand out (in their
 //! replies and signals) are collected, so later steps can name them.
 
 mod sfu_common;
@@ -27,7 +30,8 @@ const CAST: [(&str, bool, bool); 4] = [
 ];
 
 struct Session {
-    shard: Shard,
+    /// Shard 0 is the room's home (publishers, admins, consultations).
+    shards: Vec<Shard>,
     now: Instant,
     room: RoomId,
     kind: RoomKind,
@@ -53,8 +57,9 @@ impl Session {
         }
     }
 
-    fn command(&mut self, who: Option<usize>, command: Command) {
-        match self.shard.handle_command(self.now, command) {
+    /// The shard a command goes to, as the driver routes it.
+    fn command(&mut self, shard: usize, who: Option<usize>, command: Command) {
+        match self.shards[shard].handle_command(self.now, command) {
             Ok(Reply::Joined { participant }) => {
                 if let Some(who) = who {
                     self.members[who] = Some(participant);
@@ -70,20 +75,42 @@ impl Session {
         self.drain();
     }
 
-    /// Drains the outputs (bounded, in case something loops), keeping the strings they carry.
+    /// Drains every shard's outputs, handing messages between shards over at once, until
+    /// all are quiet (bounded, in case they never are); keeps the strings signals carry.
     fn drain(&mut self) {
-        for _ in 0..10_000 {
-            match self.shard.poll_output() {
-                Output::Timeout(_) => return,
-                Output::Signal { message, .. } => {
-                    if let Ok(v) = serde_json::to_value(&message) {
-                        collect(&v, &mut self.seen);
+        for _ in 0..1_000 {
+            let mut relays = Vec::new();
+            for shard in &mut self.shards {
+                for _ in 0..10_000 {
+                    match shard.poll_output() {
+                        Output::Timeout(_) => break,
+                        Output::Signal { message, .. } => {
+                            if let Ok(v) = serde_json::to_value(&message) {
+                                collect(&v, &mut self.seen);
+                            }
+                        }
+                        Output::Relay { to, message } => relays.push((to, message)),
+                        _ => {}
                     }
                 }
-                _ => {}
+            }
+            if relays.is_empty() {
+                return;
+            }
+            for (to, message) in relays {
+                if let Some(shard) = self.shards.get_mut(usize::from(to)) {
+                    shard.handle_relay(self.now, message);
+                }
             }
         }
-        panic!("the shard kept producing output");
+        panic!("the shards kept producing output");
+    }
+
+    /// Where a member's join goes: the home shard, or — a class member who only receives —
+    /// the shard the input picks.
+    fn placement(&self, who: usize, pick: bool) -> usize {
+        let (_, _, publish) = CAST[who];
+        usize::from(self.kind == RoomKind::Class && !publish && pick)
     }
 
     /// A string the shard handed out, or one made of the input.
@@ -114,7 +141,16 @@ fn rtc_session(data: &[u8]) {
     };
     let now = Instant::now();
     let sfu: SocketAddr = "10.0.0.1:5000".parse().expect("address");
-    let Ok(shard) = Shard::new(now, ShardConfig::new(0, sfu, 7)) else {
+    let shards: Result<Vec<Shard>, _> = (0..2u8)
+        .map(|k| {
+            let mut addr = sfu;
+            addr.set_port(5000 + u16::from(k));
+            let mut config = ShardConfig::new(k, addr, 7 + u64::from(k));
+            config.shards = 2;
+            Shard::new(now, config)
+        })
+        .collect();
+    let Ok(shards) = shards else {
         return;
     };
     let kind = if setup & 1 == 0 {
@@ -123,7 +159,7 @@ fn rtc_session(data: &[u8]) {
         RoomKind::Consultation
     };
     let mut s = Session {
-        shard,
+        shards,
         now,
         room: RoomId::new("room-f").expect("room name"),
         kind,
@@ -148,7 +184,15 @@ fn rtc_session(data: &[u8]) {
                     auto_subscribe: arg.get(1).map(|b| b & 1 == 0),
                 };
                 let identity = s.identity(who);
-                s.command(Some(who), Command::Join { identity, options });
+                // A resume goes back to the shard the token names (its first two hex digits).
+                let shard = match &options.resume {
+                    Some(token) => token
+                        .get(..2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .map_or(0, |k| usize::from(k) % 2),
+                    None => s.placement(who, setup & 2 != 0),
+                };
+                s.command(shard, Some(who), Command::Join { identity, options });
                 continue;
             }
             1 => json!({"type": "offer", "sdp": sfu_common::offers()[usize::from(flag)]}),
@@ -171,19 +215,21 @@ fn rtc_session(data: &[u8]) {
             },
             13 => {
                 if let Some(p) = s.members[who] {
-                    s.command(None, Command::Disconnected(p));
+                    s.command(usize::from(p.shard()) % 2, None, Command::Disconnected(p));
                 }
                 continue;
             }
             14 => {
                 let room = s.room.clone();
                 let who = s.pick(arg);
-                s.command(None, Command::Admit { room, who });
+                s.command(0, None, Command::Admit { room, who });
                 continue;
             }
             15 => {
                 let room = s.room.clone();
-                s.command(None, Command::CloseRoom(room));
+                for k in 0..2 {
+                    s.command(k, None, Command::CloseRoom(room.clone()));
+                }
                 continue;
             }
             16 => {
@@ -198,13 +244,15 @@ fn rtc_session(data: &[u8]) {
                 } else {
                     Command::WhipOffer { identity, offer }
                 };
-                s.command(None, command);
+                s.command(usize::from(flag) & usize::from(setup >> 2), None, command);
                 continue;
             }
             _ => {
                 let ms = u64::from(arg.first().copied().unwrap_or(1)) * 40;
                 s.now += Duration::from_millis(ms);
-                s.shard.handle_input(s.now, nexus_sfu_core::Input::Timeout);
+                for shard in &mut s.shards {
+                    shard.handle_input(s.now, nexus_sfu_core::Input::Timeout);
+                }
                 s.drain();
                 continue;
             }
@@ -217,9 +265,15 @@ fn rtc_session(data: &[u8]) {
         let Ok(message) = serde_json::from_value::<ClientMessage>(message) else {
             continue;
         };
-        s.command(None, Command::Message { from, message });
+        s.command(
+            usize::from(from.shard()) % 2,
+            None,
+            Command::Message { from, message },
+        );
     }
-    s.command(None, Command::Shutdown);
+    for k in 0..2 {
+        s.command(k, None, Command::Shutdown);
+    }
 }
 
 fuzz_target!(|data: &[u8]| rtc_session(data));
