@@ -4,7 +4,7 @@
 use crate::turn::Turn;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,11 @@ const ROOM_PAGE: &str = include_str!("../../web/room.html");
 
 /// How long a WebSocket may stay open without sending `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest room-protocol message (and frame) taken from a client: room for a
+/// renegotiation offer of many tracks (a browser's offer is ~5–15 KB) and a chat line, not for
+/// a member who sends megabytes to be buffered and parsed. A larger one closes the socket with
+/// 1009 (message too big).
+const MAX_MESSAGE: usize = 256 * 1024;
 
 #[derive(Clone)]
 struct RtcState {
@@ -243,7 +248,10 @@ async fn room_socket(
     if claims.room.is_none() {
         return Err(problem(SfuError::NotARoomToken));
     }
-    Ok(ws.on_upgrade(move |socket| run_room_socket(socket, st.sfu, claims, st.turn)))
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run_room_socket(socket, st.sfu, claims, st.turn)))
 }
 
 async fn send_json(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
@@ -258,6 +266,23 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
         .send(Message::Text(Utf8Bytes::from(text)))
         .await
         .is_ok()
+}
+
+/// The close frame for a receive error: 1009 for a message over [`MAX_MESSAGE`], none (a plain
+/// close) otherwise.
+fn close_for(e: axum::Error) -> Option<CloseFrame> {
+    let too_big = e
+        .into_inner()
+        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+    too_big.then(|| closing(1009, "message too big"))
+}
+
+fn closing(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }
 }
 
 fn error_message(code: &str, message: String) -> ServerMessage {
@@ -300,9 +325,16 @@ async fn run_room_socket(
                     &error_message("bad_message", "the first message must be `join`".into()),
                 )
                 .await;
+                let _ = socket
+                    .send(Message::Close(Some(closing(1008, "expected join"))))
+                    .await;
                 return;
             }
         },
+        Ok(Some(Err(e))) => {
+            let _ = socket.send(Message::Close(close_for(e))).await;
+            return;
+        }
         _ => return,
     };
     let (handle, mut messages) = match sfu.join_room(&claims, options).await {
@@ -317,9 +349,21 @@ async fn run_room_socket(
                 _ => "error",
             };
             let _ = send_json(&mut socket, &error_message(code, e.to_string())).await;
+            // 1013 (try again later) when a retry may succeed, 1008 (policy) otherwise.
+            let retry = matches!(
+                e,
+                SfuError::Saturated { .. } | SfuError::Unavailable | SfuError::ShuttingDown
+            );
+            let frame = if retry {
+                closing(1013, "try again later")
+            } else {
+                closing(1008, "refused")
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
             return;
         }
     };
+    let mut close = None;
     loop {
         tokio::select! {
             out = messages.recv() => {
@@ -334,6 +378,10 @@ async fn run_room_socket(
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) => {
+                        close = close_for(e);
+                        break;
+                    }
                     _ => break,
                 };
                 match serde_json::from_str::<ClientMessage>(&text) {
@@ -362,7 +410,7 @@ async fn run_room_socket(
             }
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = socket.send(Message::Close(close)).await;
     drop(handle);
 }
 

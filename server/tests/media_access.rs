@@ -1,17 +1,20 @@
-//! WHIP and WHEP over HTTP, against the real `nexus serve`: who may publish and subscribe, and
-//! what hostile bodies get. Every refusal is an RFC 9457 problem document with the status the
-//! contract names; a mangled SDP offer is a 400, never a 5xx, a hang or a dead server.
+//! WHIP, WHEP and the room protocol against the real `nexus serve`: who may publish and
+//! subscribe, and what hostile input gets. Every HTTP refusal is an RFC 9457 problem document
+//! with the status the contract names; a mangled SDP offer is a 400, never a 5xx, a hang or a
+//! dead server; junk on `/rtc` is an `error` message, and an oversized one closes the socket.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::{JWT_SECRET, Resp, Server};
+use futures_util::{SinkExt, StreamExt};
 use nexus_auth::{Claims, Grant, RoomKind, TokenKeys};
 use std::time::Instant;
 use str0m::Rtc;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
+use tokio_tungstenite::tungstenite::Message;
 
 fn keys() -> TokenKeys {
     TokenKeys::new(JWT_SECRET.as_bytes(), &[])
@@ -305,5 +308,99 @@ async fn mangled_offers_get_400_or_a_session_and_never_break_the_server() {
         refused > 0 && created > 0,
         "{refused} refused, {created} created"
     );
+    assert_still_serving(&s).await;
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next frame within 10 s (`None` once the socket has ended).
+async fn next(ws: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("the server answers within 10 s")
+        .map(|m| m.unwrap())
+}
+
+/// The next room-protocol message, as JSON.
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    match next(ws).await {
+        Some(Message::Text(t)) => serde_json::from_str(&t).unwrap(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_room_protocol_answers_junk_with_errors_and_closes_on_oversized_messages() {
+    let s = Server::start(&[]);
+    let token = room_token(
+        "class-r",
+        RoomKind::Class,
+        &[Grant::Publish, Grant::Subscribe],
+    );
+    let url = format!("{}/rtc?token={token}", s.base.replace("http://", "ws://"));
+
+    // The first message must be `join`: anything else is an error, then the socket closes.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"chat","text":"hi"}"#.into()))
+        .await
+        .unwrap();
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_message"))
+    );
+    assert!(matches!(
+        next(&mut ws).await,
+        Some(Message::Close(_)) | None
+    ));
+
+    // A member: junk, an unknown type, wrong types, unknown fields — each an error, and the
+    // socket stays open (a chat line afterwards reaches the room, the sender included).
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"join"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "joined");
+    for junk in [
+        "{",
+        "[]",
+        "null",
+        r#"{"type":"fly"}"#,
+        r#"{"type":"mute","track":7,"muted":"yes"}"#,
+        r#"{"type":"raise_hand","raised":true,"also":1}"#,
+        r#"{"type":"subscribe","track":"t-nowhere","max_height":-1}"#,
+    ] {
+        ws.send(Message::Text(junk.into())).await.unwrap();
+        let e = next_json(&mut ws).await;
+        assert_eq!(e["type"], "error", "{junk} → {e}");
+        assert_eq!(e["code"], "bad_message", "{junk} → {e}");
+    }
+    ws.send(Message::Text(
+        r#"{"type":"chat","text":"still here"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "chat" {
+            assert_eq!(m["text"], "still here");
+            break;
+        }
+    }
+
+    // A message over the limit (256 KiB) is not buffered: the socket closes with 1009.
+    let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(300 * 1024));
+    ws.send(Message::Text(huge.into())).await.unwrap();
+    loop {
+        match next(&mut ws).await {
+            Some(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
+                break;
+            }
+            Some(Message::Text(_)) => continue,
+            other => panic!("expected a close frame with 1009, got {other:?}"),
+        }
+    }
     assert_still_serving(&s).await;
 }
