@@ -572,7 +572,11 @@ async fn class_of_three(s: &Server, people: &mut People) {
         ids.push(v["me"].as_str().unwrap().to_string());
     }
     let shards: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[..2]).collect();
-    assert_eq!(shards.len(), 2, "the students are not on both shards: {ids:?}");
+    assert_eq!(
+        shards.len(),
+        2,
+        "the students are not on both shards: {ids:?}"
+    );
     let media = people.call(json!({"op": "wait_media", "who": students,
         "min_frames": FRAMES, "audio": true, "ms": 45000}));
     println!("class, students: {media}");

@@ -21,12 +21,15 @@
 //! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`). Each
 //! task also times what it forwards ([`latency`]).
 //!
-//! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members and
-//! consultations go there. A WHEP subscriber of a class room goes to the least busy shard of the
-//! node (busy ratio in steps of 5%, then fewest participants); the home shard relays the room's
-//! tracks and every packet to the shards with subscribers, and their keyframe requests come
-//! back to its throttle, so a class's fan-out is spread over the cores. A session's id names its
-//! shard, so later calls about it go straight there. ICE is
+//! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members with
+//! the `publish` grant and consultations go there. A WHEP subscriber of a class room, and a
+//! room-protocol member of a class without the `publish` grant, go to the least busy shard of
+//! the node (busy ratio in steps of 5%, then fewest participants); the shard a track is
+//! published on relays it and every packet to the shards with members, and their keyframe
+//! requests come back to its throttle, so a class's fan-out is spread over the cores; the room
+//! protocol's room-wide messages travel between the shards too (`nexus_sfu_core::relay`). A
+//! session's id names its shard, so later calls about it go straight there, and a resume token
+//! names its participant's shard. ICE is
 //! lite with host candidates only: each socket's address (or [`SfuConfig::public_ip`] with the
 //! bound port, for 1:1 NAT) is the one candidate in every answer.
 //!
