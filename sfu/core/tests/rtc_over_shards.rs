@@ -378,3 +378,23 @@ fn students_who_open_the_class_on_the_second_shard_meet_the_teacher_who_comes_la
     // One room on the node.
     assert_eq!(net.stats().rooms, 1);
 }
+
+#[test]
+fn a_shard_that_hears_nothing_from_the_others_sends_joined_after_a_second() {
+    // The shard that opens the room waits for the others' part of it before `joined`; if a
+    // relay queue dropped the exchange, the member is not left without an answer.
+    let mut net = Net::with_shards(2);
+    net.join_on(class("teacher", all_grants()), 0);
+    net.drop_relays = true;
+    let ana = net.join_on(class("ana", student()), 1);
+    net.run(Duration::from_millis(900));
+    assert!(
+        net.clients[ana].signals.is_empty(),
+        "joined before the wait was over"
+    );
+    net.run(Duration::from_millis(200));
+    let (people, _, _) = joined(&net, ana);
+    // Only what the shard knows (the teacher's snapshot was lost).
+    assert!(people.is_empty());
+    assert_eq!(net.clients[ana].signals.len(), 1);
+}
