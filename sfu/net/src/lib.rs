@@ -18,8 +18,13 @@
 //! reads are split by their stride), and the outputs of one poll are queued and sent with UDP
 //! GSO, one `sendmsg` per run of equal-sized datagrams to one destination — a subscriber's
 //! packets of one frame. Measured on loopback, the kernel's per-datagram path costs far more
-//! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`). Each
-//! task also times what it forwards ([`latency`]).
+//! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`).
+//! Normally each received datagram's outputs are sent before the next datagram is handled (the
+//! first subscribers do not wait for the rest of a read); when a read fills every buffer the
+//! shard is behind, and the whole read is handled before its outputs are taken, so that a
+//! subscriber's packets of a burst come out back to back and form GSO runs (likewise for a
+//! backlog of packets relayed from another shard). Each task also times what it forwards
+//! ([`latency`]).
 //!
 //! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members with
 //! the `publish` grant and consultations go there. A WHEP subscriber of a class room, and a
