@@ -2702,6 +2702,28 @@ impl Shard {
         if self.shutting_down {
             return;
         }
+        let other_kind = relay_room(&message)
+            .and_then(|r| self.rooms.get(r))
+            .is_some_and(|r| r.kind != RoomKind::Class);
+        if other_kind {
+            // Only class rooms span shards: a consultation of the same name here has nothing
+            // to do with that class, and tells it nothing.
+            if let Relay::Interest {
+                room,
+                shard,
+                on: true,
+            } = message
+            {
+                let message = Relay::Snapshot {
+                    room,
+                    shard: self.config.index,
+                    members: vec![],
+                    tracks: vec![],
+                };
+                self.outputs.push_back(Output::Relay { to: shard, message });
+            }
+            return;
+        }
         match message {
             Relay::Interest { room, shard, on } => {
                 let shards = self.interest.entry(room.clone()).or_default();
@@ -2923,6 +2945,14 @@ impl Shard {
         let Some(shards) = self.interest.get(room) else {
             return;
         };
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.kind != RoomKind::Class)
+        {
+            // The interest is a class's of the same name (only classes span shards).
+            return;
+        }
         for &to in shards {
             self.outputs.push_back(Output::Relay {
                 to,
@@ -3053,6 +3083,23 @@ impl Shard {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The room a message between shards is about (`None` for a keyframe request, which names a
+/// track).
+fn relay_room(message: &Relay) -> Option<&RoomId> {
+    match message {
+        Relay::Interest { room, .. }
+        | Relay::Snapshot { room, .. }
+        | Relay::Member { room, .. }
+        | Relay::Broadcast { room, .. }
+        | Relay::GrantPublish { room, .. }
+        | Relay::Channel { room, .. }
+        | Relay::TrackUnpublished { room, .. } => Some(room),
+        Relay::TrackPublished(t) => Some(&t.room),
+        Relay::Rtp(rtp) => Some(&rtp.room),
+        Relay::KeyframeRequest { .. } => None,
     }
 }
 

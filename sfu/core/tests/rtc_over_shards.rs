@@ -398,3 +398,30 @@ fn a_shard_that_hears_nothing_from_the_others_sends_joined_after_a_second() {
     assert!(people.is_empty());
     assert_eq!(net.clients[ana].signals.len(), 1);
 }
+
+#[test]
+fn a_consultation_and_a_class_of_the_same_name_on_two_shards_stay_apart() {
+    // Only classes span shards; a consultation on one shard tells a class of the same name on
+    // another nothing, and hears nothing from it.
+    let mut net = Net::with_shards(2);
+    let doctor = net.join_on(
+        identity("doc", ROOM, RoomKind::Consultation, all_grants()),
+        0,
+    );
+    net.rtc_offer(doctor, true);
+    net.run(Duration::from_millis(500));
+    let ana = net.join_on(class("ana", student()), 1);
+    let (people, tracks, _) = joined(&net, ana);
+    assert!(
+        people.is_empty() && tracks.is_empty(),
+        "{people:?} {tracks:?}"
+    );
+    net.say(ana, ClientMessage::Chat { text: "hi".into() });
+    assert!(
+        net.signals_of(doctor, |m| match m {
+            ServerMessage::ParticipantJoined { .. } | ServerMessage::Chat { .. } => Some(()),
+            _ => None,
+        })
+        .is_empty()
+    );
+}
