@@ -257,7 +257,9 @@ fn people_inside_namespace() {
         let on_the_veth = [
             ("NEXUS_HTTP_ADDR", "10.77.0.1:0"),
             ("NEXUS_SFU_UDP_ADDR", "10.77.0.1:0"),
-            ("NEXUS_SFU_SHARDS", "1"),
+            // Two shards: students of the class who only listen are placed on the idle one,
+            // the teacher on the room's.
+            ("NEXUS_SFU_SHARDS", "2"),
             ("NEXUS_RATE_LIMIT_PER_IP", "0"),
             ("NEXUS_RATE_LIMIT_PER_USER", "0"),
         ];
@@ -515,7 +517,9 @@ async fn consultation(s: &Server, people: &mut People, db_url: &str, kafka: Opti
 
 /// A teacher schedules a class; three students enrol and sign in on the class page; all three
 /// see and hear the teacher; one raises a hand, the teacher grants it, and the teacher then
-/// sees that student.
+/// sees that student. The server has two SFU shards: students without the `publish` grant are
+/// placed on the least busy one, so the class spans both (asserted from the participant ids,
+/// whose first byte names the shard).
 async fn class_of_three(s: &Server, people: &mut People) {
     let teacher_id = register(s, "teacher@class.example", "Ms Grace", None).await;
     grant_roles(s, &teacher_id, &["teacher"]).await;
@@ -567,6 +571,12 @@ async fn class_of_three(s: &Server, people: &mut People) {
         let v = people.call(json!({"op": "wait_state", "who": name, "what": "joined"}));
         ids.push(v["me"].as_str().unwrap().to_string());
     }
+    let shards: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[..2]).collect();
+    assert_eq!(
+        shards.len(),
+        2,
+        "the students are not on both shards: {ids:?}"
+    );
     let media = people.call(json!({"op": "wait_media", "who": students,
         "min_frames": FRAMES, "audio": true, "ms": 45000}));
     println!("class, students: {media}");

@@ -43,7 +43,11 @@
 //!   decides once what each packet is (layer, keyframe) and hands it, payload shared, to the
 //!   other shards with members in the room ([`Output::Relay`] → [`Shard::handle_relay`]),
 //!   which fan it out to their own subscribers; their keyframe requests go back to its
-//!   throttle. Track ids carry the shard's index, so they are unique on the node.
+//!   throttle. Track ids carry the shard's index, so they are unique on the node. Room-protocol
+//!   members may be on any of those shards: each shard owns its members whole (signaling state
+//!   and peer), and relays what the room protocol shows room-wide (events, roster, grants,
+//!   data-channel messages); a shard that opens such a room sends `joined` once the others
+//!   told it their part ([`relay::Relay::Snapshot`]).
 //! - Participants move through [`ParticipantState`]: `Joining` (WHIP/WHEP until ICE connects),
 //!   `Waiting` (consultation waiting room), `Connected`, `Reconnecting` (signaling dropped; may
 //!   resume with its resume token until a deadline), `Left`. An empty room closes after

@@ -108,6 +108,16 @@ pub struct JoinOptions {
     pub auto_subscribe: Option<bool>,
 }
 
+impl JoinOptions {
+    /// The shard that issued the resume token (its first two hex digits), so that a driver
+    /// with several shards routes a resuming `join` to the participant's shard. `None` without a
+    /// token or for one no shard made.
+    pub fn resume_shard(&self) -> Option<u8> {
+        let token = self.resume.as_deref()?;
+        u8::from_str_radix(token.get(..2)?, 16).ok()
+    }
+}
+
 /// Client → server messages. JSON objects tagged by `type` (snake_case).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

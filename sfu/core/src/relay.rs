@@ -1,5 +1,5 @@
-//! Messages between the shards of one node, for a class room whose subscribers are spread over
-//! several shards (one per core) while its publishers stay on one.
+//! Messages between the shards of one node, for a class room whose members are spread over
+//! several shards (one per core).
 //!
 //! The shard a track is published on (its *home*) receives the publisher's RTP, decides what a
 //! packet is (layer, keyframe) once, fans it out to its own subscribers and hands the same
@@ -9,11 +9,21 @@
 //! of their subscribers travel back to the home, whose throttle (one per
 //! [`crate::ShardConfig::keyframe_interval`] per track and layer) covers the whole room.
 //!
+//! Room-protocol members may be on any shard too (a student without the `publish` grant is
+//! placed like a WHEP subscriber). Each shard keeps its own members and their peers; what the
+//! room protocol shows room-wide travels as messages: the signaling every member sees
+//! ([`Relay::Broadcast`]: joined, left, hand raised, publish granted, muted, chat), the roster a
+//! `joined` lists ([`Relay::Snapshot`] when a shard opens the room, then [`Relay::Member`] and
+//! the broadcasts), data-channel messages ([`Relay::Channel`]) and an admin's grant for a
+//! participant on another shard ([`Relay::GrantPublish`]). A member granted publish publishes on
+//! its own shard, which becomes the home of its tracks. Active speakers are found on every shard
+//! from the audio levels of the packets it fans out, so no message is needed for them.
+//!
 //! The shards never share state: the driver carries each [`Relay`] from the shard that output
 //! it ([`crate::Output::Relay`]) to the addressed one ([`crate::Shard::handle_relay`]).
 
 use crate::ids::{ParticipantId, RoomId, TrackId};
-use crate::protocol::TrackSource;
+use crate::protocol::{ParticipantInfo, ServerMessage, TrackSource};
 use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::PayloadParams;
@@ -24,7 +34,8 @@ use str0m::rtp::ExtensionValues;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Relay {
-    /// Shard `shard` has members in `room` and wants its tracks (`on`), or no longer.
+    /// Shard `shard` has members in `room` and wants its tracks (`on`), or no longer. Answered
+    /// with a [`Relay::Snapshot`] when `on`.
     Interest {
         /// The room.
         room: RoomId,
@@ -32,6 +43,61 @@ pub enum Relay {
         shard: u8,
         /// Wanted or no longer wanted.
         on: bool,
+    },
+    /// What the sending shard has of `room`, in answer to an [`Relay::Interest`]: the members
+    /// others list in `joined` and the tracks published there (both may be empty).
+    Snapshot {
+        /// The room.
+        room: RoomId,
+        /// The sending shard.
+        shard: u8,
+        /// Its room-protocol members and WHIP publishers in the room.
+        members: Vec<ParticipantInfo>,
+        /// The tracks published on it.
+        tracks: Vec<RelayedTrack>,
+    },
+    /// A participant that `joined` lists without announcing it (a WHIP publisher) came
+    /// (`info`) or went (`None`) on the sending shard.
+    Member {
+        /// The room.
+        room: RoomId,
+        /// The participant.
+        id: ParticipantId,
+        /// Its info, or `None` when it left.
+        info: Option<ParticipantInfo>,
+    },
+    /// A room-protocol message for every member of `room` on the receiving shard; the roster
+    /// and mirrored tracks follow what it says (joined, left, hand raised, publish granted,
+    /// muted).
+    Broadcast {
+        /// The room.
+        room: RoomId,
+        /// The message (boxed: it is larger than the other relays).
+        message: Box<ServerMessage>,
+    },
+    /// An admin on the sending shard granted (or revoked) publishing to `participant`, a member
+    /// on the receiving shard.
+    GrantPublish {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        participant: ParticipantId,
+        /// Granted or revoked.
+        granted: bool,
+    },
+    /// A data-channel message of a member on the sending shard, for the members on the
+    /// receiving shard with a channel of the same label.
+    Channel {
+        /// The room.
+        room: RoomId,
+        /// The sender.
+        from: ParticipantId,
+        /// The channel's label.
+        label: String,
+        /// Binary or text.
+        binary: bool,
+        /// The message.
+        data: Arc<[u8]>,
     },
     /// A track was published on its home shard.
     TrackPublished(RelayedTrack),
@@ -73,6 +139,8 @@ pub struct RelayedTrack {
     pub source: TrackSource,
     /// The simulcast layers (none without simulcast).
     pub rids: Vec<Rid>,
+    /// Muted by its publisher.
+    pub muted: bool,
 }
 
 /// One forwarded RTP packet, as every shard's fan-out needs it.

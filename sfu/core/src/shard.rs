@@ -47,6 +47,9 @@ const MAX_UPGRADE_PROBE_INTERVAL: Duration = Duration::from_secs(32);
 const MAX_IMMEDIATE_ROUNDS: usize = 64;
 /// How far after its last round str0m's pacer schedules the next one.
 const PACER_STEP: Duration = Duration::from_micros(1);
+/// How long a shard that opens a class room waits for the other shards' part of it (their
+/// [`Relay::Snapshot`]s) before it sends `joined` to room-protocol members without them.
+const ROOM_SYNC_WAIT: Duration = Duration::from_secs(1);
 /// Forwarded packets whose arrival time is remembered for [`Shard::take_arrival`]; past this
 /// the memory is cleared (entries a driver never asks for must not pile up).
 const MAX_REMEMBERED_ARRIVALS: usize = 1 << 16;
@@ -371,6 +374,12 @@ impl Participant {
     fn is_room(&self) -> bool {
         matches!(self.mode, Mode::Room { .. })
     }
+
+    /// Whether `joined` lists it: room-protocol members and WHIP publishers (not WHEP
+    /// subscribers).
+    fn is_listed(&self) -> bool {
+        matches!(self.mode, Mode::Room { .. } | Mode::Whip)
+    }
 }
 
 #[derive(Debug)]
@@ -433,6 +442,15 @@ struct Room {
     admitted_users: HashSet<String>,
     empty_since: Option<Instant>,
     speaker: ActiveSpeaker,
+    /// Members on other shards that `joined` lists (room-protocol members, WHIP publishers).
+    remote: BTreeMap<ParticipantId, ParticipantInfo>,
+    /// Other shards whose [`Relay::Snapshot`] of the room has not come yet, and until when it
+    /// is waited for.
+    syncing: Vec<u8>,
+    sync_deadline: Option<Instant>,
+    /// Room-protocol members whose `joined` waits for the snapshots: they are not announced
+    /// (nor sent room events) before it.
+    unannounced: Vec<ParticipantId>,
 }
 
 /// Work found while polling peers, handled after the poll (so that one peer's output can touch
@@ -615,12 +633,17 @@ impl Shard {
     /// Current counters.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats;
-        // A room spanning shards is counted once, by the shard its tracks are published on
-        // (the others hold mirrors of them), so that the node's total is the rooms it has.
+        // A room spanning shards is counted once, by the lowest-numbered shard it is open on,
+        // so that the node's total is the rooms it has.
+        let index = self.config.index;
         s.rooms = self
             .rooms
-            .values()
-            .filter(|r| !r.tracks.values().any(|t| t.home.is_some()))
+            .keys()
+            .filter(|r| {
+                self.interest
+                    .get(*r)
+                    .is_none_or(|shards| shards.iter().all(|k| *k > index))
+            })
             .count() as u64;
         s.participants = self.participants.len() as u64;
         s.tracks = self
@@ -743,6 +766,9 @@ impl Shard {
             if let Some(since) = r.empty_since {
                 consider(since + self.config.room_close_grace);
             }
+            if let Some(deadline) = r.sync_deadline {
+                consider(deadline);
+            }
         }
         if let Some(t) = self.next_speaker_tick {
             consider(t);
@@ -861,6 +887,17 @@ impl Shard {
         }
         for id in expired {
             self.remove_participant(now, id, LeaveReason::ConnectionLost);
+        }
+        // Rooms whose other shards did not answer in time: their members are announced with
+        // what is known (the rest follows as events).
+        let late: Vec<RoomId> = self
+            .rooms
+            .values()
+            .filter(|r| r.sync_deadline.is_some_and(|d| d <= now))
+            .map(|r| r.id.clone())
+            .collect();
+        for room in late {
+            self.room_synced(&room);
         }
         // Empty rooms past their grace period.
         let grace = self.config.room_close_grace;
@@ -1090,10 +1127,12 @@ impl Shard {
             return Err(SfuError::ShuttingDown);
         }
         let max = self.config.max_consultation;
-        if identity.kind == RoomKind::Class && !self.rooms.contains_key(&identity.room) {
-            // Its tracks may be published on another shard of the node.
+        let spans = identity.kind == RoomKind::Class && self.config.shards > 1;
+        if spans && !self.rooms.contains_key(&identity.room) {
+            // Its tracks and members may be on other shards of the node.
             self.declare_interest(&identity.room, true);
         }
+        let (index, shards) = (self.config.index, self.config.shards);
         let room = self
             .rooms
             .entry(identity.room.clone())
@@ -1105,6 +1144,14 @@ impl Shard {
                 admitted_users: HashSet::new(),
                 empty_since: Some(now),
                 speaker: ActiveSpeaker::new(self.config.speaker_hold),
+                remote: BTreeMap::new(),
+                syncing: if spans {
+                    (0..shards).filter(|k| *k != index).collect()
+                } else {
+                    Vec::new()
+                },
+                sync_deadline: spans.then_some(now + ROOM_SYNC_WAIT),
+                unannounced: Vec::new(),
             });
         if room.kind != identity.kind {
             return Err(SfuError::RoomKindMismatch);
@@ -1138,6 +1185,13 @@ impl Shard {
         (0..len)
             .map(|_| char::from(ALPHABET[(self.random() % ALPHABET.len() as u64) as usize]))
             .collect()
+    }
+
+    /// A resume token: the shard's index in two hex digits (so that a driver can route a
+    /// resuming `join` to this shard, see [`JoinOptions::resume_shard`]), then random letters.
+    fn new_resume_token(&mut self) -> String {
+        let random = self.random_token(22);
+        format!("{:02x}{random}", self.config.index)
     }
 
     fn new_peer(&mut self, now: Instant) -> Result<Peer, SfuError> {
@@ -1216,7 +1270,7 @@ impl Shard {
         self.by_ufrag.insert(peer.ufrag.clone(), id);
         let room_id = identity.room.clone();
         let can_publish = matches!(mode, Mode::Whip);
-        let resume_token = self.random_token(24);
+        let resume_token = self.new_resume_token();
         self.participants.insert(
             id,
             Participant {
@@ -1233,6 +1287,18 @@ impl Shard {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.push(id);
             room.empty_since = None;
+        }
+        if let Some(p) = self.participants.get(&id).filter(|p| p.mode == Mode::Whip) {
+            // Listed in `joined` on the other shards too.
+            let info = Some(p.info());
+            self.relay_to_room(
+                &room_id,
+                &Relay::Member {
+                    room: room_id.clone(),
+                    id,
+                    info,
+                },
+            );
         }
         self.dirty.push(id);
         self.drive(now);
@@ -1292,7 +1358,7 @@ impl Shard {
         self.admission(now, &identity, true)?;
         let id = self.new_id();
         let waiting = !self.admitted_up_front(&identity);
-        let resume_token = self.random_token(24);
+        let resume_token = self.new_resume_token();
         let participant = Participant {
             id,
             can_publish: identity.grants.publish,
@@ -1311,12 +1377,42 @@ impl Shard {
         };
         let room_id = participant.identity.room.clone();
         self.participants.insert(id, participant);
+        let mut syncing = false;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.push(id);
             room.empty_since = None;
+            if !room.syncing.is_empty() {
+                // The room was just opened here: its members and tracks on the other shards
+                // are on their way; `joined` shows them.
+                room.unannounced.push(id);
+                syncing = true;
+            }
         }
-        self.announce_arrival(id);
+        if !syncing {
+            self.announce_arrival(id);
+        }
         Ok(Reply::Joined { participant: id })
+    }
+
+    /// Announces the members that waited for the room's snapshots (all came, or the wait is
+    /// over), in the order they joined.
+    fn room_synced(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.syncing.clear();
+        room.sync_deadline = None;
+        let waiting = std::mem::take(&mut room.unannounced);
+        for (i, id) in waiting.iter().enumerate() {
+            if let Some(room) = self.rooms.get_mut(room_id) {
+                // The later ones are announced after this one, and see it in their `joined`.
+                room.unannounced = waiting[i + 1..].to_vec();
+            }
+            self.announce_arrival(*id);
+        }
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.unannounced.clear();
+        }
     }
 
     /// Tells a newly joined (or admitted, or resumed) participant where it stands, and the room
@@ -1349,13 +1445,16 @@ impl Shard {
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
+        // Room-protocol members and WHIP publishers, here and on the other shards (WHEP
+        // subscribers are not listed: a class may have thousands).
         let participants = room
             .members
             .iter()
-            .filter(|m| **m != id)
+            .filter(|m| **m != id && !room.unannounced.contains(m))
             .filter_map(|m| self.participants.get(m))
-            .filter(|m| m.state.is_admitted())
+            .filter(|m| m.state.is_admitted() && m.is_listed())
             .map(Participant::info)
+            .chain(room.remote.values().cloned())
             .collect();
         let tracks = room.tracks.values().map(Track::info).collect();
         let is_admin = p.identity.grants.admin;
@@ -1381,7 +1480,7 @@ impl Shard {
             tracks,
         };
         self.signal(id, joined);
-        self.broadcast(
+        self.broadcast_room(
             &room_id,
             Some(id),
             ServerMessage::ParticipantJoined { participant: info },
@@ -1437,7 +1536,7 @@ impl Shard {
             _ => ParticipantState::Connected,
         };
         let id = p.id;
-        let resume_token = self.random_token(24);
+        let resume_token = self.new_resume_token();
         if let Some(p) = self.participants.get_mut(&id) {
             p.resume_token = resume_token;
         }
@@ -1550,6 +1649,7 @@ impl Shard {
         };
         p.state = ParticipantState::Left;
         let room_id = p.identity.room.clone();
+        let mut announced = true;
         // Subscriptions of this participant.
         if let Some(room) = self.rooms.get_mut(&room_id) {
             for t in room.tracks.values_mut() {
@@ -1560,19 +1660,30 @@ impl Shard {
             if room.members.is_empty() {
                 room.empty_since = Some(now);
             }
+            announced = !room.unannounced.contains(&id);
+            room.unannounced.retain(|m| *m != id);
         }
         if p.is_room() {
             self.outputs.push_back(Output::Signal {
                 to: id,
                 message: ServerMessage::Leave { reason },
             });
-            if p.state != ParticipantState::Waiting {
-                self.broadcast(
+            if p.state != ParticipantState::Waiting && announced {
+                self.broadcast_room(
                     &room_id,
                     None,
                     ServerMessage::ParticipantLeft { participant: id },
                 );
             }
+        } else if p.mode == Mode::Whip {
+            self.relay_to_room(
+                &room_id,
+                &Relay::Member {
+                    room: room_id.clone(),
+                    id,
+                    info: None,
+                },
+            );
         }
     }
 
@@ -1662,7 +1773,11 @@ impl Shard {
                         if !muted && t.kind == MediaKind::Video {
                             self.request_keyframe(now, track, None, KeyframeRequestKind::Pli);
                         }
-                        self.broadcast(&room_id, None, ServerMessage::TrackMuted { track, muted });
+                        self.broadcast_room(
+                            &room_id,
+                            None,
+                            ServerMessage::TrackMuted { track, muted },
+                        );
                         Ok(Reply::Done)
                     }
                     _ => refuse(self, "no_such_track", format!("no own track {track}")),
@@ -1672,7 +1787,7 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&from) {
                     p.hand_raised = raised;
                 }
-                self.broadcast(
+                self.broadcast_room(
                     &room_id,
                     None,
                     ServerMessage::HandRaised {
@@ -1689,35 +1804,25 @@ impl Shard {
                 if !admin {
                     return refuse(self, "forbidden", "granting publish needs `admin`".into());
                 }
-                let Some(target) = self
-                    .participants
-                    .get_mut(&participant)
-                    .filter(|t| t.identity.room == room_id)
-                else {
+                let remote = self
+                    .rooms
+                    .get(&room_id)
+                    .is_some_and(|r| r.remote.contains_key(&participant));
+                if remote {
+                    // Its shard (named in its id) changes it and tells the room.
+                    self.outputs.push_back(Output::Relay {
+                        to: participant.shard(),
+                        message: Relay::GrantPublish {
+                            room: room_id,
+                            participant,
+                            granted,
+                        },
+                    });
+                    return Ok(Reply::Done);
+                }
+                if !self.grant_publish(now, &room_id, participant, granted) {
                     return refuse(self, "no_such_participant", participant.to_string());
-                };
-                target.can_publish = granted;
-                if granted {
-                    target.hand_raised = false;
                 }
-                if !granted {
-                    let tracks: Vec<TrackId> = target
-                        .peer
-                        .as_mut()
-                        .map(|peer| peer.published.drain().map(|(_, t)| t).collect())
-                        .unwrap_or_default();
-                    for t in tracks {
-                        self.remove_track(now, t);
-                    }
-                }
-                self.broadcast(
-                    &room_id,
-                    None,
-                    ServerMessage::PublishGranted {
-                        participant,
-                        granted,
-                    },
-                );
                 Ok(Reply::Done)
             }
             ClientMessage::Admit { participant } => {
@@ -1737,10 +1842,51 @@ impl Shard {
                     .participants
                     .get(&from)
                     .and_then(|p| p.identity.name.clone());
-                self.broadcast(&room_id, None, ServerMessage::Chat { from, name, text });
+                self.broadcast_room(&room_id, None, ServerMessage::Chat { from, name, text });
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// Lets a participant of this shard publish (or no longer: its tracks are unpublished) and
+    /// tells the room. False when it is not in `room_id` here.
+    fn grant_publish(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: ParticipantId,
+        granted: bool,
+    ) -> bool {
+        let Some(target) = self
+            .participants
+            .get_mut(&participant)
+            .filter(|t| t.identity.room == *room_id)
+        else {
+            return false;
+        };
+        target.can_publish = granted;
+        if granted {
+            target.hand_raised = false;
+        }
+        if !granted {
+            let tracks: Vec<TrackId> = target
+                .peer
+                .as_mut()
+                .map(|peer| peer.published.drain().map(|(_, t)| t).collect())
+                .unwrap_or_default();
+            for t in tracks {
+                self.remove_track(now, t);
+            }
+        }
+        self.broadcast_room(
+            room_id,
+            None,
+            ServerMessage::PublishGranted {
+                participant,
+                granted,
+            },
+        );
+        true
     }
 
     fn offer(
@@ -2109,23 +2255,33 @@ impl Shard {
             kind,
             source,
             rids: track.rids.clone(),
+            muted: false,
         };
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
         room.tracks.insert(id, track);
         self.relay_to_room(&room_id, &Relay::TrackPublished(relayed));
-        if kind == MediaKind::Audio && self.next_speaker_tick.is_none() {
+        self.track_announced(now, &room_id, info);
+    }
+
+    /// Tells this shard's members of `room_id` about a track published here or mirrored from
+    /// another shard, subscribes those that subscribe to everything, and binds WHEP sessions.
+    fn track_announced(&mut self, now: Instant, room_id: &RoomId, info: TrackInfo) {
+        let (id, from) = (info.id, info.participant);
+        if info.kind == TrackKind::Audio && self.next_speaker_tick.is_none() {
             self.next_speaker_tick = Some(now + SPEAKER_TICK);
         }
         // The publisher too: it learns its track ids (for `mute`).
-        self.broadcast(
-            &room_id,
-            None,
-            ServerMessage::TrackPublished { track: info },
-        );
-        let auto: Vec<ParticipantId> = self.room_members(&room_id, |m| {
+        self.broadcast(room_id, None, ServerMessage::TrackPublished { track: info });
+        let unannounced = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.unannounced.clone())
+            .unwrap_or_default();
+        let auto: Vec<ParticipantId> = self.room_members(room_id, |m| {
             m.id != from
+                && !unannounced.contains(&m.id)
                 && m.state.is_admitted()
                 && m.identity.grants.subscribe
                 && matches!(
@@ -2142,7 +2298,7 @@ impl Shard {
             }
             self.negotiate(m);
         }
-        self.bind_whep_slots(now, &room_id);
+        self.bind_whep_slots(now, room_id);
     }
 
     fn remove_track(&mut self, now: Instant, track: TrackId) {
@@ -2345,12 +2501,6 @@ impl Shard {
             return;
         }
         let header = &packet.header;
-        if track.kind == MediaKind::Audio
-            && let Some(level) = header.ext_vals.audio_level
-        {
-            room.speaker
-                .observe(now, from, level.saturating_neg().max(0));
-        }
         let layer_index = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
         let seq = *packet.seq_no;
         let ts = header.timestamp;
@@ -2406,6 +2556,13 @@ impl Shard {
         let Some(track) = room.tracks.get_mut(&rtp.track) else {
             return;
         };
+        if track.kind == MediaKind::Audio
+            && let Some(level) = rtp.ext_vals.audio_level
+        {
+            // Every shard the room spans finds its active speaker from what it fans out.
+            room.speaker
+                .observe(now, track.owner, level.saturating_neg().max(0));
+        }
         let rid = rtp.rid;
         let layer_index = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
         if let Some(i) = layer_index {
@@ -2545,67 +2702,137 @@ impl Shard {
         if self.shutting_down {
             return;
         }
+        let other_kind = relay_room(&message)
+            .and_then(|r| self.rooms.get(r))
+            .is_some_and(|r| r.kind != RoomKind::Class);
+        if other_kind {
+            // Only class rooms span shards: a consultation of the same name here has nothing
+            // to do with that class, and tells it nothing.
+            if let Relay::Interest {
+                room,
+                shard,
+                on: true,
+            } = message
+            {
+                let message = Relay::Snapshot {
+                    room,
+                    shard: self.config.index,
+                    members: vec![],
+                    tracks: vec![],
+                };
+                self.outputs.push_back(Output::Relay { to: shard, message });
+            }
+            return;
+        }
         match message {
             Relay::Interest { room, shard, on } => {
                 let shards = self.interest.entry(room.clone()).or_default();
                 shards.retain(|s| *s != shard);
                 if on {
                     shards.push(shard);
-                    // What is published here already.
-                    let tracks: Vec<Relay> = self
-                        .rooms
-                        .get(&room)
-                        .map(|r| {
-                            r.tracks
-                                .values()
-                                .filter(|t| t.home.is_none())
-                                .map(|t| {
-                                    Relay::TrackPublished(RelayedTrack {
-                                        room: room.clone(),
-                                        id: t.id,
-                                        owner: t.owner,
-                                        home: self.config.index,
-                                        kind: t.kind,
-                                        source: t.source,
-                                        rids: t.rids.clone(),
-                                    })
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for message in tracks {
-                        self.outputs.push_back(Output::Relay { to: shard, message });
+                    // What the room has here already (possibly nothing).
+                    let message = self.snapshot(&room);
+                    self.outputs.push_back(Output::Relay { to: shard, message });
+                } else {
+                    if shards.is_empty() {
+                        self.interest.remove(&room);
                     }
-                } else if shards.is_empty() {
-                    self.interest.remove(&room);
+                    // Its members left with it.
+                    if let Some(r) = self.rooms.get_mut(&room) {
+                        r.remote.retain(|id, _| id.shard() != shard);
+                    }
                 }
             }
-            Relay::TrackPublished(t) => {
-                let Some(room) = self.rooms.get_mut(&t.room) else {
+            Relay::Snapshot {
+                room,
+                shard,
+                members,
+                tracks,
+            } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
                     return;
                 };
-                if room.tracks.contains_key(&t.id) {
-                    return;
+                for m in members {
+                    r.remote.insert(m.id, m);
                 }
-                let track = Track {
-                    id: t.id,
-                    owner: t.owner,
-                    mid: Mid::from("relay"),
-                    kind: t.kind,
-                    source: t.source,
-                    muted: false,
-                    meters: vec![RateMeter::default(); t.rids.len()],
-                    newest: vec![None; t.rids.len().max(1)],
-                    rids: t.rids,
-                    throttles: Vec::new(),
-                    subscribers: Vec::new(),
-                    home: Some(t.home),
+                for t in tracks {
+                    self.mirror_track(now, t);
+                }
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
                 };
-                let info = track.info();
-                room.tracks.insert(t.id, track);
-                self.broadcast(&t.room, None, ServerMessage::TrackPublished { track: info });
-                self.bind_whep_slots(now, &t.room);
+                let was_syncing = !r.syncing.is_empty();
+                r.syncing.retain(|k| *k != shard);
+                if was_syncing && r.syncing.is_empty() {
+                    self.room_synced(&room);
+                }
             }
+            Relay::Member { room, id, info } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    match info {
+                        Some(info) => {
+                            r.remote.insert(id, info);
+                        }
+                        None => {
+                            r.remote.remove(&id);
+                        }
+                    }
+                }
+            }
+            Relay::Broadcast { room, message } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                // The roster and the mirrors follow what the room is told.
+                match &*message {
+                    ServerMessage::ParticipantJoined { participant } => {
+                        r.remote.insert(participant.id, participant.clone());
+                    }
+                    ServerMessage::ParticipantLeft { participant } => {
+                        r.remote.remove(participant);
+                        r.speaker.remove(*participant);
+                    }
+                    ServerMessage::HandRaised {
+                        participant,
+                        raised,
+                    } => {
+                        if let Some(info) = r.remote.get_mut(participant) {
+                            info.hand_raised = *raised;
+                        }
+                    }
+                    ServerMessage::PublishGranted {
+                        participant,
+                        granted,
+                    } => {
+                        if let Some(info) = r.remote.get_mut(participant) {
+                            info.can_publish = *granted;
+                            info.hand_raised &= !*granted;
+                        }
+                    }
+                    ServerMessage::TrackMuted { track, muted } => {
+                        if let Some(t) = r.tracks.get_mut(track).filter(|t| t.home.is_some()) {
+                            t.muted = *muted;
+                        }
+                    }
+                    _ => {}
+                }
+                self.broadcast(&room, None, *message);
+            }
+            Relay::GrantPublish {
+                room,
+                participant,
+                granted,
+            } => {
+                self.grant_publish(now, &room, participant, granted);
+            }
+            Relay::Channel {
+                room,
+                from,
+                label,
+                binary,
+                data,
+            } => self.deliver_channel(&room, from, &label, binary, &data),
+            Relay::TrackPublished(t) => self.mirror_track(now, t),
             Relay::TrackUnpublished { room, track } => {
                 let mirrored = self
                     .rooms
@@ -2632,6 +2859,70 @@ impl Shard {
         }
     }
 
+    /// What this shard has of `room`, for a shard that just opened it: its listed members
+    /// (announced) and the tracks published here.
+    fn snapshot(&self, room_id: &RoomId) -> Relay {
+        let (mut members, mut tracks) = (vec![], vec![]);
+        if let Some(room) = self.rooms.get(room_id) {
+            members = room
+                .members
+                .iter()
+                .filter(|m| !room.unannounced.contains(m))
+                .filter_map(|m| self.participants.get(m))
+                .filter(|m| m.state.is_admitted() && m.is_listed())
+                .map(Participant::info)
+                .collect();
+            tracks = room
+                .tracks
+                .values()
+                .filter(|t| t.home.is_none())
+                .map(|t| RelayedTrack {
+                    room: room_id.clone(),
+                    id: t.id,
+                    owner: t.owner,
+                    home: self.config.index,
+                    kind: t.kind,
+                    source: t.source,
+                    rids: t.rids.clone(),
+                    muted: t.muted,
+                })
+                .collect();
+        }
+        Relay::Snapshot {
+            room: room_id.clone(),
+            shard: self.config.index,
+            members,
+            tracks,
+        }
+    }
+
+    /// Mirrors a track published on another shard, which relays its packets here.
+    fn mirror_track(&mut self, now: Instant, t: RelayedTrack) {
+        let Some(room) = self.rooms.get_mut(&t.room) else {
+            return;
+        };
+        if room.tracks.contains_key(&t.id) {
+            return;
+        }
+        let track = Track {
+            id: t.id,
+            owner: t.owner,
+            mid: Mid::from("relay"),
+            kind: t.kind,
+            source: t.source,
+            muted: t.muted,
+            meters: vec![RateMeter::default(); t.rids.len()],
+            newest: vec![None; t.rids.len().max(1)],
+            rids: t.rids,
+            throttles: Vec::new(),
+            subscribers: Vec::new(),
+            home: Some(t.home),
+        };
+        let info = track.info();
+        room.tracks.insert(t.id, track);
+        self.track_announced(now, &t.room, info);
+    }
+
     /// Tells the other shards that this one has members in `room` (`on`), or no longer. Only
     /// class rooms span shards.
     fn declare_interest(&mut self, room: &RoomId, on: bool) {
@@ -2654,6 +2945,14 @@ impl Shard {
         let Some(shards) = self.interest.get(room) else {
             return;
         };
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.kind != RoomKind::Class)
+        {
+            // The interest is a class's of the same name (only classes span shards).
+            return;
+        }
         for &to in shards {
             self.outputs.push_back(Output::Relay {
                 to,
@@ -2673,7 +2972,35 @@ impl Shard {
         else {
             return;
         };
-        for m in self.room_members(&room_id, |m| m.id != from && m.state.is_admitted()) {
+        if self.interest.get(&room_id).is_some_and(|s| !s.is_empty()) {
+            self.relay_to_room(
+                &room_id,
+                &Relay::Channel {
+                    room: room_id.clone(),
+                    from,
+                    label: label.to_string(),
+                    binary,
+                    data: data.into(),
+                },
+            );
+        }
+        self.deliver_channel(&room_id, from, label, binary, data);
+    }
+
+    /// Writes a data-channel message of `from` to this shard's members of the room that have a
+    /// channel labelled `label`.
+    fn deliver_channel(
+        &mut self,
+        room_id: &RoomId,
+        from: ParticipantId,
+        label: &str,
+        binary: bool,
+        data: &[u8],
+    ) {
+        if data.len() > MAX_RELAY_BYTES {
+            return;
+        }
+        for m in self.room_members(room_id, |m| m.id != from && m.state.is_admitted()) {
             let Some(peer) = self.participants.get_mut(&m).and_then(|p| p.peer.as_mut()) else {
                 continue;
             };
@@ -2701,10 +3028,19 @@ impl Shard {
         }
     }
 
-    /// Sends to every admitted room-protocol member except `except`.
+    /// Sends to every admitted room-protocol member of this shard except `except` (and those
+    /// whose `joined` has not gone out yet).
     fn broadcast(&mut self, room: &RoomId, except: Option<ParticipantId>, message: ServerMessage) {
+        let unannounced = self
+            .rooms
+            .get(room)
+            .map(|r| r.unannounced.clone())
+            .unwrap_or_default();
         let to = self.room_members(room, |m| {
-            Some(m.id) != except && m.is_room() && m.state.is_admitted()
+            Some(m.id) != except
+                && m.is_room()
+                && m.state.is_admitted()
+                && !unannounced.contains(&m.id)
         });
         for id in to {
             self.outputs.push_back(Output::Signal {
@@ -2712,6 +3048,23 @@ impl Shard {
                 message: message.clone(),
             });
         }
+    }
+
+    /// [`Shard::broadcast`], and the same to the members on the other shards the room spans.
+    fn broadcast_room(
+        &mut self,
+        room: &RoomId,
+        except: Option<ParticipantId>,
+        message: ServerMessage,
+    ) {
+        self.relay_to_room(
+            room,
+            &Relay::Broadcast {
+                room: room.clone(),
+                message: Box::new(message.clone()),
+            },
+        );
+        self.broadcast(room, except, message);
     }
 
     fn room_members(
@@ -2730,6 +3083,23 @@ impl Shard {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The room a message between shards is about (`None` for a keyframe request, which names a
+/// track).
+fn relay_room(message: &Relay) -> Option<&RoomId> {
+    match message {
+        Relay::Interest { room, .. }
+        | Relay::Snapshot { room, .. }
+        | Relay::Member { room, .. }
+        | Relay::Broadcast { room, .. }
+        | Relay::GrantPublish { room, .. }
+        | Relay::Channel { room, .. }
+        | Relay::TrackUnpublished { room, .. } => Some(room),
+        Relay::TrackPublished(t) => Some(&t.room),
+        Relay::Rtp(rtp) => Some(&rtp.room),
+        Relay::KeyframeRequest { .. } => None,
     }
 }
 

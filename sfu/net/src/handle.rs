@@ -449,7 +449,9 @@ impl SfuHandle {
 
     /// Room protocol: joins the token's room (or resumes with `options.resume`). Server messages
     /// arrive on the returned receiver, starting with `joined` or `waiting`; the receiver ends
-    /// after a `leave`.
+    /// after a `leave`. A class member without the `publish` grant goes to the least busy
+    /// shard, like a WHEP subscriber; others go to the room's shard; a resume goes back to the
+    /// participant's shard.
     pub async fn join_room(
         &self,
         claims: &Claims,
@@ -457,7 +459,23 @@ impl SfuHandle {
     ) -> Result<(ParticipantHandle, mpsc::Receiver<ServerMessage>), SfuError> {
         let room = claims.room.clone().ok_or(SfuError::NotARoomToken)?;
         let identity = identity(&room, claims)?;
-        let shard = self.shard_for_room(&identity.room).clone();
+        let shard = if options.resume.is_some() {
+            // Back to the shard the participant is on (its token names it).
+            match options
+                .resume_shard()
+                .and_then(|k| self.inner.shards.get(usize::from(k)))
+            {
+                Some(shard) => shard,
+                None => self.shard_for_room(&identity.room),
+            }
+        } else if identity.grants.publish {
+            self.shard_for_room(&identity.room)
+        } else {
+            // A class member that only receives (until granted publish) is placed like a WHEP
+            // subscriber; its shard relays the room's signaling, tracks and media.
+            self.shard_for_subscriber(&identity.room, identity.kind)
+        }
+        .clone();
         let (msg_tx, msg_rx) = mpsc::channel(task::SIGNAL_QUEUE);
         let (tx, rx) = oneshot::channel();
         shard
@@ -581,6 +599,81 @@ mod tests {
     fn room_hash_is_stable() {
         assert_eq!(room_hash(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(room_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    /// The next message of a participant, within 5 s.
+    async fn next(rx: &mut mpsc::Receiver<ServerMessage>) -> ServerMessage {
+        let wait = std::time::Duration::from_secs(5);
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(m)) => m,
+            other => panic!("no message: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_class_member_who_only_receives_goes_to_the_least_busy_shard_and_resumes_there() {
+        let mut config = SfuConfig::new("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()));
+        config.shards = 2;
+        let sfu = SfuHandle::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let room = "class-placed";
+        let home = (room_hash(room) % 2) as u8;
+        let class = |user: &str, grants: Vec<Grant>| {
+            Claims::new(user, 60).with_room(room, nexus_auth::RoomKind::Class, grants)
+        };
+        let teacher_claims = class(
+            "teacher",
+            vec![Grant::Publish, Grant::Subscribe, Grant::Admin],
+        );
+        let (teacher, mut teacher_rx) = sfu
+            .join_room(&teacher_claims, JoinOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(teacher.id().shard(), home);
+        assert!(matches!(
+            next(&mut teacher_rx).await,
+            ServerMessage::Joined { .. }
+        ));
+
+        // The other shard is idle: the student goes there, and its `joined` lists the teacher.
+        let student_claims = class("ana", vec![Grant::Subscribe]);
+        let (student, mut rx) = sfu
+            .join_room(&student_claims, JoinOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let student_id = student.id();
+        assert_ne!(student_id.shard(), home);
+        let ServerMessage::Joined {
+            participants,
+            resume_token,
+            ..
+        } = next(&mut rx).await
+        else {
+            panic!("no joined")
+        };
+        assert_eq!(
+            participants.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![teacher.id()]
+        );
+        assert!(matches!(
+            next(&mut teacher_rx).await,
+            ServerMessage::ParticipantJoined { participant } if participant.id == student_id
+        ));
+
+        // The connection drops; the resume finds the student on its shard.
+        drop(student);
+        let options = JoinOptions {
+            resume: Some(resume_token),
+            auto_subscribe: None,
+        };
+        let (again, mut rx) = sfu
+            .join_room(&student_claims, options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.id(), student_id);
+        assert!(matches!(next(&mut rx).await, ServerMessage::Joined { .. }));
+        sfu.shutdown().await;
     }
 
     #[tokio::test]

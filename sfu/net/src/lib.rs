@@ -18,15 +18,23 @@
 //! reads are split by their stride), and the outputs of one poll are queued and sent with UDP
 //! GSO, one `sendmsg` per run of equal-sized datagrams to one destination — a subscriber's
 //! packets of one frame. Measured on loopback, the kernel's per-datagram path costs far more
-//! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`). Each
-//! task also times what it forwards ([`latency`]).
+//! than the system call, so GSO pays and `sendmmsg` would not (`docs/benchmarks-sfu.md`).
+//! Normally each received datagram's outputs are sent before the next datagram is handled (the
+//! first subscribers do not wait for the rest of a read); when a read fills every buffer the
+//! shard is behind, and the whole read is handled before its outputs are taken, so that a
+//! subscriber's packets of a burst come out back to back and form GSO runs (likewise for a
+//! backlog of packets relayed from another shard). Each task also times what it forwards
+//! ([`latency`]).
 //!
-//! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members and
-//! consultations go there. A WHEP subscriber of a class room goes to the least busy shard of the
-//! node (busy ratio in steps of 5%, then fewest participants); the home shard relays the room's
-//! tracks and every packet to the shards with subscribers, and their keyframe requests come
-//! back to its throttle, so a class's fan-out is spread over the cores. A session's id names its
-//! shard, so later calls about it go straight there. ICE is
+//! A room has a home shard, chosen by a hash of its name: publishers, room-protocol members with
+//! the `publish` grant and consultations go there. A WHEP subscriber of a class room, and a
+//! room-protocol member of a class without the `publish` grant, go to the least busy shard of
+//! the node (busy ratio in steps of 5%, then fewest participants); the shard a track is
+//! published on relays it and every packet to the shards with members, and their keyframe
+//! requests come back to its throttle, so a class's fan-out is spread over the cores; the room
+//! protocol's room-wide messages travel between the shards too (`nexus_sfu_core::relay`). A
+//! session's id names its shard, so later calls about it go straight there, and a resume token
+//! names its participant's shard. ICE is
 //! lite with host candidates only: each socket's address (or [`SfuConfig::public_ip`] with the
 //! bound port, for 1:1 NAT) is the one candidate in every answer.
 //!

@@ -212,13 +212,19 @@ impl ShardTask {
                 }
                 Some(message) = inbox.recv() => {
                     let start = Instant::now();
+                    // As for reads: a backlog of relayed packets is handled a burst at a time
+                    // (so that a subscriber's packets of it form GSO runs), otherwise each
+                    // message's outputs go out before the next one is handled.
+                    let behind = inbox.len() + 1 >= RECV_BUFFERS;
                     self.shard.handle_relay(start, message);
-                    self.collect().await;
-                    for _ in 1..RELAY_BATCH {
+                    for handled in 1..RELAY_BATCH {
+                        if !behind || handled % RECV_BUFFERS == 0 {
+                            self.collect().await;
+                        }
                         let Ok(message) = inbox.try_recv() else { break };
                         self.shard.handle_relay(Instant::now(), message);
-                        self.collect().await;
                     }
+                    self.collect().await;
                     self.busy(start);
                 }
                 readable = self.socket.readable() => {
@@ -244,14 +250,26 @@ impl ShardTask {
                             }
                         };
                         let now = Instant::now();
+                        // A full read means that datagrams waited in the socket while the shard
+                        // worked: it is behind, and the burst (a keyframe's packets, most
+                        // likely) is handled whole before its outputs are taken, so that each
+                        // subscriber's packets of it come out back to back and leave as one GSO
+                        // send. Otherwise each datagram's outputs go out before the next one is
+                        // handled (the first subscribers need not wait for the whole read).
+                        let behind = n == bufs.len();
                         for (m, buf) in meta.iter().zip(&bufs).take(n) {
                             // A GRO read holds several datagrams of `stride` bytes.
                             for datagram in buf[..m.len].chunks(m.stride.max(1)) {
                                 self.receive(now, m.addr, datagram);
-                                // Send as produced: what this datagram caused is queued (and
-                                // sent once a batch is full) before the next one is handled.
-                                self.collect().await;
+                                if !behind {
+                                    // Send as produced: queued (and sent once a batch is full)
+                                    // before the next datagram is handled.
+                                    self.collect().await;
+                                }
                             }
+                        }
+                        if behind {
+                            self.collect().await;
                         }
                     }
                     self.busy(start);

@@ -5,13 +5,15 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use nexus_sfu_core::{
-    Command, Grants, Identity, Input, Output, Relay, Reply, RoomId, RoomKind, SessionId, SfuError,
-    Shard, ShardConfig,
+    ClientMessage, Command, Grants, Identity, Input, JoinOptions, Output, ParticipantId, Relay,
+    Reply, RoomId, RoomKind, ServerMessage, SessionId, SfuError, Shard, ShardConfig,
 };
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid, Rid, Simulcast};
 use str0m::net::{Protocol, Receive};
@@ -42,6 +44,18 @@ pub struct Client {
     pub downlink: Option<Netem<Vec<u8>>>,
     /// The shard the client's session is on.
     pub shard: usize,
+    /// A room-protocol member: its participant id.
+    pub participant: Option<ParticipantId>,
+    /// Room-protocol messages received, in order.
+    pub signals: Vec<ServerMessage>,
+    /// The client's own offer in flight (room protocol).
+    pub pending: Option<SdpPendingOffer>,
+    /// Data-channel messages received.
+    pub channel_data: Vec<Vec<u8>>,
+    /// The data channel `chat` of a room-protocol member.
+    pub chat: Option<ChannelId>,
+    /// Keyframe requests its encoder answered ([`Net::publish_answering`]).
+    pub answered_requests: usize,
 }
 
 /// The network: the shards, clients, datagrams in flight, the forced clock.
@@ -54,6 +68,10 @@ pub struct Net {
     relays: VecDeque<(usize, Relay)>,
     /// The shard the next WHEP client goes to, when chosen by the test.
     placed: Option<usize>,
+    /// Room-protocol messages from clients not yet handed to their shard: (client, message).
+    said: VecDeque<(usize, ClientMessage)>,
+    /// When true, messages between shards are lost (as when a shard's relay queue is full).
+    pub drop_relays: bool,
     pub clients: Vec<Client>,
     pub now: Instant,
     /// Datagrams in flight: (deliver at, source, destination, bytes).
@@ -131,6 +149,8 @@ impl Net {
             shards,
             relays: VecDeque::new(),
             placed: None,
+            said: VecDeque::new(),
+            drop_relays: false,
             clients: vec![],
             now,
             wire: VecDeque::new(),
@@ -159,6 +179,12 @@ impl Net {
             connected: false,
             downlink: None,
             shard: 0,
+            participant: None,
+            signals: vec![],
+            pending: None,
+            channel_data: vec![],
+            chat: None,
+            answered_requests: 0,
         });
         self.clients.len() - 1
     }
@@ -285,6 +311,134 @@ impl Net {
         i
     }
 
+    /// A room-protocol (`/rtc`) member joining on shard `shard` (the driver puts a class
+    /// member without the `publish` grant on the least busy shard, others on the room's, shard
+    /// 0 here). Its `joined` and later messages collect in [`Client::signals`]; server offers
+    /// are answered at once. It has no peer connection until [`Net::rtc_offer`].
+    pub fn join_on(&mut self, identity: Identity, shard: usize) -> usize {
+        self.try_join_on(identity, shard, JoinOptions::default())
+            .unwrap()
+    }
+
+    /// [`Net::join_on`] with options (a resume), or the shard's refusal.
+    pub fn try_join_on(
+        &mut self,
+        identity: Identity,
+        shard: usize,
+        options: JoinOptions,
+    ) -> Result<usize, SfuError> {
+        let resumed = options.resume.is_some();
+        let reply =
+            self.shards[shard].handle_command(self.now, Command::Join { identity, options })?;
+        let Reply::Joined { participant } = reply else {
+            panic!("unexpected {reply:?}")
+        };
+        let i = match self
+            .clients
+            .iter()
+            .position(|c| resumed && c.participant == Some(participant))
+        {
+            Some(i) => i,
+            None => self.new_client(),
+        };
+        let c = &mut self.clients[i];
+        c.shard = shard;
+        c.participant = Some(participant);
+        self.poll_shard();
+        Ok(i)
+    }
+
+    /// Room-protocol member `i` sends `message` to its shard.
+    pub fn say(&mut self, i: usize, message: ClientMessage) {
+        self.said.push_back((i, message));
+        self.poll_shard();
+    }
+
+    /// Room-protocol member `i` sends an offer with a data channel `chat` and, when `publish`,
+    /// sendonly audio and video (its first offer creates its peer connection on its shard).
+    pub fn rtc_offer(&mut self, i: usize, publish: bool) {
+        let c = &mut self.clients[i];
+        let mut api = c.rtc.sdp_api();
+        if c.chat.is_none() {
+            c.chat = Some(api.add_channel("chat".into()));
+        }
+        let mut mids = vec![];
+        if publish {
+            mids.push((
+                api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
+                MediaKind::Audio,
+            ));
+            mids.push((
+                api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
+                MediaKind::Video,
+            ));
+        }
+        let (offer, pending) = api.apply().unwrap();
+        c.mids.extend(mids);
+        c.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        self.say(
+            i,
+            ClientMessage::Offer {
+                sdp,
+                sources: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Client `i` writes `data` on its data channel `chat` (once open).
+    pub fn chat_channel(&mut self, i: usize, data: &[u8]) -> bool {
+        let c = &mut self.clients[i];
+        let Some(id) = c.chat else {
+            return false;
+        };
+        c.rtc
+            .channel(id)
+            .is_some_and(|mut ch| ch.write(true, data).is_ok())
+    }
+
+    /// The room-protocol messages client `i` received that `f` picks.
+    pub fn signals_of<T>(&self, i: usize, f: impl Fn(&ServerMessage) -> Option<T>) -> Vec<T> {
+        self.clients[i].signals.iter().filter_map(f).collect()
+    }
+
+    /// Hands what room-protocol clients said to their shards; plays the client's side of what
+    /// the shards told them (accepts answers, answers offers). True if anything was done.
+    fn play_signaling(&mut self) -> bool {
+        let mut any = false;
+        while let Some((i, message)) = self.said.pop_front() {
+            any = true;
+            let (shard, from) = (self.clients[i].shard, self.clients[i].participant.unwrap());
+            let _ = self.shards[shard].handle_command(self.now, Command::Message { from, message });
+        }
+        any
+    }
+
+    /// Client side of one server message for member `i`.
+    fn on_signal(&mut self, i: usize, message: &ServerMessage) {
+        let c = &mut self.clients[i];
+        match message {
+            ServerMessage::Answer { sdp } => {
+                if let Some(pending) = c.pending.take() {
+                    let answer = SdpAnswer::from_sdp_string(sdp).unwrap();
+                    c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                }
+            }
+            // The server drops its offer when ours is in flight (the client wins).
+            ServerMessage::Offer { sdp } if c.pending.is_none() => {
+                let offer = SdpOffer::from_sdp_string(sdp).unwrap();
+                let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
+                self.said.push_back((
+                    i,
+                    ClientMessage::Answer {
+                        sdp: answer.to_sdp_string(),
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+
     /// Makes every datagram of client `i` now in flight arrive at the same instant (the latest
     /// of their arrival times), as a driver reads a burst in one `recvmmsg` with one `now`.
     pub fn bunch_from(&mut self, i: usize) {
@@ -337,6 +491,16 @@ impl Net {
             .rid(Rid::from(rid))
             .write(pt, now, MediaTime::from_90khz(n * 3000), d)
             .unwrap();
+    }
+
+    /// Writes frame `n` of each kind from publisher `i` like an encoder: video is a keyframe
+    /// when a keyframe request came since the last keyframe it sent so, or every 300 frames
+    /// (10 s at 30 fps; frame 0 is one).
+    pub fn publish_answering(&mut self, i: usize, n: u64) {
+        let c = &mut self.clients[i];
+        let asked = c.keyframe_requests > c.answered_requests;
+        c.answered_requests = c.keyframe_requests;
+        self.publish_frame(i, n, asked || n.is_multiple_of(300));
     }
 
     /// Writes one frame of each kind from publisher `i` (video: a keyframe when `key`).
@@ -438,6 +602,7 @@ impl Net {
                     str0m::Output::Event(e) => match e {
                         Event::Connected => c.connected = true,
                         Event::MediaData(d) => c.received.push(d),
+                        Event::ChannelData(d) => c.channel_data.push(d.data),
                         Event::KeyframeRequest(r) => {
                             c.keyframe_requests += 1;
                             c.keyframe_rids.push(r.rid);
@@ -456,7 +621,11 @@ impl Net {
             for k in 0..self.shards.len() {
                 self.poll_one(k);
             }
-            if self.relays.is_empty() {
+            let said = self.play_signaling();
+            if self.drop_relays {
+                self.relays.clear();
+            }
+            if self.relays.is_empty() && !said {
                 break;
             }
             while let Some((to, message)) = self.relays.pop_front() {
@@ -502,7 +671,12 @@ impl Net {
                             .push_back((now + self.delay, sfu, destination, contents)),
                     }
                 }
-                Output::Signal { .. } => {}
+                Output::Signal { to, message } => {
+                    if let Some(i) = self.clients.iter().position(|c| c.participant == Some(to)) {
+                        self.on_signal(i, &message);
+                        self.clients[i].signals.push(message);
+                    }
+                }
             }
         }
     }
