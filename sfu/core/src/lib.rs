@@ -117,5 +117,5 @@ pub use protocol::{
     ClientMessage, Grants, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind,
     ServerMessage, TrackInfo, TrackKind, TrackSource,
 };
-pub use relay::{Relay, RelayedRtp, RelayedTrack};
+pub use relay::{Audience, Relay, RelayedRtp, RelayedTrack};
 pub use shard::{Command, Input, Output, ParticipantState, Reply, Shard, ShardConfig, ShardStats};

@@ -74,6 +74,8 @@ pub enum Relay {
         room: RoomId,
         /// The message (boxed: it is larger than the other relays).
         message: Box<ServerMessage>,
+        /// Who is told (decided by the sending shard, which holds the subject).
+        audience: Audience,
     },
     /// An admin on the sending shard granted (or revoked) publishing to `participant`, a member
     /// on the receiving shard.
@@ -171,4 +173,31 @@ pub struct RelayedRtp {
     /// When the home shard received the publisher's datagram (the added latency is measured
     /// from here, hop between shards included).
     pub arrived: Instant,
+}
+
+/// Which members of a room a room-wide message goes to.
+///
+/// In a class, a member who only receives (no `admin` grant, not allowed to publish) is
+/// *quiet*: its arrival, departure and raised hand go to the room's admins (the teacher), not to
+/// the other students — a class of N students would otherwise send N² `participant_joined`
+/// messages, and a student has no use for the others' comings and goings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every member.
+    All,
+    /// The admins, and this participant when given.
+    Admins(Option<ParticipantId>),
+    /// Every member without the `admin` grant (who did not know a quiet member yet).
+    NonAdmins,
+}
+
+impl Audience {
+    /// Whether a member with the `admin` grant or not, and this id, is told.
+    pub fn includes(self, id: ParticipantId, admin: bool) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::Admins(also) => admin || also == Some(id),
+            Audience::NonAdmins => !admin,
+        }
+    }
 }

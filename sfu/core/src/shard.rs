@@ -9,7 +9,7 @@ use crate::protocol::{
     ClientMessage, Identity, JoinOptions, LeaveReason, ParticipantInfo, RoomKind, ServerMessage,
     TrackInfo, TrackKind, TrackSource,
 };
-use crate::relay::{Relay, RelayedRtp, RelayedTrack};
+use crate::relay::{Audience, Relay, RelayedRtp, RelayedTrack};
 use crate::rtp::{Rewriter, starts_keyframe};
 use crate::speaker::ActiveSpeaker;
 use rustc_hash::FxHashMap;
@@ -356,6 +356,9 @@ struct Participant {
     mode: Mode,
     can_publish: bool,
     hand_raised: bool,
+    /// Its arrival was told to every member (not only to admins: see [`Audience`]), so its
+    /// departure is too.
+    announced_all: bool,
     resume_token: String,
     peer: Option<Peer>,
 }
@@ -1280,6 +1283,7 @@ impl Shard {
                 mode,
                 can_publish,
                 hand_raised: false,
+                announced_all: false,
                 resume_token,
                 peer: Some(peer),
             },
@@ -1372,6 +1376,7 @@ impl Shard {
                 auto_subscribe: options.auto_subscribe.unwrap_or(true),
             },
             hand_raised: false,
+            announced_all: false,
             resume_token,
             peer: None,
         };
@@ -1446,15 +1451,23 @@ impl Shard {
             return;
         };
         // Room-protocol members and WHIP publishers, here and on the other shards (WHEP
-        // subscribers are not listed: a class may have thousands).
+        // subscribers are not listed: a class may have thousands). A class's quiet members are
+        // listed to its admins only.
+        let sees_all = p.identity.grants.admin || room.kind != RoomKind::Class;
         let participants = room
             .members
             .iter()
             .filter(|m| **m != id && !room.unannounced.contains(m))
             .filter_map(|m| self.participants.get(m))
             .filter(|m| m.state.is_admitted() && m.is_listed())
+            .filter(|m| sees_all || m.announced_all || m.can_publish || m.identity.grants.admin)
             .map(Participant::info)
-            .chain(room.remote.values().cloned())
+            .chain(
+                room.remote
+                    .values()
+                    .filter(|i| sees_all || i.admin || i.can_publish)
+                    .cloned(),
+            )
             .collect();
         let tracks = room.tracks.values().map(Track::info).collect();
         let is_admin = p.identity.grants.admin;
@@ -1480,10 +1493,19 @@ impl Shard {
             tracks,
         };
         self.signal(id, joined);
-        self.broadcast_room(
+        let audience = if self.is_quiet(id) {
+            Audience::Admins(None)
+        } else {
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.announced_all = true;
+            }
+            Audience::All
+        };
+        self.broadcast_room_to(
             &room_id,
             Some(id),
             ServerMessage::ParticipantJoined { participant: info },
+            audience,
         );
         // Admins also learn who waits.
         if is_admin {
@@ -1669,10 +1691,16 @@ impl Shard {
                 message: ServerMessage::Leave { reason },
             });
             if p.state != ParticipantState::Waiting && announced {
-                self.broadcast_room(
+                let audience = if p.announced_all {
+                    Audience::All
+                } else {
+                    Audience::Admins(None)
+                };
+                self.broadcast_room_to(
                     &room_id,
                     None,
                     ServerMessage::ParticipantLeft { participant: id },
+                    audience,
                 );
             }
         } else if p.mode == Mode::Whip {
@@ -1787,13 +1815,19 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&from) {
                     p.hand_raised = raised;
                 }
-                self.broadcast_room(
+                let audience = if self.is_quiet(from) {
+                    Audience::Admins(Some(from))
+                } else {
+                    Audience::All
+                };
+                self.broadcast_room_to(
                     &room_id,
                     None,
                     ServerMessage::HandRaised {
                         participant: from,
                         raised,
                     },
+                    audience,
                 );
                 Ok(Reply::Done)
             }
@@ -1864,10 +1898,13 @@ impl Shard {
         else {
             return false;
         };
+        let quiet = !target.announced_all;
         target.can_publish = granted;
         if granted {
             target.hand_raised = false;
+            target.announced_all = true;
         }
+        let info = target.info();
         if !granted {
             let tracks: Vec<TrackId> = target
                 .peer
@@ -1877,6 +1914,15 @@ impl Shard {
             for t in tracks {
                 self.remove_track(now, t);
             }
+        }
+        if granted && quiet {
+            // A quiet student becomes a publisher: the others learn of it now (admins knew).
+            self.broadcast_room_to(
+                room_id,
+                Some(participant),
+                ServerMessage::ParticipantJoined { participant: info },
+                Audience::NonAdmins,
+            );
         }
         self.broadcast_room(
             room_id,
@@ -2779,7 +2825,11 @@ impl Shard {
                     }
                 }
             }
-            Relay::Broadcast { room, message } => {
+            Relay::Broadcast {
+                room,
+                message,
+                audience,
+            } => {
                 let Some(r) = self.rooms.get_mut(&room) else {
                     return;
                 };
@@ -2816,7 +2866,7 @@ impl Shard {
                     }
                     _ => {}
                 }
-                self.broadcast(&room, None, *message);
+                self.broadcast_to(&room, None, *message, audience);
             }
             Relay::GrantPublish {
                 room,
@@ -3031,6 +3081,17 @@ impl Shard {
     /// Sends to every admitted room-protocol member of this shard except `except` (and those
     /// whose `joined` has not gone out yet).
     fn broadcast(&mut self, room: &RoomId, except: Option<ParticipantId>, message: ServerMessage) {
+        self.broadcast_to(room, except, message, Audience::All);
+    }
+
+    /// [`Shard::broadcast`] to the members `audience` includes.
+    fn broadcast_to(
+        &mut self,
+        room: &RoomId,
+        except: Option<ParticipantId>,
+        message: ServerMessage,
+        audience: Audience,
+    ) {
         let unannounced = self
             .rooms
             .get(room)
@@ -3041,6 +3102,7 @@ impl Shard {
                 && m.is_room()
                 && m.state.is_admitted()
                 && !unannounced.contains(&m.id)
+                && audience.includes(m.id, m.identity.grants.admin)
         });
         for id in to {
             self.outputs.push_back(Output::Signal {
@@ -3057,14 +3119,40 @@ impl Shard {
         except: Option<ParticipantId>,
         message: ServerMessage,
     ) {
+        self.broadcast_room_to(room, except, message, Audience::All);
+    }
+
+    /// [`Shard::broadcast_room`] to the members `audience` includes.
+    fn broadcast_room_to(
+        &mut self,
+        room: &RoomId,
+        except: Option<ParticipantId>,
+        message: ServerMessage,
+        audience: Audience,
+    ) {
         self.relay_to_room(
             room,
             &Relay::Broadcast {
                 room: room.clone(),
                 message: Box::new(message.clone()),
+                audience,
             },
         );
-        self.broadcast(room, except, message);
+        self.broadcast_to(room, except, message, audience);
+    }
+
+    /// Whether `id` is a quiet member of a class: one that only receives and was never
+    /// announced to everyone (see [`Audience`]).
+    fn is_quiet(&self, id: ParticipantId) -> bool {
+        self.participants.get(&id).is_some_and(|p| {
+            !p.announced_all
+                && !p.identity.grants.admin
+                && !p.can_publish
+                && self
+                    .rooms
+                    .get(&p.identity.room)
+                    .is_some_and(|r| r.kind == RoomKind::Class)
+        })
     }
 
     fn room_members(

@@ -181,8 +181,9 @@ fn a_student_on_the_second_shard_sees_the_class_and_gets_the_teacher_from_a_keyf
         _ => None,
     });
     assert_eq!(muted, vec![Some(true)]);
+    // Students who only receive are quiet: ben is listed the teacher, not ana.
     let (people, _, _) = joined(&net, ben);
-    assert_eq!(people.len(), 2, "ben sees ana and the teacher: {people:?}");
+    assert_eq!(people, vec![id(&net, teacher)], "ben sees the teacher only");
 
     // Ana leaves: the teacher is told.
     net.say(ana, ClientMessage::Leave);
@@ -205,16 +206,29 @@ fn a_student_on_the_second_shard_is_granted_publish_and_reaches_the_class_on_bot
     }
     net.run(Duration::from_secs(1));
     let (ana_id, teacher_id) = (id(&net, ana), id(&net, teacher));
-    // Chen's `joined` lists everyone, from both shards.
-    let (mut people, _, _) = joined(&net, chen);
-    people.sort();
-    let mut expected = vec![teacher_id, ana_id, id(&net, ben)];
-    expected.sort();
-    assert_eq!(people, expected);
+    // Chen's `joined` lists the teacher only: the other students are quiet. The teacher
+    // (an admin) was told of each of them, on both shards.
+    let (people, _, _) = joined(&net, chen);
+    assert_eq!(people, vec![teacher_id]);
+    let mut told = net.signals_of(teacher, |m| match m {
+        ServerMessage::ParticipantJoined { participant } => Some(participant.id),
+        _ => None,
+    });
+    told.sort();
+    let mut students = vec![ana_id, id(&net, ben), id(&net, chen)];
+    students.sort();
+    assert_eq!(told, students);
+    for i in [ana, ben, chen] {
+        let joins = net.signals_of(i, |m| match m {
+            ServerMessage::ParticipantJoined { .. } => Some(()),
+            _ => None,
+        });
+        assert!(joins.is_empty(), "student {i} was told of another student");
+    }
 
-    // Ana raises her hand: the teacher (other shard) and chen (same shard) see it.
+    // Ana raises her hand: the teacher (other shard) and ana herself see it, not the others.
     net.say(ana, ClientMessage::RaiseHand { raised: true });
-    for i in [teacher, ben, chen] {
+    for i in [teacher, ana, ben, chen] {
         let hands = net.signals_of(i, |m| match m {
             ServerMessage::HandRaised {
                 participant,
@@ -222,7 +236,12 @@ fn a_student_on_the_second_shard_is_granted_publish_and_reaches_the_class_on_bot
             } => Some(*participant),
             _ => None,
         });
-        assert_eq!(hands, vec![ana_id], "client {i}");
+        let want = if i == teacher || i == ana {
+            vec![ana_id]
+        } else {
+            vec![]
+        };
+        assert_eq!(hands, want, "client {i}");
     }
     // The teacher grants; ana's shard changes her and tells everyone.
     net.say(
@@ -242,6 +261,20 @@ fn a_student_on_the_second_shard_is_granted_publish_and_reaches_the_class_on_bot
         });
         assert_eq!(grants, vec![ana_id], "client {i}");
     }
+    // Now a publisher, she is introduced to the other students (once), not again to the
+    // teacher.
+    for i in [ben, chen] {
+        let joins = net.signals_of(i, |m| match m {
+            ServerMessage::ParticipantJoined { participant } => Some(participant.id),
+            _ => None,
+        });
+        assert_eq!(joins, vec![ana_id], "client {i}");
+    }
+    let told_again = net.signals_of(teacher, |m| match m {
+        ServerMessage::ParticipantJoined { participant } if participant.id == ana_id => Some(()),
+        _ => None,
+    });
+    assert_eq!(told_again.len(), 1);
 
     // She renegotiates to publish on her own shard; her tracks reach the class on both.
     net.rtc_offer(ana, true);
@@ -297,6 +330,26 @@ fn a_student_on_the_second_shard_is_granted_publish_and_reaches_the_class_on_bot
         _ => None,
     });
     assert_eq!(gone.len(), 2);
+
+    // Having been introduced, her departure is told to everyone; a quiet student's only to
+    // the teacher.
+    net.say(ana, ClientMessage::Leave);
+    net.say(chen, ClientMessage::Leave);
+    let chen_id = id(&net, chen);
+    for i in [teacher, ben] {
+        let mut left = net.signals_of(i, |m| match m {
+            ServerMessage::ParticipantLeft { participant } => Some(*participant),
+            _ => None,
+        });
+        left.sort();
+        let mut want = if i == teacher {
+            vec![ana_id, chen_id]
+        } else {
+            vec![ana_id]
+        };
+        want.sort();
+        assert_eq!(left, want, "client {i}");
+    }
 }
 
 #[test]
