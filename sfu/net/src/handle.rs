@@ -476,7 +476,12 @@ impl SfuHandle {
             self.shard_for_subscriber(&identity.room, identity.kind)
         }
         .clone();
-        let (msg_tx, msg_rx) = mpsc::channel(task::SIGNAL_QUEUE);
+        let queue = if identity.grants.admin {
+            task::ADMIN_SIGNAL_QUEUE
+        } else {
+            task::SIGNAL_QUEUE
+        };
+        let (msg_tx, msg_rx) = mpsc::channel(queue);
         let (tx, rx) = oneshot::channel();
         shard
             .try_send(ShardCmd::Join {
@@ -673,6 +678,52 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.id(), student_id);
         assert!(matches!(next(&mut rx).await, ServerMessage::Joined { .. }));
+        sfu.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_rush_of_students_does_not_overflow_the_teachers_queue() {
+        let mut config = SfuConfig::new("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()));
+        config.shards = 2;
+        let sfu = SfuHandle::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let class = |user: &str, grants: Vec<Grant>| {
+            Claims::new(user, 60).with_room("class-rush", nexus_auth::RoomKind::Class, grants)
+        };
+        let (teacher, mut teacher_rx) = sfu
+            .join_room(
+                &class("teacher", vec![Grant::Publish, Grant::Admin]),
+                JoinOptions::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 600 students join while the teacher's connection reads nothing (a busy writer): each
+        // is announced to the teacher alone, more than a member's ordinary queue holds.
+        let mut students = Vec::new();
+        for n in 0..600 {
+            let joined = sfu
+                .join_room(
+                    &class(&format!("s{n}"), vec![Grant::Subscribe]),
+                    JoinOptions::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            students.push(joined);
+        }
+        assert!(matches!(
+            next(&mut teacher_rx).await,
+            ServerMessage::Joined { .. }
+        ));
+        let mut told = 0;
+        while told < 600 {
+            match next(&mut teacher_rx).await {
+                ServerMessage::ParticipantJoined { .. } => told += 1,
+                ServerMessage::Leave { reason } => panic!("the teacher was dropped: {reason:?}"),
+                _ => {}
+            }
+        }
+        drop(teacher);
         sfu.shutdown().await;
     }
 

@@ -20,6 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Capacity of a participant's queue of server messages. A participant that lets it fill up is
 /// disconnected (it may resume), never waited for.
 pub(crate) const SIGNAL_QUEUE: usize = 256;
+/// The same for a participant with the `admin` grant: in a class it is told of every student
+/// who comes, goes or raises a hand (see `nexus_sfu_core::Audience`), so a rush of joins at the
+/// start of a lesson must not overflow the teacher's queue. Tokio's channel allocates its slots
+/// as they fill, so an idle queue costs no more.
+pub(crate) const ADMIN_SIGNAL_QUEUE: usize = 8192;
 
 /// Largest datagram handled (a GRO-coalesced read holds several).
 const MAX_DATAGRAM: usize = 2048;
