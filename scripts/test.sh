@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: everything CI checks, in order of cost. Installs and starts the engines the tests
 # use (PostgreSQL/PostGIS, Redis, the Kafka broker, Chromium and the Node test clients) when
-# missing, then: formatting, lints, the whole test suite against real engines, docs, layering.
+# missing, then: formatting, lints, the whole test suite against real engines, docs, that the
+# fuzz targets compile, deploy manifests, layering.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,6 +38,9 @@ cargo test --workspace --locked
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "fuzz targets compile (a workspace of its own; running them needs nightly)"
+(cd fuzz && cargo fmt -- --check && cargo check --bins --locked)
 
 step "deploy manifests"
 deploy/validate.sh
