@@ -378,6 +378,12 @@ impl Participant {
         matches!(self.mode, Mode::Room { .. })
     }
 
+    /// Whether every member of a class hears of it: an admin, a publisher, or a student once
+    /// introduced (see [`Audience`]); the others are quiet.
+    fn is_public(&self) -> bool {
+        self.announced_all || is_public(self.identity.grants.admin, self.can_publish)
+    }
+
     /// Whether `joined` lists it: room-protocol members and WHIP publishers (not WHEP
     /// subscribers).
     fn is_listed(&self) -> bool {
@@ -1407,16 +1413,13 @@ impl Shard {
         };
         room.syncing.clear();
         room.sync_deadline = None;
-        let waiting = std::mem::take(&mut room.unannounced);
-        for (i, id) in waiting.iter().enumerate() {
-            if let Some(room) = self.rooms.get_mut(room_id) {
-                // The later ones are announced after this one, and see it in their `joined`.
-                room.unannounced = waiting[i + 1..].to_vec();
-            }
-            self.announce_arrival(*id);
-        }
-        if let Some(room) = self.rooms.get_mut(room_id) {
-            room.unannounced.clear();
+        // One at a time: the later ones stay unannounced until their turn, and see the earlier
+        // ones in their `joined`.
+        while let Some(room) = self.rooms.get_mut(room_id)
+            && !room.unannounced.is_empty()
+        {
+            let id = room.unannounced.remove(0);
+            self.announce_arrival(id);
         }
     }
 
@@ -1460,12 +1463,12 @@ impl Shard {
             .filter(|m| **m != id && !room.unannounced.contains(m))
             .filter_map(|m| self.participants.get(m))
             .filter(|m| m.state.is_admitted() && m.is_listed())
-            .filter(|m| sees_all || m.announced_all || m.can_publish || m.identity.grants.admin)
+            .filter(|m| sees_all || m.is_public())
             .map(Participant::info)
             .chain(
                 room.remote
                     .values()
-                    .filter(|i| sees_all || i.admin || i.can_publish)
+                    .filter(|i| sees_all || is_public(i.admin, i.can_publish))
                     .cloned(),
             )
             .collect();
@@ -1898,7 +1901,7 @@ impl Shard {
         else {
             return false;
         };
-        let quiet = !target.announced_all;
+        let quiet = !target.is_public();
         target.can_publish = granted;
         if granted {
             target.hand_raised = false;
@@ -3145,9 +3148,7 @@ impl Shard {
     /// announced to everyone (see [`Audience`]).
     fn is_quiet(&self, id: ParticipantId) -> bool {
         self.participants.get(&id).is_some_and(|p| {
-            !p.announced_all
-                && !p.identity.grants.admin
-                && !p.can_publish
+            !p.is_public()
                 && self
                     .rooms
                     .get(&p.identity.room)
@@ -3174,8 +3175,15 @@ impl Shard {
     }
 }
 
-/// The room a message between shards is about (`None` for a keyframe request, which names a
-/// track).
+/// Whether every member of a class hears of a participant by what it is: an admin, or allowed
+/// to publish. (A student introduced once stays known: [`Participant::is_public`].)
+fn is_public(admin: bool, can_publish: bool) -> bool {
+    admin || can_publish
+}
+
+/// The room a message between shards is about, for the check that it is a class here. `None`
+/// for a keyframe request (it names a track) and for a packet: a packet names a track, which
+/// this shard mirrors only in a class, so it needs no check — and it is the hot path.
 fn relay_room(message: &Relay) -> Option<&RoomId> {
     match message {
         Relay::Interest { room, .. }
@@ -3186,8 +3194,7 @@ fn relay_room(message: &Relay) -> Option<&RoomId> {
         | Relay::Channel { room, .. }
         | Relay::TrackUnpublished { room, .. } => Some(room),
         Relay::TrackPublished(t) => Some(&t.room),
-        Relay::Rtp(rtp) => Some(&rtp.room),
-        Relay::KeyframeRequest { .. } => None,
+        Relay::Rtp(_) | Relay::KeyframeRequest { .. } => None,
     }
 }
 
