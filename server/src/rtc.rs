@@ -340,7 +340,8 @@ async fn run_room_socket(
     let (handle, mut messages) = match sfu.join_room(&claims, options).await {
         Ok(pair) => pair,
         Err(e) => {
-            let code = match problem(e.clone()).status {
+            let status = problem(e.clone()).status;
+            let code = match status {
                 _ if matches!(e, SfuError::Saturated { .. }) => "saturated",
                 403 => "forbidden",
                 404 => "no_such_session",
@@ -349,12 +350,8 @@ async fn run_room_socket(
                 _ => "error",
             };
             let _ = send_json(&mut socket, &error_message(code, e.to_string())).await;
-            // 1013 (try again later) when a retry may succeed, 1008 (policy) otherwise.
-            let retry = matches!(
-                e,
-                SfuError::Saturated { .. } | SfuError::Unavailable | SfuError::ShuttingDown
-            );
-            let frame = if retry {
+            // 1013 (try again later) where HTTP would say 503, 1008 (policy) otherwise.
+            let frame = if status == 503 {
                 closing(1013, "try again later")
             } else {
                 closing(1008, "refused")
